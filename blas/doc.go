@@ -1,0 +1,30 @@
+// Package blas is ninbatch's single GEMM entry point.
+//
+// Every matrix product in the project goes through Sgemm, which forwards to
+// Impl, a gonum blas.Float32. The default build backs Impl with
+// gonum.org/v1/netlib over OpenBLAS (this package carries the
+// `#cgo pkg-config: openblas` directive that also resolves netlib's CBLAS
+// symbols, so a plain `go build ./...` links). Building with `-tags purego`
+// swaps in gonum's pure-Go implementation instead; both pass the same
+// conformance test.
+//
+// OpenBLAS keeps a global thread pool. SetThreads sets its size for the whole
+// process; ninbatch either runs one stream with several OpenBLAS threads or
+// several streams with OpenBLAS at one thread each (see nin.Options).
+package blas
+
+import gblas "gonum.org/v1/gonum/blas"
+
+// Sgemm computes C = alpha·op(A)·op(B) + beta·C for row-major matrices, with
+// op(X) = Xᵀ when the matching trans flag is set. C is m×n, op(A) m×k,
+// op(B) k×n. Argument errors are programming errors and panic (gonum style).
+func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	ta, tb := gblas.NoTrans, gblas.NoTrans
+	if transA {
+		ta = gblas.Trans
+	}
+	if transB {
+		tb = gblas.Trans
+	}
+	Impl.Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}

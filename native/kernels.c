@@ -1,0 +1,176 @@
+#include "kernels.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+void nb_im2col(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
+               int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
+               int64_t r0, int64_t nr, float *col) {
+    (void)n;
+    const int64_t kc = k * c;       // one kernel row of taps, contiguous in NHWC
+    const int64_t K = k * kc;       // columns of the im2col matrix
+    const int64_t plane = oh * ow;
+    for (int64_t rr = 0; rr < nr; rr++) {
+        const int64_t r = r0 + rr;
+        const int64_t img = r / plane, pix = r % plane;
+        const int64_t oy = pix / ow, ox = pix % ow;
+        const int64_t iy0 = oy * s - p, ix0 = ox * s - p;
+        // valid kx range [kx0, kx1): 0 <= ix0+kx < w
+        int64_t kx0 = ix0 < 0 ? -ix0 : 0;
+        int64_t kx1 = w - ix0 < k ? w - ix0 : k;
+        if (kx1 < kx0) kx1 = kx0;
+        float *dst = col + rr * K;
+        const float *base = in + img * h * w * c;
+        for (int64_t ky = 0; ky < k; ky++) {
+            const int64_t iy = iy0 + ky;
+            float *d = dst + ky * kc;
+            if (iy < 0 || iy >= h || kx0 >= kx1) {
+                memset(d, 0, (size_t)kc * sizeof(float));
+                continue;
+            }
+            if (kx0 > 0) memset(d, 0, (size_t)(kx0 * c) * sizeof(float));
+            memcpy(d + kx0 * c, base + (iy * w + ix0 + kx0) * c, (size_t)((kx1 - kx0) * c) * sizeof(float));
+            if (kx1 < k) memset(d + kx1 * c, 0, (size_t)((k - kx1) * c) * sizeof(float));
+        }
+    }
+}
+
+void nb_col2im(const float *col, int64_t n, int64_t h, int64_t w, int64_t c,
+               int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
+               int64_t r0, int64_t nr, float *din) {
+    (void)n;
+    const int64_t kc = k * c, K = k * kc, plane = oh * ow;
+    for (int64_t rr = 0; rr < nr; rr++) {
+        const int64_t r = r0 + rr;
+        const int64_t img = r / plane, pix = r % plane;
+        const int64_t oy = pix / ow, ox = pix % ow;
+        const int64_t iy0 = oy * s - p, ix0 = ox * s - p;
+        int64_t kx0 = ix0 < 0 ? -ix0 : 0;
+        int64_t kx1 = w - ix0 < k ? w - ix0 : k;
+        if (kx1 <= kx0) continue;
+        const float *src = col + rr * K;
+        float *base = din + img * h * w * c;
+        for (int64_t ky = 0; ky < k; ky++) {
+            const int64_t iy = iy0 + ky;
+            if (iy < 0 || iy >= h) continue;
+            const float *sp = src + ky * kc + kx0 * c;
+            float *dp = base + (iy * w + ix0 + kx0) * c;
+            const int64_t len = (kx1 - kx0) * c;
+            for (int64_t j = 0; j < len; j++) dp[j] += sp[j];
+        }
+    }
+}
+
+void nb_bias_act(float *x, int64_t rows, int64_t c, const float *bias, int relu) {
+    if (relu) {
+        for (int64_t r = 0; r < rows; r++) {
+            float *row = x + r * c;
+            for (int64_t j = 0; j < c; j++) {
+                float v = row[j] + bias[j];
+                row[j] = v > 0.0f ? v : 0.0f;
+            }
+        }
+    } else {
+        for (int64_t r = 0; r < rows; r++) {
+            float *row = x + r * c;
+            for (int64_t j = 0; j < c; j++) row[j] += bias[j];
+        }
+    }
+}
+
+void nb_maxpool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
+                int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
+                float *out, int32_t *argmax) {
+    for (int64_t img = 0; img < n; img++) {
+        const float *src = in + img * h * w * c;
+        for (int64_t py = 0; py < oh; py++) {
+            int64_t y0 = py * s - p, y1 = y0 + k;
+            if (y1 > h) y1 = h;
+            if (y0 < 0) y0 = 0;
+            for (int64_t px = 0; px < ow; px++) {
+                int64_t x0 = px * s - p, x1 = x0 + k;
+                if (x1 > w) x1 = w;
+                if (x0 < 0) x0 = 0;
+                const int64_t o = ((img * oh + py) * ow + px) * c;
+                float *dst = out + o;
+                for (int64_t j = 0; j < c; j++) dst[j] = -FLT_MAX;
+                int32_t *am = argmax ? argmax + o : NULL;
+                for (int64_t y = y0; y < y1; y++) {
+                    for (int64_t x = x0; x < x1; x++) {
+                        const int64_t off = (y * w + x) * c;
+                        const float *v = src + off;
+                        if (am) {
+                            const int32_t gidx = (int32_t)(img * h * w * c + off);
+                            for (int64_t j = 0; j < c; j++) {
+                                if (v[j] > dst[j]) { dst[j] = v[j]; am[j] = gidx + (int32_t)j; }
+                            }
+                        } else {
+                            for (int64_t j = 0; j < c; j++) dst[j] = v[j] > dst[j] ? v[j] : dst[j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void nb_avepool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
+                int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
+                float *out) {
+    for (int64_t img = 0; img < n; img++) {
+        const float *src = in + img * h * w * c;
+        for (int64_t py = 0; py < oh; py++) {
+            int64_t y0 = py * s - p, y1 = y0 + k;
+            if (y1 > h + p) y1 = h + p;
+            const int64_t hs = y1 - y0;
+            if (y0 < 0) y0 = 0;
+            if (y1 > h) y1 = h;
+            for (int64_t px = 0; px < ow; px++) {
+                int64_t x0 = px * s - p, x1 = x0 + k;
+                if (x1 > w + p) x1 = w + p;
+                const int64_t ws = x1 - x0;
+                if (x0 < 0) x0 = 0;
+                if (x1 > w) x1 = w;
+                float *dst = out + ((img * oh + py) * ow + px) * c;
+                for (int64_t j = 0; j < c; j++) dst[j] = 0.0f;
+                for (int64_t y = y0; y < y1; y++)
+                    for (int64_t x = x0; x < x1; x++) {
+                        const float *v = src + (y * w + x) * c;
+                        for (int64_t j = 0; j < c; j++) dst[j] += v[j];
+                    }
+                const float inv = 1.0f / (float)(hs * ws);
+                for (int64_t j = 0; j < c; j++) dst[j] *= inv;
+            }
+        }
+    }
+}
+
+void nb_gap(const float *in, int64_t n, int64_t hw, int64_t c, float *out) {
+    const float inv = 1.0f / (float)hw;
+    for (int64_t img = 0; img < n; img++) {
+        const float *src = in + img * hw * c;
+        float *dst = out + img * c;
+        for (int64_t j = 0; j < c; j++) dst[j] = 0.0f;
+        for (int64_t i = 0; i < hw; i++)
+            for (int64_t j = 0; j < c; j++) dst[j] += src[i * c + j];
+        for (int64_t j = 0; j < c; j++) dst[j] *= inv;
+    }
+}
+
+void nb_softmax(const float *in, int64_t n, int64_t c, float *out) {
+    for (int64_t r = 0; r < n; r++) {
+        const float *x = in + r * c;
+        float *y = out + r * c;
+        float m = x[0];
+        for (int64_t j = 1; j < c; j++) m = x[j] > m ? x[j] : m;
+        double sum = 0.0;
+        for (int64_t j = 0; j < c; j++) {
+            const float e = expf(x[j] - m);
+            y[j] = e;
+            sum += e;
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int64_t j = 0; j < c; j++) y[j] *= inv;
+    }
+}

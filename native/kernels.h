@@ -1,0 +1,41 @@
+// ninbatch native kernels over NHWC float32 tensors.
+// Contract: callers (the Go wrappers in this package) validate every size and
+// length first; kernels never allocate and never keep a pointer after return.
+#ifndef NINBATCH_KERNELS_H
+#define NINBATCH_KERNELS_H
+#include <stdint.h>
+
+// Rows [r0, r0+nr) of the im2col matrix of an NHWC input in (n, h, w, c):
+// row r = (img, oy, ox) over (n, oh, ow); column (ky*k + kx)*c + ci.
+// Taps outside the image are zero.  col: (nr, k*k*c)
+void nb_im2col(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
+               int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
+               int64_t r0, int64_t nr, float *col);
+
+// Adjoint of nb_im2col: accumulates rows [r0, r0+nr) of col into din (+=).
+void nb_col2im(const float *col, int64_t n, int64_t h, int64_t w, int64_t c,
+               int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
+               int64_t r0, int64_t nr, float *din);
+
+// x[r, j] = max(0, x[r, j] + bias[j]) (relu != 0) or x[r, j] + bias[j].  x: (rows, c)
+void nb_bias_act(float *x, int64_t rows, int64_t c, const float *bias, int relu);
+
+// Caffe max pooling, NHWC.  in: (n, h, w, c)  out: (n, oh, ow, c)
+// argmax (nullable): (n, oh, ow, c) index into in of the chosen element.
+void nb_maxpool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
+                int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
+                float *out, int32_t *argmax);
+
+// Caffe average pooling, NHWC: the divisor counts the window clipped to
+// [-p, h+p) (so in-bounds only when p == 0).
+void nb_avepool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
+                int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
+                float *out);
+
+// Global average pooling.  in: (n, hw, c)  out: (n, c)
+void nb_gap(const float *in, int64_t n, int64_t hw, int64_t c, float *out);
+
+// Row-wise numerically stable softmax.  in, out: (n, c); may alias.
+void nb_softmax(const float *in, int64_t n, int64_t c, float *out);
+
+#endif

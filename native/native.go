@@ -1,0 +1,256 @@
+// Package native holds ninbatch's C kernels over NHWC float32 tensors:
+// im2col/col2im, pooling with Caffe rounding, fused bias+activation, global
+// average pooling and softmax.
+//
+// Each Go wrapper validates its arguments in a fixed order and then makes
+// exactly one C call for the whole batch-level operation. C never allocates
+// and never keeps a Go pointer. Invalid arguments are programming errors and
+// panic with a constant message ("native: short out"), as gonum does; user
+// input is validated long before it reaches this package.
+//
+// Package nativeref holds the plain-Go reference of every kernel; the
+// conformance test compares the two over a grid of shapes.
+package native
+
+/*
+#cgo CFLAGS: -O3 -std=c11 -Wall
+#cgo LDFLAGS: -lm
+#include "kernels.h"
+*/
+import "C"
+
+import (
+	"math"
+	"unsafe"
+)
+
+// Geom is the geometry of a k×k window operation (convolution or pooling)
+// with stride S and symmetric zero padding P over an NHWC tensor
+// (N, H, W, C), producing an (N, OH, OW, ·) tensor.
+type Geom struct {
+	N, H, W, C int // input
+	K, S, P    int // window size, stride, padding
+	OH, OW     int // output spatial size
+}
+
+// Rows is the number of output pixels N·OH·OW (the im2col row count).
+func (g Geom) Rows() int { return g.N * g.OH * g.OW }
+
+// Cols is K·K·C, the im2col column count.
+func (g Geom) Cols() int { return g.K * g.K * g.C }
+
+// InLen is N·H·W·C.
+func (g Geom) InLen() int { return g.N * g.H * g.W * g.C }
+
+// PoolOutLen is N·OH·OW·C, the length of a pooling output.
+func (g Geom) PoolOutLen() int { return g.Rows() * g.C }
+
+// OutSize is the output length of a window op along one axis:
+// floor((in + 2p − k)/s) + 1, or with ceil=true Caffe's pooling rule
+// ceil((in + 2p − k)/s) + 1, dropping a last window that would start in the
+// bottom padding. It returns 0 when the window does not fit.
+func OutSize(in, k, s, p int, ceil bool) int {
+	span := in + 2*p - k
+	if in <= 0 || k <= 0 || s <= 0 || p < 0 || span < 0 {
+		return 0
+	}
+	var o int
+	if ceil {
+		o = (span+s-1)/s + 1
+		if p > 0 && (o-1)*s >= in+p {
+			o--
+		}
+	} else {
+		o = span/s + 1
+	}
+	return o
+}
+
+const maxElems = math.MaxInt32 // argmax indices are int32; no NIN tensor comes near this
+
+func (g Geom) check() {
+	switch {
+	case g.N < 0 || g.H < 1 || g.W < 1 || g.C < 1:
+		panic("native: bad input shape")
+	case g.K < 1:
+		panic("native: bad window")
+	case g.S < 1:
+		panic("native: bad stride")
+	case g.P < 0 || g.P >= g.K:
+		panic("native: bad pad")
+	case g.OH < 1 || g.OW < 1:
+		panic("native: bad output shape")
+	case (g.OH-1)*g.S-g.P >= g.H || (g.OW-1)*g.S-g.P >= g.W:
+		panic("native: window starts outside the input")
+	case g.InLen() > maxElems || g.Rows()*g.Cols() > math.MaxInt64/8:
+		panic("native: tensor too large")
+	}
+}
+
+func f32(s []float32) *C.float {
+	if len(s) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&s[0]))
+}
+
+// Im2col writes rows [r0, r0+nr) of the im2col matrix of in into col.
+//
+//	in:  (N, H, W, C)
+//	col: (nr, K·K·C), column (ky·K + kx)·C + c; out-of-image taps are 0
+func Im2col(col, in []float32, g Geom, r0, nr int) {
+	g.check()
+	if r0 < 0 || nr < 0 || r0+nr > g.Rows() {
+		panic("native: bad row range")
+	}
+	if len(in) < g.InLen() {
+		panic("native: short in")
+	}
+	if len(col) < nr*g.Cols() {
+		panic("native: short col")
+	}
+	if nr == 0 {
+		return
+	}
+	C.nb_im2col(f32(in), C.int64_t(g.N), C.int64_t(g.H), C.int64_t(g.W), C.int64_t(g.C),
+		C.int64_t(g.K), C.int64_t(g.S), C.int64_t(g.P), C.int64_t(g.OH), C.int64_t(g.OW),
+		C.int64_t(r0), C.int64_t(nr), f32(col))
+}
+
+// Col2im is the adjoint of Im2col: it adds rows [r0, r0+nr) of col into din.
+//
+//	col: (nr, K·K·C)
+//	din: (N, H, W, C), accumulated (+=)
+func Col2im(din, col []float32, g Geom, r0, nr int) {
+	g.check()
+	if r0 < 0 || nr < 0 || r0+nr > g.Rows() {
+		panic("native: bad row range")
+	}
+	if len(din) < g.InLen() {
+		panic("native: short din")
+	}
+	if len(col) < nr*g.Cols() {
+		panic("native: short col")
+	}
+	if nr == 0 {
+		return
+	}
+	C.nb_col2im(f32(col), C.int64_t(g.N), C.int64_t(g.H), C.int64_t(g.W), C.int64_t(g.C),
+		C.int64_t(g.K), C.int64_t(g.S), C.int64_t(g.P), C.int64_t(g.OH), C.int64_t(g.OW),
+		C.int64_t(r0), C.int64_t(nr), f32(din))
+}
+
+// BiasAct adds bias to every row of x and applies ReLU when relu is set.
+//
+//	x:    (rows, c), in place
+//	bias: (c)
+func BiasAct(x []float32, rows, c int, bias []float32, relu bool) {
+	if rows < 0 || c < 1 {
+		panic("native: bad shape")
+	}
+	if len(x) < rows*c {
+		panic("native: short x")
+	}
+	if len(bias) < c {
+		panic("native: short bias")
+	}
+	if rows == 0 {
+		return
+	}
+	r := C.int(0)
+	if relu {
+		r = 1
+	}
+	C.nb_bias_act(f32(x), C.int64_t(rows), C.int64_t(c), f32(bias), r)
+}
+
+// MaxPool is Caffe max pooling. argmax may be nil; otherwise it receives,
+// per output element, the flat index into in of the chosen input element.
+//
+//	in:     (N, H, W, C)
+//	out:    (N, OH, OW, C)
+//	argmax: (N, OH, OW, C) or nil
+func MaxPool(out []float32, argmax []int32, in []float32, g Geom) {
+	g.check()
+	if len(in) < g.InLen() {
+		panic("native: short in")
+	}
+	if len(out) < g.PoolOutLen() {
+		panic("native: short out")
+	}
+	var am *C.int32_t
+	if argmax != nil {
+		if len(argmax) < g.PoolOutLen() {
+			panic("native: short argmax")
+		}
+		if len(argmax) > 0 {
+			am = (*C.int32_t)(unsafe.Pointer(&argmax[0]))
+		}
+	}
+	if g.N == 0 {
+		return
+	}
+	C.nb_maxpool(f32(in), C.int64_t(g.N), C.int64_t(g.H), C.int64_t(g.W), C.int64_t(g.C),
+		C.int64_t(g.K), C.int64_t(g.S), C.int64_t(g.P), C.int64_t(g.OH), C.int64_t(g.OW),
+		f32(out), am)
+}
+
+// AvePool is Caffe average pooling: a window hanging over the edge averages
+// over its part inside [−P, H+P) (the in-bounds part when P is 0).
+//
+//	in:  (N, H, W, C)
+//	out: (N, OH, OW, C)
+func AvePool(out, in []float32, g Geom) {
+	g.check()
+	if len(in) < g.InLen() {
+		panic("native: short in")
+	}
+	if len(out) < g.PoolOutLen() {
+		panic("native: short out")
+	}
+	if g.N == 0 {
+		return
+	}
+	C.nb_avepool(f32(in), C.int64_t(g.N), C.int64_t(g.H), C.int64_t(g.W), C.int64_t(g.C),
+		C.int64_t(g.K), C.int64_t(g.S), C.int64_t(g.P), C.int64_t(g.OH), C.int64_t(g.OW),
+		f32(out))
+}
+
+// GAP is global average pooling.
+//
+//	in:  (n, hw, c)
+//	out: (n, c)
+func GAP(out, in []float32, n, hw, c int) {
+	if n < 0 || hw < 1 || c < 1 {
+		panic("native: bad shape")
+	}
+	if len(in) < n*hw*c {
+		panic("native: short in")
+	}
+	if len(out) < n*c {
+		panic("native: short out")
+	}
+	if n == 0 {
+		return
+	}
+	C.nb_gap(f32(in), C.int64_t(n), C.int64_t(hw), C.int64_t(c), f32(out))
+}
+
+// Softmax is a numerically stable row-wise softmax; out may alias in.
+//
+//	in, out: (n, c)
+func Softmax(out, in []float32, n, c int) {
+	if n < 0 || c < 1 {
+		panic("native: bad shape")
+	}
+	if len(in) < n*c {
+		panic("native: short in")
+	}
+	if len(out) < n*c {
+		panic("native: short out")
+	}
+	if n == 0 {
+		return
+	}
+	C.nb_softmax(f32(in), C.int64_t(n), C.int64_t(c), f32(out))
+}

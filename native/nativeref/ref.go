@@ -1,0 +1,159 @@
+// Package nativeref is the plain-Go reference for every kernel in package
+// native, written straight from the definitions (element by element, float64
+// accumulation) for clarity rather than speed. The conformance tests in
+// package native compare the C kernels against it.
+package nativeref
+
+import "math"
+
+// Geom mirrors native.Geom (kept separate so this package imports nothing).
+type Geom struct {
+	N, H, W, C int
+	K, S, P    int
+	OH, OW     int
+}
+
+func (g Geom) at(in []float32, img, y, x, c int) (float32, bool) {
+	if y < 0 || y >= g.H || x < 0 || x >= g.W {
+		return 0, false
+	}
+	return in[((img*g.H+y)*g.W+x)*g.C+c], true
+}
+
+// Im2col: col[rr, (ky·K+kx)·C+c] = in[img, oy·S−P+ky, ox·S−P+kx, c] or 0.
+func Im2col(col, in []float32, g Geom, r0, nr int) {
+	cols := g.K * g.K * g.C
+	for rr := 0; rr < nr; rr++ {
+		r := r0 + rr
+		img, oy, ox := r/(g.OH*g.OW), (r/g.OW)%g.OH, r%g.OW
+		for ky := 0; ky < g.K; ky++ {
+			for kx := 0; kx < g.K; kx++ {
+				for c := 0; c < g.C; c++ {
+					v, _ := g.at(in, img, oy*g.S-g.P+ky, ox*g.S-g.P+kx, c)
+					col[rr*cols+(ky*g.K+kx)*g.C+c] = v
+				}
+			}
+		}
+	}
+}
+
+// Col2im adds every im2col entry back onto the input position it came from.
+func Col2im(din, col []float32, g Geom, r0, nr int) {
+	cols := g.K * g.K * g.C
+	for rr := 0; rr < nr; rr++ {
+		r := r0 + rr
+		img, oy, ox := r/(g.OH*g.OW), (r/g.OW)%g.OH, r%g.OW
+		for ky := 0; ky < g.K; ky++ {
+			for kx := 0; kx < g.K; kx++ {
+				y, x := oy*g.S-g.P+ky, ox*g.S-g.P+kx
+				if y < 0 || y >= g.H || x < 0 || x >= g.W {
+					continue
+				}
+				for c := 0; c < g.C; c++ {
+					din[((img*g.H+y)*g.W+x)*g.C+c] += col[rr*cols+(ky*g.K+kx)*g.C+c]
+				}
+			}
+		}
+	}
+}
+
+// BiasAct: x[r, j] += bias[j], then ReLU when relu is set.
+func BiasAct(x []float32, rows, c int, bias []float32, relu bool) {
+	for r := 0; r < rows; r++ {
+		for j := 0; j < c; j++ {
+			v := x[r*c+j] + bias[j]
+			if relu && v < 0 {
+				v = 0
+			}
+			x[r*c+j] = v
+		}
+	}
+}
+
+// window returns Caffe's pooling window [y0, y1) × [x0, x1) clipped to the
+// image, and the average-pool divisor (window clipped to [−P, H+P)).
+func (g Geom) window(py, px int) (y0, y1, x0, x1, div int) {
+	y0, x0 = py*g.S-g.P, px*g.S-g.P
+	y1, x1 = min(y0+g.K, g.H+g.P), min(x0+g.K, g.W+g.P)
+	div = (y1 - y0) * (x1 - x0)
+	return max(y0, 0), min(y1, g.H), max(x0, 0), min(x1, g.W), div
+}
+
+// MaxPool is Caffe max pooling; argmax (may be nil) gets the flat input
+// index of the first maximum in row-major window order.
+func MaxPool(out []float32, argmax []int32, in []float32, g Geom) {
+	for img := 0; img < g.N; img++ {
+		for py := 0; py < g.OH; py++ {
+			for px := 0; px < g.OW; px++ {
+				y0, y1, x0, x1, _ := g.window(py, px)
+				for c := 0; c < g.C; c++ {
+					best, bi := float32(-math.MaxFloat32), -1
+					for y := y0; y < y1; y++ {
+						for x := x0; x < x1; x++ {
+							i := ((img*g.H+y)*g.W+x)*g.C + c
+							if in[i] > best {
+								best, bi = in[i], i
+							}
+						}
+					}
+					o := ((img*g.OH+py)*g.OW+px)*g.C + c
+					out[o] = best
+					if argmax != nil && bi >= 0 {
+						argmax[o] = int32(bi)
+					}
+				}
+			}
+		}
+	}
+}
+
+// AvePool is Caffe average pooling.
+func AvePool(out, in []float32, g Geom) {
+	for img := 0; img < g.N; img++ {
+		for py := 0; py < g.OH; py++ {
+			for px := 0; px < g.OW; px++ {
+				y0, y1, x0, x1, div := g.window(py, px)
+				for c := 0; c < g.C; c++ {
+					var s float64
+					for y := y0; y < y1; y++ {
+						for x := x0; x < x1; x++ {
+							s += float64(in[((img*g.H+y)*g.W+x)*g.C+c])
+						}
+					}
+					out[((img*g.OH+py)*g.OW+px)*g.C+c] = float32(s / float64(div))
+				}
+			}
+		}
+	}
+}
+
+// GAP averages each channel over the hw positions of each image.
+func GAP(out, in []float32, n, hw, c int) {
+	for img := 0; img < n; img++ {
+		for j := 0; j < c; j++ {
+			var s float64
+			for i := 0; i < hw; i++ {
+				s += float64(in[(img*hw+i)*c+j])
+			}
+			out[img*c+j] = float32(s / float64(hw))
+		}
+	}
+}
+
+// Softmax computes exp(x−max)/Σexp(x−max) per row in float64.
+func Softmax(out, in []float32, n, c int) {
+	for r := 0; r < n; r++ {
+		row := in[r*c : (r+1)*c]
+		m := math.Inf(-1)
+		for _, v := range row {
+			m = math.Max(m, float64(v))
+		}
+		var s float64
+		for _, v := range row {
+			s += math.Exp(float64(v) - m)
+		}
+		for j, v := range row {
+			out[r*c+j] = float32(math.Exp(float64(v)-m) / s)
+		}
+	}
+}
