@@ -1,0 +1,380 @@
+package nin
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// The .nin model file is a safetensors file: a little-endian u64 header
+// length, a JSON header (tensor name → dtype, shape, data offsets, plus a
+// "__metadata__" map of strings), then the raw little-endian tensor bytes.
+// Tensors are float32 in the PyTorch/Caffe layout: conv weights
+// "mlpconv{B}.{I}.weight" [out, in, kh, kw] and biases "mlpconv{B}.{I}.bias"
+// [out], B counting blocks from 1 and I the conv within the block from 0.
+// __metadata__ holds:
+//
+//	format      "ninbatch.nin/1"
+//	spec        the architecture (Spec) as JSON
+//	preprocess  Preprocess as JSON
+//	classes     class names as a JSON array of strings
+//	provenance  Provenance as JSON
+const (
+	fileFormat    = "ninbatch.nin/1"
+	maxHeaderSize = 100 << 20 // the safetensors limit
+)
+
+type tensorHeader struct {
+	Dtype       string  `json:"dtype"`
+	Shape       []int64 `json:"shape"`
+	DataOffsets []int64 `json:"data_offsets"`
+}
+
+// tensorNames lists the file's tensors in storage order with their shapes.
+func (p *Params) tensorLayout() (names []string, shapes [][]int64, convs []int) {
+	for i, c := range p.Convs {
+		names = append(names, c.Name+".weight", c.Name+".bias")
+		shapes = append(shapes, []int64{int64(c.Cout), int64(c.Cin), int64(c.K), int64(c.K)}, []int64{int64(c.Cout)})
+		convs = append(convs, i, i)
+	}
+	return
+}
+
+// Encode writes the model as a .nin (safetensors) file and returns its id,
+// the hex sha256 of the bytes written.
+func (m *Model) Encode(w io.Writer) (string, error) {
+	if err := m.Spec.Validate(); err != nil {
+		return "", err
+	}
+	if err := m.Preprocess.Validate(&m.Spec); err != nil {
+		return "", err
+	}
+	if len(m.Classes) != 0 && len(m.Classes) != m.Spec.Classes() {
+		return "", fmt.Errorf("model has %d class names for %d outputs", len(m.Classes), m.Spec.Classes())
+	}
+	meta := map[string]string{"format": fileFormat}
+	for k, v := range map[string]any{"spec": m.Spec, "preprocess": m.Preprocess, "classes": m.Classes, "provenance": m.Provenance} {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return "", fmt.Errorf("encoding %s: %w", k, err)
+		}
+		meta[k] = string(b)
+	}
+	if m.Classes == nil {
+		meta["classes"] = "[]"
+	}
+	header := map[string]any{"__metadata__": meta}
+	names, shapes, _ := m.Params.tensorLayout()
+	var off int64
+	for i, n := range names {
+		cnt := int64(1)
+		for _, d := range shapes[i] {
+			cnt *= d
+		}
+		header[n] = tensorHeader{Dtype: "F32", Shape: shapes[i], DataOffsets: []int64{off, off + 4*cnt}}
+		off += 4 * cnt
+	}
+	hb, err := json.Marshal(header) // map keys sorted: deterministic bytes
+	if err != nil {
+		return "", err
+	}
+	for len(hb)%8 != 0 { // safetensors pads the header with spaces to 8-byte alignment
+		hb = append(hb, ' ')
+	}
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(w, h), 1<<20)
+	var lenb [8]byte
+	binary.LittleEndian.PutUint64(lenb[:], uint64(len(hb)))
+	bw.Write(lenb[:])
+	bw.Write(hb)
+	var buf []float32
+	var b4 [4]byte
+	for _, c := range m.Params.Convs {
+		if cap(buf) < len(c.W) {
+			buf = make([]float32, len(c.W))
+		}
+		buf = buf[:len(c.W)]
+		c.toFileLayout(buf)
+		for _, vs := range [][]float32{buf, c.B} {
+			for _, v := range vs {
+				binary.LittleEndian.PutUint32(b4[:], math.Float32bits(v))
+				bw.Write(b4[:])
+			}
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// SaveFile writes the model atomically (temporary file, fsync, rename,
+// fsync of the directory) and sets m.ID.
+func (m *Model) SaveFile(path string) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("saving model: %w", err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	id, err := m.Encode(f)
+	if err != nil {
+		return fmt.Errorf("saving model %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("saving model %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("saving model %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("saving model %s: %w", path, err)
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	m.ID = id
+	return nil
+}
+
+// LoadFile reads and validates a .nin model file.
+func LoadFile(path string) (*Model, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading model: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("loading model %s: not a regular file", path)
+	}
+	m, err := Decode(bufio.NewReaderSize(f, 1<<20), st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// Decode reads a .nin file of the given size from r and validates all of it:
+// header length and JSON, format, spec, preprocessing, class names, every
+// tensor's name, dtype, shape and byte range (in bounds, contiguous, no
+// overlap or gap, covering the data exactly) and that every value is
+// finite. Nothing is allocated beyond the header until the sizes have been
+// checked against the file size.
+func Decode(r io.Reader, size int64) (*Model, error) {
+	h := sha256.New()
+	r = io.TeeReader(r, h)
+	if size < 8 {
+		return nil, fmt.Errorf("file is %d bytes, too short for a safetensors header", size)
+	}
+	var lenb [8]byte
+	if _, err := io.ReadFull(r, lenb[:]); err != nil {
+		return nil, fmt.Errorf("reading header length: %w", err)
+	}
+	hlen := binary.LittleEndian.Uint64(lenb[:])
+	if hlen > maxHeaderSize {
+		return nil, fmt.Errorf("header length %d exceeds the %d byte limit", hlen, maxHeaderSize)
+	}
+	if int64(hlen) > size-8 {
+		return nil, fmt.Errorf("header length %d runs past the end of the %d byte file (truncated?)", hlen, size)
+	}
+	hb := make([]byte, hlen)
+	if _, err := io.ReadFull(r, hb); err != nil {
+		return nil, fmt.Errorf("reading header: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(hb, &raw); err != nil {
+		return nil, fmt.Errorf("header is not a JSON object: %w", err)
+	}
+	var meta map[string]string
+	if mb, ok := raw["__metadata__"]; !ok {
+		return nil, errors.New("header has no __metadata__: not a ninbatch model")
+	} else if err := json.Unmarshal(mb, &meta); err != nil {
+		return nil, fmt.Errorf("__metadata__: %w", err)
+	}
+	delete(raw, "__metadata__")
+	if meta["format"] != fileFormat {
+		return nil, fmt.Errorf("__metadata__ format %q: want %q", meta["format"], fileFormat)
+	}
+	m := &Model{}
+	spec, err := ParseSpec([]byte(meta["spec"]))
+	if err != nil {
+		return nil, fmt.Errorf("__metadata__ spec: %w", err)
+	}
+	m.Spec = *spec
+	if err := strictJSON(meta["preprocess"], &m.Preprocess); err != nil {
+		return nil, fmt.Errorf("__metadata__ preprocess: %w", err)
+	}
+	if err := m.Preprocess.Validate(spec); err != nil {
+		return nil, fmt.Errorf("__metadata__: %w", err)
+	}
+	if s := meta["classes"]; s != "" {
+		if err := json.Unmarshal([]byte(s), &m.Classes); err != nil {
+			return nil, fmt.Errorf("__metadata__ classes: %w", err)
+		}
+	}
+	if len(m.Classes) == 0 {
+		m.Classes = nil
+	} else if len(m.Classes) != spec.Classes() {
+		return nil, fmt.Errorf("__metadata__ classes: %d names for %d outputs", len(m.Classes), spec.Classes())
+	}
+	if s := meta["provenance"]; s != "" {
+		if err := json.Unmarshal([]byte(s), &m.Provenance); err != nil {
+			return nil, fmt.Errorf("__metadata__ provenance: %w", err)
+		}
+	}
+
+	// The spec bounds the parameter count; check it against the file before allocating.
+	layers, _ := spec.Plan()
+	nparams, _ := Totals(layers)
+	dataLen := size - 8 - int64(hlen)
+	if dataLen != 4*nparams {
+		return nil, fmt.Errorf("tensor data is %d bytes but the spec needs %d (%d float32 parameters): truncated or mismatched file", dataLen, 4*nparams, nparams)
+	}
+	p, err := NewParams(spec)
+	if err != nil {
+		return nil, err
+	}
+	names, shapes, convs := p.tensorLayout()
+	type span struct {
+		name       string
+		begin, end int64
+		conv       int
+		weight     bool
+	}
+	var spans []span
+	for i, name := range names {
+		tb, ok := raw[name]
+		if !ok {
+			return nil, fmt.Errorf("tensor %s is missing (spec has %d conv layers)", name, len(p.Convs))
+		}
+		delete(raw, name)
+		var th tensorHeader
+		if err := strictJSON(string(tb), &th); err != nil {
+			return nil, fmt.Errorf("tensor %s: %w", name, err)
+		}
+		if th.Dtype != "F32" {
+			return nil, fmt.Errorf("tensor %s: dtype %s, want F32", name, th.Dtype)
+		}
+		if !equalShape(th.Shape, shapes[i]) {
+			return nil, fmt.Errorf("tensor %s: shape %v, the spec needs %v", name, th.Shape, shapes[i])
+		}
+		if len(th.DataOffsets) != 2 {
+			return nil, fmt.Errorf("tensor %s: data_offsets %v: want [begin, end]", name, th.DataOffsets)
+		}
+		b, e := th.DataOffsets[0], th.DataOffsets[1]
+		n := int64(1)
+		for _, d := range shapes[i] {
+			n *= d
+		}
+		if b < 0 || e < b || e > dataLen {
+			return nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] outside the %d bytes of tensor data", name, b, e, dataLen)
+		}
+		if e-b != 4*n {
+			return nil, fmt.Errorf("tensor %s: %d bytes for %d float32 values", name, e-b, n)
+		}
+		spans = append(spans, span{name, b, e, convs[i], i%2 == 0})
+	}
+	if len(raw) > 0 {
+		extra := make([]string, 0, len(raw))
+		for k := range raw {
+			extra = append(extra, k)
+		}
+		sort.Strings(extra)
+		return nil, fmt.Errorf("unexpected tensors not in the spec: %s", strings.Join(extra, ", "))
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].begin < spans[j].begin })
+	var pos int64
+	for _, s := range spans {
+		if s.begin < pos {
+			return nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] overlap the previous tensor", s.name, s.begin, s.end)
+		}
+		if s.begin > pos {
+			return nil, fmt.Errorf("tensor %s: gap of %d bytes before its data", s.name, s.begin-pos)
+		}
+		pos = s.end
+	}
+
+	var tmp []float32
+	var bbuf []byte
+	for _, s := range spans {
+		n := int(s.end-s.begin) / 4
+		if cap(bbuf) < 4*n {
+			bbuf = make([]byte, 4*n)
+		}
+		bbuf = bbuf[:4*n]
+		if _, err := io.ReadFull(r, bbuf); err != nil {
+			return nil, fmt.Errorf("reading tensor %s: %w", s.name, err)
+		}
+		if cap(tmp) < n {
+			tmp = make([]float32, n)
+		}
+		tmp = tmp[:n]
+		for i := range tmp {
+			v := math.Float32frombits(binary.LittleEndian.Uint32(bbuf[4*i:]))
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nil, fmt.Errorf("tensor %s: element %d is %v", s.name, i, v)
+			}
+			tmp[i] = v
+		}
+		c := &p.Convs[s.conv]
+		if s.weight {
+			c.fromFileLayout(tmp)
+		} else {
+			copy(c.B, tmp)
+		}
+	}
+	if n, _ := io.Copy(io.Discard, io.LimitReader(r, 1)); n != 0 {
+		return nil, errors.New("file is longer than its declared size")
+	}
+	m.Params = p
+	m.ID = hex.EncodeToString(h.Sum(nil))
+	return m, nil
+}
+
+func strictJSON(s string, v any) error {
+	dec := json.NewDecoder(bytes.NewReader([]byte(s)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON value")
+	}
+	return nil
+}
+
+func equalShape(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

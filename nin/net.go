@@ -1,0 +1,333 @@
+package nin
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/ninbatch/ninbatch/blas"
+	"github.com/ninbatch/ninbatch/native"
+)
+
+// Mode selects how a Net uses several cores.
+type Mode string
+
+const (
+	// ModeAuto runs streams when the batch has at least Threads images and
+	// one OpenBLAS-threaded stream otherwise (batch 1 on 2 cores).
+	ModeAuto Mode = "auto"
+	// ModeStreams runs one single-threaded stream per core: each stream
+	// takes whole micro-batches of images through the whole network with
+	// OpenBLAS at 1 thread, so every core works on its own cache-sized data.
+	ModeStreams Mode = "streams"
+	// ModeBLAS runs one stream and lets OpenBLAS split each GEMM over
+	// Threads threads; im2col, pooling and the epilogues run on one core.
+	ModeBLAS Mode = "blas"
+)
+
+// Options configure a Net. Zero values pick defaults.
+type Options struct {
+	MaxBatch   int  // largest batch Forward accepts (default 64)
+	Threads    int  // cores to use (default runtime.NumCPU())
+	Mode       Mode // default ModeAuto
+	MicroBatch int  // images per stream step (default: enough for ~1000 first-layer output pixels)
+	TileBytes  int  // im2col tile budget per stream in bytes (default 2 MiB)
+}
+
+// Net is a network built for inference: every buffer is allocated once for
+// Options.MaxBatch and Forward allocates nothing. A Net is used by one
+// goroutine at a time; Close stops its workers.
+type Net struct {
+	spec    Spec
+	layers  []Layer
+	params  *Params
+	ops     []op
+	opt     Options
+	inLen   int // H·W·C of one input image
+	classes int
+	gapHW   int // spatial size of the last feature map
+
+	streams []*stream
+	work    []chan job
+	done    chan struct{}
+	next    atomic.Int64
+	closed  bool
+}
+
+// stream is one worker's private buffers for a micro-batch of mb images.
+type stream struct {
+	a, b   []float32 // (mb, maxAct) ping-pong activations, NHWC per image
+	col    []float32 // (tileRows, maxK) im2col tile
+	logits []float32 // (mb, classes)
+}
+
+type job struct {
+	x, probs, logits []float32
+	n                int
+}
+
+// op is one inference layer: it reads src and writes dst for n images.
+type op interface {
+	forward(st *stream, dst, src []float32, n int)
+}
+
+// convOp is a conv + bias + ReLU. A 1×1/s1/p0 conv is a plain GEMM over the
+// (n·H·W, Cin) activation; a k×k conv is im2col in row tiles, one GEMM per tile.
+//
+//	src: (n, H, W, Cin)  dst: (n, OH, OW, Cout)
+type convOp struct {
+	g        native.Geom // N is set per call
+	p        *ConvParams
+	relu     bool
+	oneByOne bool
+	tileRows int
+}
+
+func (o *convOp) forward(st *stream, dst, src []float32, n int) {
+	g := o.g
+	g.N = n
+	rows, cout := g.Rows(), o.p.Cout
+	if o.oneByOne {
+		cin := o.p.Cin
+		for r0 := 0; r0 < rows; r0 += o.tileRows {
+			nr := min(o.tileRows, rows-r0)
+			out := dst[r0*cout : (r0+nr)*cout]
+			blas.Sgemm(false, true, nr, cout, cin, 1, src[r0*cin:(r0+nr)*cin], cin, o.p.W, cin, 0, out, cout)
+			native.BiasAct(out, nr, cout, o.p.B, o.relu)
+		}
+		return
+	}
+	k := g.Cols()
+	for r0 := 0; r0 < rows; r0 += o.tileRows {
+		nr := min(o.tileRows, rows-r0)
+		col := st.col[:nr*k]
+		native.Im2col(col, src, g, r0, nr)
+		out := dst[r0*cout : (r0+nr)*cout]
+		blas.Sgemm(false, true, nr, cout, k, 1, col, k, o.p.W, k, 0, out, cout)
+		native.BiasAct(out, nr, cout, o.p.B, o.relu)
+	}
+}
+
+// poolOp is Caffe max or average pooling.
+//
+//	src: (n, H, W, C)  dst: (n, OH, OW, C)
+type poolOp struct {
+	g   native.Geom
+	max bool
+}
+
+func (o *poolOp) forward(_ *stream, dst, src []float32, n int) {
+	g := o.g
+	g.N = n
+	if o.max {
+		native.MaxPool(dst, nil, src, g)
+	} else {
+		native.AvePool(dst, src, g)
+	}
+}
+
+// NewNet builds an inference network for a model.
+func NewNet(m *Model, opt Options) (*Net, error) {
+	if m == nil || m.Params == nil {
+		return nil, errors.New("nin: model has no parameters")
+	}
+	layers, err := m.Spec.Plan()
+	if err != nil {
+		return nil, err
+	}
+	if opt.MaxBatch == 0 {
+		opt.MaxBatch = 64
+	}
+	if opt.Threads == 0 {
+		opt.Threads = runtime.NumCPU()
+	}
+	if opt.Mode == "" {
+		opt.Mode = ModeAuto
+	}
+	if opt.TileBytes == 0 {
+		opt.TileBytes = 2 << 20
+	}
+	switch {
+	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:
+		return nil, fmt.Errorf("nin: max batch %d out of range 1..65536", opt.MaxBatch)
+	case opt.Threads < 1 || opt.Threads > 256:
+		return nil, fmt.Errorf("nin: threads %d out of range 1..256", opt.Threads)
+	case opt.Mode != ModeAuto && opt.Mode != ModeStreams && opt.Mode != ModeBLAS:
+		return nil, fmt.Errorf("nin: mode %q: want auto, streams or blas", opt.Mode)
+	case opt.MicroBatch < 0 || opt.TileBytes < 4096:
+		return nil, fmt.Errorf("nin: bad micro-batch %d or tile budget %d", opt.MicroBatch, opt.TileBytes)
+	}
+	if opt.MicroBatch == 0 {
+		px := layers[0].Out.H * layers[0].Out.W
+		opt.MicroBatch = max(1, min(16, (1000+px-1)/px))
+	}
+	opt.MicroBatch = min(opt.MicroBatch, opt.MaxBatch)
+
+	net := &Net{spec: m.Spec, layers: layers, params: m.Params, opt: opt,
+		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes()}
+	if len(m.Params.Convs) == 0 || len(m.Params.Data) == 0 {
+		return nil, errors.New("nin: model has no parameters")
+	}
+	maxAct, maxCol := net.inLen, 0
+	ci := 0
+	for i, l := range layers {
+		maxAct = max(maxAct, l.Out.Len())
+		g := native.Geom{H: l.In.H, W: l.In.W, C: l.In.C, K: l.k, S: l.s, P: l.p, OH: l.Out.H, OW: l.Out.W}
+		switch l.kind {
+		case kindConv:
+			if ci >= len(m.Params.Convs) {
+				return nil, errors.New("nin: parameters do not match the spec")
+			}
+			p := &m.Params.Convs[ci]
+			ci++
+			if p.Cin != l.In.C || p.Cout != l.Out.C || p.K != l.k {
+				return nil, fmt.Errorf("nin: parameters of %s do not match the spec", l.Name)
+			}
+			lastConv := i+1 < len(layers) && layers[i+1].kind == kindGAP
+			o := &convOp{g: g, p: p, relu: !(lastConv && m.Spec.NoFinalReLU), oneByOne: l.k == 1 && l.s == 1 && l.p == 0}
+			rowsPerImage := l.Out.H * l.Out.W
+			rows := rowsPerImage * opt.MicroBatch
+			width := l.GemmK
+			if o.oneByOne {
+				width = max(l.In.C, l.Out.C)
+			}
+			o.tileRows = max(64, opt.TileBytes/(4*width))
+			o.tileRows = min(o.tileRows, rows)
+			if !o.oneByOne {
+				maxCol = max(maxCol, o.tileRows*l.GemmK)
+			}
+			net.ops = append(net.ops, o)
+		case kindPool:
+			net.ops = append(net.ops, &poolOp{g: g, max: l.pool.Type == "max"})
+		case kindGAP:
+			net.gapHW = l.In.H * l.In.W
+		}
+	}
+	mb := opt.MicroBatch
+	for i := 0; i < opt.Threads; i++ {
+		st := &stream{
+			a:      make([]float32, mb*maxAct),
+			b:      make([]float32, mb*maxAct),
+			col:    make([]float32, maxCol),
+			logits: make([]float32, mb*net.classes),
+		}
+		net.streams = append(net.streams, st)
+	}
+	if opt.Threads > 1 && opt.Mode != ModeBLAS {
+		net.done = make(chan struct{}, opt.Threads)
+		for _, st := range net.streams {
+			ch := make(chan job)
+			net.work = append(net.work, ch)
+			go net.worker(st, ch)
+		}
+	}
+	return net, nil
+}
+
+// Close stops the worker goroutines. It is safe to call twice.
+func (n *Net) Close() {
+	if n.closed {
+		return
+	}
+	n.closed = true
+	for _, ch := range n.work {
+		close(ch)
+	}
+}
+
+// Options returns the options the net was built with, defaults filled in.
+func (n *Net) Options() Options { return n.opt }
+
+// Layers returns the planned layers.
+func (n *Net) Layers() []Layer { return n.layers }
+
+// Classes is the number of outputs per image.
+func (n *Net) Classes() int { return n.classes }
+
+// InputLen is the number of float32 values of one input image (H·W·C).
+func (n *Net) InputLen() int { return n.inLen }
+
+// Forward runs the network on a batch.
+//
+//	x:      (batch, H, W, C) preprocessed input, NHWC; not modified
+//	probs:  (batch, classes) softmax output
+//	logits: (batch, classes) global-average-pooled scores, or nil
+func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
+	switch {
+	case n.closed:
+		return errors.New("nin: Forward on a closed Net")
+	case batch < 0 || batch > n.opt.MaxBatch:
+		return fmt.Errorf("nin: batch %d out of range 0..%d", batch, n.opt.MaxBatch)
+	case len(x) < batch*n.inLen:
+		return fmt.Errorf("nin: input has %d values, batch %d needs %d", len(x), batch, batch*n.inLen)
+	case len(probs) < batch*n.classes:
+		return fmt.Errorf("nin: probs has room for %d values, batch %d needs %d", len(probs), batch, batch*n.classes)
+	case logits != nil && len(logits) < batch*n.classes:
+		return fmt.Errorf("nin: logits has room for %d values, batch %d needs %d", len(logits), batch, batch*n.classes)
+	}
+	if batch == 0 {
+		return nil
+	}
+	j := job{x: x, probs: probs, logits: logits, n: batch}
+	useStreams := n.work != nil && (n.opt.Mode == ModeStreams || batch >= n.opt.Threads)
+	if !useStreams {
+		blas.SetThreads(n.opt.Threads)
+		n.next.Store(0)
+		n.drain(n.streams[0], j)
+		return nil
+	}
+	blas.SetThreads(1)
+	n.next.Store(0)
+	for _, ch := range n.work {
+		ch <- j
+	}
+	for range n.work {
+		<-n.done
+	}
+	return nil
+}
+
+func (n *Net) worker(st *stream, work <-chan job) {
+	for j := range work {
+		n.drain(st, j)
+		n.done <- struct{}{}
+	}
+}
+
+// drain takes micro-batches off the shared counter until the batch is done.
+func (n *Net) drain(st *stream, j job) {
+	mb := n.opt.MicroBatch
+	for {
+		i0 := int(n.next.Add(1)-1) * mb
+		if i0 >= j.n {
+			return
+		}
+		m := min(mb, j.n-i0)
+		var logits []float32
+		if j.logits != nil {
+			logits = j.logits[i0*n.classes : (i0+m)*n.classes]
+		}
+		n.micro(st, j.x[i0*n.inLen:(i0+m)*n.inLen], m, j.probs[i0*n.classes:(i0+m)*n.classes], logits)
+	}
+}
+
+// micro runs m images through the whole network in one stream's buffers.
+func (n *Net) micro(st *stream, x []float32, m int, probs, logits []float32) {
+	src := x
+	dst := st.a
+	for _, o := range n.ops {
+		o.forward(st, dst, src, m)
+		src = dst
+		if &dst[0] == &st.a[0] {
+			dst = st.b
+		} else {
+			dst = st.a
+		}
+	}
+	native.GAP(st.logits, src, m, n.gapHW, n.classes)
+	if logits != nil {
+		copy(logits, st.logits[:m*n.classes])
+	}
+	native.Softmax(probs, st.logits, m, n.classes)
+}

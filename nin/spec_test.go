@@ -1,0 +1,83 @@
+package nin
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// Reference §5: params and MACs per preset, and the per-layer output shapes.
+func TestPresetTotals(t *testing.T) {
+	cases := []struct {
+		name         string
+		params, macs int64
+		gflop        string
+		classes      int
+		shapes       []string
+	}{
+		{"nin-cifar10", 966986, 222486528, "0.445", 10,
+			[]string{"32x32x192", "32x32x160", "32x32x96", "16x16x96", "16x16x96", "16x16x192", "16x16x192", "16x16x192", "8x8x192", "8x8x192", "8x8x192", "8x8x192", "8x8x10", "1x1x10", "1x1x10"}},
+		{"nin-imagenet", 7595176, 1100188800, "2.200", 1000,
+			[]string{"54x54x96", "54x54x96", "54x54x96", "27x27x96", "27x27x256", "27x27x256", "27x27x256", "13x13x256", "13x13x384", "13x13x384", "13x13x384", "6x6x384", "6x6x384", "6x6x1024", "6x6x1024", "6x6x1000", "1x1x1000", "1x1x1000"}},
+		{"nin-mnist", 349674, 50699712, "0.101", 10,
+			[]string{"28x28x96", "28x28x64", "28x28x48", "14x14x48", "14x14x48", "14x14x128", "14x14x96", "14x14x48", "7x7x48", "7x7x48", "7x7x128", "7x7x96", "7x7x10", "1x1x10", "1x1x10"}},
+	}
+	for _, c := range cases {
+		s, err := Preset(c.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		layers, err := s.Plan()
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		p, m := Totals(layers)
+		if p != c.params || m != c.macs {
+			t.Errorf("%s: params %d macs %d, want %d %d", c.name, p, m, c.params, c.macs)
+		}
+		if got := fmt.Sprintf("%.3f", 2*float64(m)/1e9); got != c.gflop {
+			t.Errorf("%s: %s GFLOP, want %s", c.name, got, c.gflop)
+		}
+		if s.Classes() != c.classes {
+			t.Errorf("%s: classes %d", c.name, s.Classes())
+		}
+		var shapes []string
+		for _, l := range layers {
+			shapes = append(shapes, l.Out.String())
+		}
+		if strings.Join(shapes, " ") != strings.Join(c.shapes, " ") {
+			t.Errorf("%s shapes:\n got %v\nwant %v", c.name, shapes, c.shapes)
+		}
+	}
+}
+
+func TestSpecValidation(t *testing.T) {
+	base := func() *Spec { s, _ := Preset("nin-mnist"); return s }
+	cases := map[string]func(s *Spec){
+		"pooling":    func(s *Spec) { s.Pooling = "round" },
+		"input":      func(s *Spec) { s.Input.H = 0 },
+		"channels":   func(s *Spec) { s.Input.C = 2 },
+		"no blocks":  func(s *Spec) { s.Blocks = nil },
+		"kernel":     func(s *Spec) { s.Blocks[0].Kernel = 99 },
+		"pad":        func(s *Spec) { s.Blocks[0].Pad = 5 },
+		"zero ch":    func(s *Spec) { s.Blocks[1].Channels[1] = 0 },
+		"huge ch":    func(s *Spec) { s.Blocks[1].Channels[1] = 1 << 30 },
+		"pool type":  func(s *Spec) { s.Blocks[0].Pool.Type = "min" },
+		"dropout":    func(s *Spec) { s.Blocks[0].Dropout = 1 },
+		"too small":  func(s *Spec) { s.Input.H, s.Input.W = 3, 3 },
+		"init count": func(s *Spec) { s.Blocks[0].InitStd = []float64{1} },
+		"params":     func(s *Spec) { s.Blocks[1].Channels = []int{16384, 16384, 16384} },
+	}
+	for name, mut := range cases {
+		s := base()
+		mut(s)
+		if err := s.Validate(); err == nil {
+			t.Errorf("%s: no error", name)
+		} else if !strings.HasPrefix(err.Error(), "spec: ") {
+			t.Errorf("%s: error %q lacks context", name, err)
+		}
+	}
+	if _, err := ParseSpec([]byte(`{"name":"x","bogus":1}`)); err == nil {
+		t.Error("unknown field accepted")
+	}
+}
