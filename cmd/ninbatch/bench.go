@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ninbatch/ninbatch/blas"
+	"github.com/ninbatch/ninbatch/nin"
+)
+
+func newBenchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "bench",
+		Usage:     "time the forward pass on synthetic input",
+		ArgsUsage: "[MODEL.nin]",
+		Description: `Runs the forward pass on random input (and random weights for a preset) and
+prints images/s and effective GFLOP/s (2 × conv MACs per image), median and best of
+--reps timed repetitions.
+
+Examples:
+   ninbatch bench --preset nin-cifar10 --batch 64 --threads 2
+   ninbatch --threads 1 bench --preset nin-mnist --batch 16 --mode streams --json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagPreset, Usage: "architecture: " + strings.Join(nin.PresetNames(), ", ")},
+			&cli.StringFlag{Name: flagModel, Usage: "model file (instead of --preset)"},
+			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "images per forward call"},
+			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
+			&cli.StringFlag{Name: "mode", Value: string(nin.ModeAuto), Usage: "auto, streams (one 1-thread OpenBLAS stream per core) or blas (one stream, OpenBLAS threads)"},
+			&cli.IntFlag{Name: "micro-batch", Usage: "images per stream step (0 = automatic)"},
+			&cli.IntFlag{Name: "tile-kib", Usage: "im2col tile budget in KiB (0 = automatic)"},
+			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},
+			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
+			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
+		},
+		Action: runBench,
+	}
+}
+
+type benchResult struct {
+	Model         string  `json:"model"`
+	Batch         int     `json:"batch"`
+	Threads       int     `json:"threads"`
+	Mode          string  `json:"mode"`
+	MicroBatch    int     `json:"micro_batch"`
+	Reps          int     `json:"reps"`
+	ImgPerSec     float64 `json:"img_per_s"`      // median
+	ImgPerSecBest float64 `json:"img_per_s_best"` // best rep
+	GFLOPs        float64 `json:"gflop_per_s"`    // median
+	GFLOPsBest    float64 `json:"gflop_per_s_best"`
+	GFLOPPerImage float64 `json:"gflop_per_image"`
+	BLAS          string  `json:"blas"`
+}
+
+func runBench(c *cli.Context) error {
+	m, src, err := modelFrom(c.String(flagModel)+c.Args().First(), c.String(flagPreset), 1)
+	if err != nil {
+		return err
+	}
+	threads := c.Int(flagThreads)
+	if threads == 0 {
+		threads = c.Int(flagThreads) // local flag unset: fall back to the global one
+		for _, a := range c.Lineage() {
+			if v := a.Int(flagThreads); v > 0 {
+				threads = v
+				break
+			}
+		}
+	}
+	batch, reps := c.Int(flagBatch), c.Int("reps")
+	if batch < 1 || reps < 1 || c.Float64("rep-seconds") <= 0 {
+		return usageErr("--batch, --reps and --rep-seconds must be positive")
+	}
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Mode: nin.Mode(c.String("mode")),
+		MicroBatch: c.Int("micro-batch"), TileBytes: c.Int("tile-kib") << 10})
+	if err != nil {
+		return asUsage(err)
+	}
+	defer net.Close()
+	layers := net.Layers()
+	_, macs := nin.Totals(layers)
+	gflop := 2 * float64(macs) / 1e9
+
+	r := rand.New(rand.NewPCG(1, 2))
+	x := make([]float32, batch*net.InputLen())
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	probs := make([]float32, batch*net.Classes())
+	forward := func() error { return net.Forward(x, batch, probs, nil) }
+
+	// Calibrate: calls per rep so a rep lasts at least rep-seconds.
+	if err := forward(); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	calls := 0
+	for time.Since(t0).Seconds() < 0.2 || calls < 1 {
+		if err := forward(); err != nil {
+			return err
+		}
+		calls++
+	}
+	per := time.Since(t0).Seconds() / float64(calls)
+	inner := max(1, int(c.Float64("rep-seconds")/per+0.5))
+	rates := make([]float64, reps)
+	for i := range rates {
+		t := time.Now()
+		for j := 0; j < inner; j++ {
+			if err := forward(); err != nil {
+				return err
+			}
+		}
+		rates[i] = float64(inner*batch) / time.Since(t).Seconds()
+	}
+	sorted := slices.Clone(rates)
+	slices.Sort(sorted)
+	opt := net.Options()
+	res := benchResult{
+		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), MicroBatch: opt.MicroBatch, Reps: reps,
+		ImgPerSec: sorted[len(sorted)/2], ImgPerSecBest: sorted[len(sorted)-1], GFLOPPerImage: gflop,
+		BLAS: blas.Backend + " " + blas.CoreName(),
+	}
+	res.GFLOPs, res.GFLOPsBest = res.ImgPerSec*gflop, res.ImgPerSecBest*gflop
+	if c.Bool(flagJSON) {
+		return json.NewEncoder(c.App.Writer).Encode(res)
+	}
+	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s (%d reps x %d calls, %s)\n",
+		src, batch, threads, res.Mode, res.MicroBatch, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, reps, inner, res.BLAS)
+	return nil
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ninbatch/ninbatch/nin"
+)
+
+func newInfoCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "info",
+		Usage:     "show a model's layers, shapes, parameters and FLOPs",
+		ArgsUsage: "MODEL.nin | --preset NAME",
+		Description: `Prints one line per layer (input → output shape, parameters, MFLOPs and the
+GEMM each conv runs per image, M = output pixels, K = k·k·Cin, N = Cout) and the totals.
+FLOPs are 2 × conv multiply-accumulates per image.
+
+Examples:
+   ninbatch info --preset nin-cifar10
+   ninbatch info models/nin-mnist.nin --json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagPreset, Usage: "built-in architecture: " + strings.Join(nin.PresetNames(), ", ")},
+			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON instead of a table"},
+		},
+		Action: runInfo,
+	}
+}
+
+type infoJSON struct {
+	Name          string          `json:"name"`
+	Source        string          `json:"source"`
+	ModelID       string          `json:"model_id,omitempty"`
+	Input         nin.Dims        `json:"input"`
+	Pooling       string          `json:"pooling"`
+	Classes       int             `json:"classes"`
+	ClassNames    []string        `json:"class_names,omitempty"`
+	Preprocess    nin.Preprocess  `json:"preprocess"`
+	Provenance    *nin.Provenance `json:"provenance,omitempty"`
+	Layers        []nin.Layer     `json:"layers"`
+	TotalParams   int64           `json:"total_params"`
+	TotalMACs     int64           `json:"total_macs"`
+	GFLOPPerImage float64         `json:"gflop_per_image"`
+}
+
+func runInfo(c *cli.Context) error {
+	if c.NArg() > 1 {
+		return usageErr("info takes one model file")
+	}
+	m, src, err := modelFrom(c.Args().First(), c.String(flagPreset), 1)
+	if err != nil {
+		return err
+	}
+	layers, err := m.Spec.Plan()
+	if err != nil {
+		return err
+	}
+	params, macs := nin.Totals(layers)
+	info := infoJSON{
+		Name: m.Spec.Name, Source: src, ModelID: m.ID, Input: m.Spec.Input, Pooling: m.Spec.Pooling,
+		Classes: m.Spec.Classes(), ClassNames: m.Classes, Preprocess: m.Preprocess, Layers: layers,
+		TotalParams: params, TotalMACs: macs, GFLOPPerImage: 2 * float64(macs) / 1e9,
+	}
+	if m.ID != "" {
+		info.Provenance = &m.Provenance
+	}
+	if c.Bool(flagJSON) {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "model    %s (%s)\n", info.Name, src)
+	if m.ID != "" {
+		fmt.Fprintf(w, "id       %s\n", m.ID)
+	}
+	fmt.Fprintf(w, "input    %s (HxWxC), %s pooling, %d classes\n\n", info.Input, info.Pooling, info.Classes)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "#\tlayer\top\tinput\toutput\tparams\tMFLOPs\tGEMM MxKxN\t")
+	for i, l := range layers {
+		gemm, mflops := "", ""
+		if l.GemmM > 0 {
+			gemm = fmt.Sprintf("%dx%dx%d", l.GemmM, l.GemmK, l.GemmN)
+			mflops = fmt.Sprintf("%.2f", 2*float64(l.MACs)/1e6)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", i, l.Name, l.Op, l.In, l.Out, commas(l.Params), mflops, gemm)
+	}
+	fmt.Fprintf(tw, "\ttotal\t\t\t\t%s\t%.2f\t\t\n", commas(params), 2*float64(macs)/1e6)
+	tw.Flush()
+	fmt.Fprintf(w, "\n%s parameters (%.2f MiB float32), %.3f GFLOP/image (2 x %s MACs)\n",
+		commas(params), float64(params)*4/(1<<20), info.GFLOPPerImage, commas(macs))
+	return nil
+}
+
+// commas formats 966986 as "966,986".
+func commas(v int64) string {
+	s := fmt.Sprint(v)
+	if v == 0 {
+		return "0"
+	}
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 && s[i-1] != '-' {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -1,0 +1,46 @@
+package nin
+
+import (
+	"fmt"
+	"testing"
+)
+
+// BenchmarkForward: every preset at batch 1, 16, 64 with 1 and 2 threads
+// (ModeAuto), reporting img/s and effective GFLOP/s (2 × conv MACs).
+// Compare with ../shared/peers/bench.sh run in the same sitting.
+func BenchmarkForward(b *testing.B) {
+	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
+		m := randomModel(b, preset, 1)
+		layers, _ := m.Spec.Plan()
+		_, macs := Totals(layers)
+		for _, threads := range []int{1, 2} {
+			for _, batch := range []int{1, 16, 64} {
+				for _, mode := range []Mode{ModeAuto, ModeStreams, ModeBLAS} {
+					if threads == 1 && mode != ModeAuto {
+						continue
+					}
+					b.Run(fmt.Sprintf("%s/b%d/t%d/%s", preset, batch, threads, mode), func(b *testing.B) {
+						net, err := NewNet(m, Options{MaxBatch: batch, Threads: threads, Mode: mode})
+						if err != nil {
+							b.Fatal(err)
+						}
+						defer net.Close()
+						x := randomInput(batch, net.InputLen(), 2)
+						probs := make([]float32, batch*net.Classes())
+						net.Forward(x, batch, probs, nil)
+						b.ReportAllocs()
+						b.ResetTimer()
+						for i := 0; i < b.N; i++ {
+							if err := net.Forward(x, batch, probs, nil); err != nil {
+								b.Fatal(err)
+							}
+						}
+						imgs := float64(b.N*batch) / b.Elapsed().Seconds()
+						b.ReportMetric(imgs, "img/s")
+						b.ReportMetric(imgs*2*float64(macs)/1e9, "GFLOP/s")
+					})
+				}
+			}
+		}
+	}
+}

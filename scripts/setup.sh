@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building ninbatch needs on a fresh Debian machine and fetches
+# the Go modules. Idempotent: every step is skipped when already done.
+#   Debian: libopenblas-dev (pthread build) and pkg-config, gcc for cgo
+#   Go modules: through the Go module proxy (go mod download)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { echo "setup: $*" >&2; }
+
+pkgs=()
+pkg-config --exists openblas 2>/dev/null || pkgs+=(libopenblas-dev)
+command -v pkg-config >/dev/null || pkgs+=(pkg-config)
+command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
+if [ ${#pkgs[@]} -gt 0 ]; then
+  SUDO=
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { say "need root to install: ${pkgs[*]}"; exit 1; }
+    SUDO=sudo
+  fi
+  say "installing ${pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q >&2
+  $SUDO apt-get install -y -q "${pkgs[@]}" >&2
+fi
+pkg-config --exists openblas || { say "pkg-config cannot find openblas after install"; exit 1; }
+
+command -v go >/dev/null || { say "Go (1.22 or newer) is not on PATH; install it from go.dev/dl or Debian's golang package"; exit 1; }
+go mod download
+say "ok: $(go version | cut -d' ' -f3), OpenBLAS $(pkg-config --modversion openblas)"
