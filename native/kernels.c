@@ -174,3 +174,80 @@ void nb_softmax(const float *in, int64_t n, int64_t c, float *out) {
         for (int64_t j = 0; j < c; j++) y[j] *= inv;
     }
 }
+
+void nb_bias_act_bwd(float *dy, const float *y, int64_t rows, int64_t c, float *db, int relu) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *d = dy + r * c;
+        if (relu) {
+            const float *v = y + r * c;
+            for (int64_t j = 0; j < c; j++) {
+                d[j] = v[j] > 0.0f ? d[j] : 0.0f;
+                db[j] += d[j];
+            }
+        } else {
+            for (int64_t j = 0; j < c; j++) db[j] += d[j];
+        }
+    }
+}
+
+void nb_maxpool_bwd(const float *dout, const int32_t *argmax, int64_t nout, float *din) {
+    for (int64_t i = 0; i < nout; i++) din[argmax[i]] += dout[i];
+}
+
+void nb_avepool_bwd(const float *dout, int64_t n, int64_t h, int64_t w, int64_t c,
+                    int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow, float *din) {
+    for (int64_t img = 0; img < n; img++) {
+        float *dst = din + img * h * w * c;
+        for (int64_t py = 0; py < oh; py++) {
+            int64_t y0 = py * s - p, y1 = y0 + k;
+            if (y1 > h + p) y1 = h + p;
+            const int64_t hs = y1 - y0;
+            if (y0 < 0) y0 = 0;
+            if (y1 > h) y1 = h;
+            for (int64_t px = 0; px < ow; px++) {
+                int64_t x0 = px * s - p, x1 = x0 + k;
+                if (x1 > w + p) x1 = w + p;
+                const int64_t ws = x1 - x0;
+                if (x0 < 0) x0 = 0;
+                if (x1 > w) x1 = w;
+                const float inv = 1.0f / (float)(hs * ws);
+                const float *g = dout + ((img * oh + py) * ow + px) * c;
+                for (int64_t y = y0; y < y1; y++)
+                    for (int64_t x = x0; x < x1; x++) {
+                        float *d = dst + (y * w + x) * c;
+                        for (int64_t j = 0; j < c; j++) d[j] += g[j] * inv;
+                    }
+            }
+        }
+    }
+}
+
+void nb_gap_bwd(const float *dout, int64_t n, int64_t hw, int64_t c, float *din) {
+    const float inv = 1.0f / (float)hw;
+    for (int64_t img = 0; img < n; img++) {
+        const float *g = dout + img * c;
+        float *d = din + img * hw * c;
+        for (int64_t i = 0; i < hw; i++)
+            for (int64_t j = 0; j < c; j++) d[i * c + j] = g[j] * inv;
+    }
+}
+
+double nb_softmax_xent(const float *logits, const int32_t *labels, int64_t n, int64_t c,
+                       float *probs, float *dlogits, float scale) {
+    nb_softmax(logits, n, c, probs);
+    double loss = 0.0;
+    for (int64_t r = 0; r < n; r++) {
+        const float *pr = probs + r * c;
+        float *d = dlogits + r * c;
+        const int32_t lab = labels[r];
+        const double pl = (double)pr[lab];
+        loss += -log(pl > 1e-30 ? pl : 1e-30);
+        for (int64_t j = 0; j < c; j++) d[j] = pr[j] * scale;
+        d[lab] -= scale;
+    }
+    return loss;
+}
+
+void nb_mul(float *x, const float *m, int64_t len) {
+    for (int64_t i = 0; i < len; i++) x[i] *= m[i];
+}

@@ -39,3 +39,27 @@ void nb_gap(const float *in, int64_t n, int64_t hw, int64_t c, float *out);
 void nb_softmax(const float *in, int64_t n, int64_t c, float *out);
 
 #endif
+
+// ---- backward passes ----
+
+// ReLU + bias backward over (rows, c): dy[r, j] = 0 where y[r, j] <= 0
+// (relu != 0), then db[j] += Σ_r dy[r, j].  y is the ReLU output.
+void nb_bias_act_bwd(float *dy, const float *y, int64_t rows, int64_t c, float *db, int relu);
+
+// Max pooling backward: din[argmax[i]] += dout[i] for i < nout.
+void nb_maxpool_bwd(const float *dout, const int32_t *argmax, int64_t nout, float *din);
+
+// Average pooling backward (Caffe divisor): din += dout / window size.
+void nb_avepool_bwd(const float *dout, int64_t n, int64_t h, int64_t w, int64_t c,
+                    int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow, float *din);
+
+// GAP backward: din[img, i, j] = dout[img, j] / hw.  din: (n, hw, c)
+void nb_gap_bwd(const float *dout, int64_t n, int64_t hw, int64_t c, float *din);
+
+// Softmax + cross-entropy: probs = softmax(logits); dlogits = (probs −
+// onehot(label)) · scale; returns Σ −log probs[label] (float64).
+double nb_softmax_xent(const float *logits, const int32_t *labels, int64_t n, int64_t c,
+                       float *probs, float *dlogits, float scale);
+
+// x[i] *= m[i] for i < len (dropout forward and backward with a scaled mask).
+void nb_mul(float *x, const float *m, int64_t len);

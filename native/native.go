@@ -254,3 +254,129 @@ func Softmax(out, in []float32, n, c int) {
 	}
 	C.nb_softmax(f32(in), C.int64_t(n), C.int64_t(c), f32(out))
 }
+
+// BiasActBackward turns the gradient w.r.t. a ReLU output into the gradient
+// w.r.t. its input (zero where y <= 0, when relu is set) in place and adds
+// its column sums to db.
+//
+//	dy: (rows, c), in place   y: (rows, c) ReLU output   db: (c), accumulated
+func BiasActBackward(dy, y []float32, rows, c int, db []float32, relu bool) {
+	if rows < 0 || c < 1 {
+		panic("native: bad shape")
+	}
+	if len(dy) < rows*c {
+		panic("native: short dy")
+	}
+	if relu && len(y) < rows*c {
+		panic("native: short y")
+	}
+	if len(db) < c {
+		panic("native: short db")
+	}
+	if rows == 0 {
+		return
+	}
+	r := C.int(0)
+	yp := (*C.float)(nil)
+	if relu {
+		r, yp = 1, f32(y)
+	}
+	C.nb_bias_act_bwd(f32(dy), yp, C.int64_t(rows), C.int64_t(c), f32(db), r)
+}
+
+// MaxPoolBackward scatters dout through the argmax of the forward pass.
+//
+//	dout, argmax: (N, OH, OW, C)   din: (N, H, W, C), accumulated
+func MaxPoolBackward(din, dout []float32, argmax []int32, g Geom) {
+	g.check()
+	n := g.PoolOutLen()
+	if len(dout) < n || len(argmax) < n {
+		panic("native: short dout or argmax")
+	}
+	if len(din) < g.InLen() {
+		panic("native: short din")
+	}
+	for _, a := range argmax[:n] { // an index out of range would corrupt memory
+		if a < 0 || int(a) >= g.InLen() {
+			panic("native: argmax out of range")
+		}
+	}
+	if n == 0 {
+		return
+	}
+	C.nb_maxpool_bwd(f32(dout), (*C.int32_t)(unsafe.Pointer(&argmax[0])), C.int64_t(n), f32(din))
+}
+
+// AvePoolBackward spreads dout evenly over each window (Caffe divisor).
+//
+//	dout: (N, OH, OW, C)   din: (N, H, W, C), accumulated
+func AvePoolBackward(din, dout []float32, g Geom) {
+	g.check()
+	if len(dout) < g.PoolOutLen() {
+		panic("native: short dout")
+	}
+	if len(din) < g.InLen() {
+		panic("native: short din")
+	}
+	if g.N == 0 {
+		return
+	}
+	C.nb_avepool_bwd(f32(dout), C.int64_t(g.N), C.int64_t(g.H), C.int64_t(g.W), C.int64_t(g.C),
+		C.int64_t(g.K), C.int64_t(g.S), C.int64_t(g.P), C.int64_t(g.OH), C.int64_t(g.OW), f32(din))
+}
+
+// GAPBackward broadcasts dout/hw over every position.
+//
+//	dout: (n, c)   din: (n, hw, c), overwritten
+func GAPBackward(din, dout []float32, n, hw, c int) {
+	if n < 0 || hw < 1 || c < 1 {
+		panic("native: bad shape")
+	}
+	if len(dout) < n*c {
+		panic("native: short dout")
+	}
+	if len(din) < n*hw*c {
+		panic("native: short din")
+	}
+	if n == 0 {
+		return
+	}
+	C.nb_gap_bwd(f32(dout), C.int64_t(n), C.int64_t(hw), C.int64_t(c), f32(din))
+}
+
+// SoftmaxXent computes probs = softmax(logits), dlogits = (probs −
+// onehot(labels))·scale and returns the summed cross-entropy loss.
+//
+//	logits, probs, dlogits: (n, c)   labels: (n), each in [0, c)
+func SoftmaxXent(probs, dlogits, logits []float32, labels []int32, n, c int, scale float32) float64 {
+	if n < 0 || c < 1 {
+		panic("native: bad shape")
+	}
+	if len(logits) < n*c || len(probs) < n*c || len(dlogits) < n*c {
+		panic("native: short logits, probs or dlogits")
+	}
+	if len(labels) < n {
+		panic("native: short labels")
+	}
+	for _, l := range labels[:n] {
+		if l < 0 || int(l) >= c {
+			panic("native: label out of range")
+		}
+	}
+	if n == 0 {
+		return 0
+	}
+	return float64(C.nb_softmax_xent(f32(logits), (*C.int32_t)(unsafe.Pointer(&labels[0])), C.int64_t(n), C.int64_t(c),
+		f32(probs), f32(dlogits), C.float(scale)))
+}
+
+// Mul multiplies x by m elementwise (dropout with a pre-scaled mask).
+func Mul(x, m []float32) {
+	if len(m) < len(x) {
+		panic("native: short mask")
+	}
+	if len(x) == 0 {
+		return
+	}
+	C.nb_mul(f32(x), f32(m), C.int64_t(len(x)))
+}

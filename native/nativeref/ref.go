@@ -157,3 +157,69 @@ func Softmax(out, in []float32, n, c int) {
 		}
 	}
 }
+
+// BiasActBackward: dy = 0 where y <= 0 (relu), db += column sums of dy.
+func BiasActBackward(dy, y []float32, rows, c int, db []float32, relu bool) {
+	for r := 0; r < rows; r++ {
+		for j := 0; j < c; j++ {
+			if relu && y[r*c+j] <= 0 {
+				dy[r*c+j] = 0
+			}
+			db[j] += dy[r*c+j]
+		}
+	}
+}
+
+// MaxPoolBackward: din[argmax[i]] += dout[i].
+func MaxPoolBackward(din, dout []float32, argmax []int32, g Geom) {
+	for i := 0; i < g.N*g.OH*g.OW*g.C; i++ {
+		din[argmax[i]] += dout[i]
+	}
+}
+
+// AvePoolBackward spreads each output gradient over its window.
+func AvePoolBackward(din, dout []float32, g Geom) {
+	for img := 0; img < g.N; img++ {
+		for py := 0; py < g.OH; py++ {
+			for px := 0; px < g.OW; px++ {
+				y0, y1, x0, x1, div := g.window(py, px)
+				for c := 0; c < g.C; c++ {
+					v := dout[((img*g.OH+py)*g.OW+px)*g.C+c] / float32(div)
+					for y := y0; y < y1; y++ {
+						for x := x0; x < x1; x++ {
+							din[((img*g.H+y)*g.W+x)*g.C+c] += v
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// GAPBackward: din[img, i, c] = dout[img, c] / hw.
+func GAPBackward(din, dout []float32, n, hw, c int) {
+	for img := 0; img < n; img++ {
+		for i := 0; i < hw; i++ {
+			for j := 0; j < c; j++ {
+				din[(img*hw+i)*c+j] = dout[img*c+j] / float32(hw)
+			}
+		}
+	}
+}
+
+// SoftmaxXent: probs, dlogits = (probs − onehot)·scale, returns Σ −log p[label].
+func SoftmaxXent(probs, dlogits, logits []float32, labels []int32, n, c int, scale float32) float64 {
+	Softmax(probs, logits, n, c)
+	var loss float64
+	for r := 0; r < n; r++ {
+		loss -= math.Log(math.Max(float64(probs[r*c+int(labels[r])]), 1e-30))
+		for j := 0; j < c; j++ {
+			d := float64(probs[r*c+j])
+			if j == int(labels[r]) {
+				d--
+			}
+			dlogits[r*c+j] = float32(d * float64(scale))
+		}
+	}
+	return loss
+}

@@ -1,0 +1,266 @@
+package nin
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"unsafe"
+)
+
+// Caffe-style central-difference gradient checks. Each case is a tiny
+// network that isolates one layer type in front of GAP + softmax
+// cross-entropy (whose own gradient every case also exercises). The
+// objective is the batch-mean loss computed by the same training forward.
+//
+// Kink exclusion: a finite difference is only valid when the ±h forwards
+// take the same branches. Each forward's branch pattern (the ReLU sign
+// pattern of every conv output and every max-pool argmax) is hashed; a
+// parameter whose ±h patterns differ is skipped, and the test requires
+// that almost all sampled parameters were checked.
+
+func pattern(tr *Trainer) uint64 {
+	h := fnv.New64a()
+	st := tr.streams[0]
+	for i, l := range tr.layers {
+		switch l.kind {
+		case kindConv:
+			if i == tr.lastCv && tr.spec.NoFinalReLU {
+				continue // no ReLU, no kink
+			}
+			var bits []byte
+			for _, v := range st.acts[i] {
+				if v > 0 {
+					bits = append(bits, 1)
+				} else {
+					bits = append(bits, 0)
+				}
+			}
+			h.Write(bits)
+		case kindPool:
+			if a := st.argmax[i]; a != nil {
+				h.Write(unsafe.Slice((*byte)(unsafe.Pointer(&a[0])), 4*len(a)))
+			}
+		}
+	}
+	return h.Sum64()
+}
+
+type gradCase struct {
+	name string
+	spec Spec
+	drop bool
+}
+
+func tinySpecs() []gradCase {
+	return []gradCase{
+		{"conv3x3_s2_p1_linear", Spec{Name: "t", Input: Dims{7, 6, 3}, NoFinalReLU: true,
+			Blocks: []Block{{Kernel: 3, Stride: 2, Pad: 1, Channels: []int{4}}}}, false},
+		{"conv5x5_p2_relu", Spec{Name: "t", Input: Dims{6, 6, 1},
+			Blocks: []Block{{Kernel: 5, Stride: 1, Pad: 2, Channels: []int{5, 4}}}}, false},
+		{"conv1x1_chain", Spec{Name: "t", Input: Dims{3, 4, 3}, NoFinalReLU: true,
+			Blocks: []Block{{Kernel: 1, Stride: 1, Pad: 0, Channels: []int{6, 5, 4}}}}, false},
+		{"conv11x11_s4", Spec{Name: "t", Input: Dims{15, 15, 3}, NoFinalReLU: true,
+			Blocks: []Block{{Kernel: 11, Stride: 4, Pad: 0, Channels: []int{3}}}}, false},
+		{"maxpool_ceil", Spec{Name: "t", Input: Dims{8, 7, 3}, NoFinalReLU: true,
+			Blocks: []Block{{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{4}, Pool: &Pool{"max", 3, 2, 0}},
+				{Kernel: 1, Stride: 1, Channels: []int{3}}}}, false},
+		{"avepool_ceil", Spec{Name: "t", Input: Dims{8, 7, 3}, NoFinalReLU: true,
+			Blocks: []Block{{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{4}, Pool: &Pool{"ave", 3, 2, 0}},
+				{Kernel: 1, Stride: 1, Channels: []int{3}}}}, false},
+		{"dropout", Spec{Name: "t", Input: Dims{6, 6, 1}, NoFinalReLU: true,
+			Blocks: []Block{{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{4}, Pool: &Pool{"ave", 3, 2, 0}, Dropout: 0.5},
+				{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{3}}}}, true},
+		{"tiny_nin_end_to_end", Spec{Name: "t", Input: Dims{12, 12, 3}, Pooling: "ceil",
+			Blocks: []Block{
+				{Kernel: 5, Stride: 1, Pad: 2, Channels: []int{8, 6, 5}, Pool: &Pool{"max", 3, 2, 0}, Dropout: 0.5},
+				{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{7, 6, 5}, Pool: &Pool{"ave", 3, 2, 0}, Dropout: 0.5},
+				{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{6, 5, 4}},
+			}}, true},
+	}
+}
+
+func TestGradientCheck(t *testing.T) {
+	for _, c := range tinySpecs() {
+		t.Run(c.name, func(t *testing.T) {
+			m, err := NewModel(&c.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Params.InitHe(3)
+			// Positive biases keep most ReLUs away from their kink.
+			for _, cv := range m.Params.Convs {
+				for i := range cv.B {
+					cv.B[i] = 0.1 + 0.05*float32(i%3)
+				}
+			}
+			const n = 3
+			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 9, NoDropout: !c.drop})
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := randomInput(n, c.spec.Input.Len(), 4)
+			labels := []int32{0, 2, 1}
+			if c.spec.Classes() < 3 {
+				t.Fatal("case needs 3 classes")
+			}
+			const step = 7
+			tr.gradients(x, labels, n, step)
+			analytic := append([]float32(nil), tr.streams[0].grads.Data...)
+
+			r := rand.New(rand.NewPCG(5, 5))
+			data := m.Params.Data
+			idx := r.Perm(len(data))
+			if len(idx) > 150 {
+				idx = idx[:150]
+			}
+			checked, skipped := 0, 0
+			var worst float64
+			for _, i := range idx {
+				orig := data[i]
+				// Try a Caffe-sized step first, then a smaller one if the
+				// larger step crossed a kink.
+				numeric, ok := 0.0, false
+				for _, h := range []float32{1e-2, 1e-3} {
+					data[i] = orig + h
+					lp := tr.lossAt(x, labels, n, step)
+					pp := pattern(tr)
+					data[i] = orig - h
+					lm := tr.lossAt(x, labels, n, step)
+					pm := pattern(tr)
+					data[i] = orig
+					if pp == pm {
+						numeric, ok = (lp-lm)/(2*float64(h)), true
+						break
+					}
+				}
+				if !ok {
+					skipped++
+					continue
+				}
+				a := float64(analytic[i])
+				scale := math.Max(math.Max(math.Abs(a), math.Abs(numeric)), 1e-2)
+				rel := math.Abs(a-numeric) / scale
+				worst = math.Max(worst, rel)
+				if rel > 2e-2 {
+					t.Errorf("param %d (%s): analytic %.6g numeric %.6g (rel %.3g)", i, paramName(m.Params, i), a, numeric, rel)
+				}
+				checked++
+			}
+			if checked < len(idx)/2 {
+				t.Fatalf("only %d of %d parameters checked (%d skipped at kinks)", checked, len(idx), skipped)
+			}
+			t.Logf("%d params checked, %d skipped at kinks, worst rel err %.2e", checked, skipped, worst)
+		})
+	}
+}
+
+func paramName(p *Params, i int) string {
+	off := 0
+	for _, c := range p.Convs {
+		if i < off+len(c.W) {
+			return fmt.Sprintf("%s.weight[%d]", c.Name, i-off)
+		}
+		off += len(c.W)
+		if i < off+len(c.B) {
+			return fmt.Sprintf("%s.bias[%d]", c.Name, i-off)
+		}
+		off += len(c.B)
+	}
+	return "?"
+}
+
+// TestTrainerThreadsAgree: gradients summed over 2 streams equal the
+// single-stream gradients (same dropout masks by construction).
+func TestTrainerThreadsAgree(t *testing.T) {
+	spec := tinySpecs()[7].spec
+	var grads [2][]float32
+	var losses [2]float64
+	for k, threads := range []int{1, 2} {
+		m, _ := NewModel(&spec)
+		m.Params.InitHe(3)
+		tr, err := NewTrainer(m, TrainOptions{MaxBatch: 5, Threads: threads, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := randomInput(5, spec.Input.Len(), 8)
+		res := tr.gradients(x, []int32{0, 1, 2, 3, 0}, 5, 11)
+		grads[k], losses[k] = append([]float32(nil), tr.streams[0].grads.Data...), res.Loss
+	}
+	if math.Abs(losses[0]-losses[1]) > 1e-6 {
+		t.Fatalf("loss 1 thread %g, 2 threads %g", losses[0], losses[1])
+	}
+	if e := relErr(grads[1], toF64(grads[0])); e > 1e-5 {
+		t.Fatalf("gradients differ between 1 and 2 streams: rel err %g", e)
+	}
+}
+
+func toF64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
+
+// TestTrainerLearns: SGD steps on a fixed tiny batch drive the loss down,
+// and the same seed reproduces the same weights bit for bit.
+func TestTrainerLearns(t *testing.T) {
+	spec := tinySpecs()[7].spec
+	spec.NoFinalReLU = true
+	run := func() ([]float32, float64, float64) {
+		m, _ := NewModel(&spec)
+		m.Params.InitHe(3)
+		tr, err := NewTrainer(m, TrainOptions{MaxBatch: 8, Threads: 2, Seed: 1, Momentum: 0.9, WeightDecay: 1e-4, NoDropout: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := randomInput(8, spec.Input.Len(), 8)
+		labels := []int32{0, 1, 2, 3, 0, 1, 2, 3}
+		var first, last float64
+		for s := 0; s < 100; s++ {
+			res, err := tr.Step(x, labels, 8, 0.01, uint64(s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s == 0 {
+				first = res.Loss
+			}
+			last = res.Loss
+		}
+		return m.Params.Data, first, last
+	}
+	w1, first, last := run()
+	if !(last < first*0.5) {
+		t.Fatalf("loss %g -> %g: not learning", first, last)
+	}
+	w2, _, _ := run()
+	for i := range w1 {
+		if w1[i] != w2[i] {
+			t.Fatal("training is not deterministic for a fixed seed")
+		}
+	}
+	if _, err := (&Trainer{opt: TrainOptions{MaxBatch: 1}, classes: 4}).Step(nil, []int32{9}, 1, 0.1, 0); err == nil {
+		t.Fatal("bad batch accepted")
+	}
+}
+
+// TestDeadFinalReLUDetected: a learning rate that is too high kills the
+// last ReLU (the known NIN failure: loss stuck at ln(classes)); the step
+// result reports it through AliveFrac == 0.
+func TestDeadFinalReLUDetected(t *testing.T) {
+	spec := tinySpecs()[7].spec
+	m, _ := NewModel(&spec)
+	m.Params.InitHe(3)
+	tr, _ := NewTrainer(m, TrainOptions{MaxBatch: 8, Threads: 1, Seed: 1, Momentum: 0.9, WeightDecay: 1e-4, NoDropout: true})
+	x := randomInput(8, spec.Input.Len(), 8)
+	labels := []int32{0, 1, 2, 3, 0, 1, 2, 3}
+	var res StepResult
+	for s := 0; s < 100; s++ {
+		res, _ = tr.Step(x, labels, 8, 0.1, uint64(s))
+	}
+	if math.Abs(res.Loss-math.Log(4)) > 1e-3 || res.AliveFrac != 0 {
+		t.Fatalf("expected the dead-ReLU state: loss %g alive %g", res.Loss, res.AliveFrac)
+	}
+}

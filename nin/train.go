@@ -1,0 +1,454 @@
+package nin
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+
+	"github.com/ninbatch/ninbatch/blas"
+	"github.com/ninbatch/ninbatch/native"
+)
+
+// TrainOptions configure a Trainer.
+type TrainOptions struct {
+	MaxBatch    int     // images per step (the batch size)
+	Threads     int     // data-parallel streams, each with OpenBLAS at 1 thread
+	Momentum    float64 // SGD momentum (Caffe: 0.9)
+	WeightDecay float64 // L2 on weights, none on biases (Caffe decay_mult 1/0)
+	Seed        uint64  // dropout masks derive from (Seed, step, image)
+	NoDropout   bool    // disable dropout (debugging, gradient checks)
+	TileBytes   int     // im2col tile budget (default 2 MiB)
+}
+
+// Trainer trains a model's parameters in place with SGD + momentum.
+// Each stream holds the activations of its share of the batch; gradients
+// are summed over streams in a fixed order, so a run is deterministic for a
+// given seed and thread count. Dropout masks are a pure function of
+// (seed, step, image index), so resuming needs no random-number state.
+type Trainer struct {
+	spec    Spec
+	layers  []Layer
+	params  *Params // the model's weights, updated in place
+	vel     *Params // momentum buffers, same layout
+	opt     TrainOptions
+	inLen   int
+	classes int
+	lastCv  int // index of the last conv layer
+	streams []*tstream
+}
+
+// tstream is one data-parallel worker: activations of up to n images.
+type tstream struct {
+	n       int
+	acts    [][]float32 // per layer: (n, OH, OW, C) output; dropout aliases its input
+	argmax  [][]int32   // per max-pool layer: (n, OH, OW, C)
+	masks   [][]float32 // per dropout layer: (n, H, W, C) 0 or 1/(1−p)
+	dA, dB  []float32   // (n, maxAct) gradient ping-pong
+	col     []float32   // (tileRows, maxK) im2col tile
+	dcol    []float32   // (tileRows, maxK) its gradient
+	logits  []float32   // (n, classes)
+	probs   []float32   // (n, classes)
+	dlogits []float32   // (n, classes)
+	grads   *Params     // this stream's gradient sums
+	tiles   []int       // per layer: rows per im2col/GEMM tile for one image... for n images
+	loss    float64
+	correct int
+	alive   int // positive outputs of the last conv (dead-ReLU detector)
+}
+
+// StepResult reports one training step.
+type StepResult struct {
+	Loss      float64 // mean cross-entropy over the batch
+	Correct   int     // top-1 hits in the batch (training mode, with dropout)
+	AliveFrac float64 // fraction of positive outputs of the last conv's ReLU
+}
+
+// NewTrainer prepares training buffers for m; m.Params are updated in place.
+func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
+	if m == nil || m.Params == nil {
+		return nil, errors.New("nin: model has no parameters")
+	}
+	layers, err := m.Spec.Plan()
+	if err != nil {
+		return nil, err
+	}
+	if opt.Threads == 0 {
+		opt.Threads = 1
+	}
+	if opt.TileBytes == 0 {
+		opt.TileBytes = 2 << 20
+	}
+	switch {
+	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<14:
+		return nil, fmt.Errorf("nin: batch %d out of range 1..16384", opt.MaxBatch)
+	case opt.Threads < 1 || opt.Threads > 256:
+		return nil, fmt.Errorf("nin: threads %d out of range 1..256", opt.Threads)
+	case !(opt.Momentum >= 0 && opt.Momentum < 1):
+		return nil, fmt.Errorf("nin: momentum %g out of range [0, 1)", opt.Momentum)
+	case !(opt.WeightDecay >= 0 && opt.WeightDecay < 1):
+		return nil, fmt.Errorf("nin: weight decay %g out of range [0, 1)", opt.WeightDecay)
+	}
+	vel, err := NewParams(&m.Spec)
+	if err != nil {
+		return nil, err
+	}
+	t := &Trainer{spec: m.Spec, layers: layers, params: m.Params, vel: vel, opt: opt,
+		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes()}
+	for i, l := range layers {
+		if l.kind == kindConv {
+			t.lastCv = i
+		}
+	}
+	per := (opt.MaxBatch + opt.Threads - 1) / opt.Threads
+	for s := 0; s < opt.Threads; s++ {
+		st, err := t.newStream(per)
+		if err != nil {
+			return nil, err
+		}
+		t.streams = append(t.streams, st)
+	}
+	return t, nil
+}
+
+func (t *Trainer) newStream(n int) (*tstream, error) {
+	g, err := NewParams(&t.spec)
+	if err != nil {
+		return nil, err
+	}
+	st := &tstream{n: n, grads: g,
+		acts: make([][]float32, len(t.layers)), argmax: make([][]int32, len(t.layers)),
+		masks: make([][]float32, len(t.layers)), tiles: make([]int, len(t.layers)),
+		logits: make([]float32, n*t.classes), probs: make([]float32, n*t.classes), dlogits: make([]float32, n*t.classes)}
+	maxAct, maxCol := t.inLen, 0
+	for i, l := range t.layers {
+		maxAct = max(maxAct, l.Out.Len())
+		switch l.kind {
+		case kindConv:
+			st.acts[i] = make([]float32, n*l.Out.Len())
+			if !(l.k == 1 && l.s == 1 && l.p == 0) {
+				tr := min(max(64, t.opt.TileBytes/(4*l.GemmK)), n*l.Out.H*l.Out.W)
+				st.tiles[i] = tr
+				maxCol = max(maxCol, tr*l.GemmK)
+			}
+		case kindPool:
+			st.acts[i] = make([]float32, n*l.Out.Len())
+			if l.pool.Type == "max" {
+				st.argmax[i] = make([]int32, n*l.Out.Len())
+			}
+		case kindDropout:
+			st.masks[i] = make([]float32, n*l.Out.Len())
+		}
+	}
+	st.dA, st.dB = make([]float32, n*maxAct), make([]float32, n*maxAct)
+	st.col, st.dcol = make([]float32, maxCol), make([]float32, maxCol)
+	return st, nil
+}
+
+func (l *Layer) geom(n int) native.Geom {
+	return native.Geom{N: n, H: l.In.H, W: l.In.W, C: l.In.C, K: l.k, S: l.s, P: l.p, OH: l.Out.H, OW: l.Out.W}
+}
+
+func (l *Layer) oneByOne() bool { return l.k == 1 && l.s == 1 && l.p == 0 }
+
+// forward runs the training-mode forward pass of n images and the loss.
+//
+//	x: (n, H, W, C)  labels: (n)  first: index of x[0] within the step's batch
+func (t *Trainer) forward(st *tstream, x []float32, labels []int32, n, first int, step uint64, scale float32) {
+	src := x
+	for i := range t.layers {
+		l := &t.layers[i]
+		switch l.kind {
+		case kindConv:
+			p := t.convParams(i)
+			out := st.acts[i][:n*l.Out.Len()]
+			relu := !(i == t.lastCv && t.spec.NoFinalReLU)
+			t.convForward(st, out, src, p, l, n, st.tiles[i], relu)
+			src = out
+		case kindPool:
+			out := st.acts[i][:n*l.Out.Len()]
+			if l.pool.Type == "max" {
+				native.MaxPool(out, st.argmax[i], src, l.geom(n))
+			} else {
+				native.AvePool(out, src, l.geom(n))
+			}
+			src = out
+		case kindDropout:
+			if t.opt.NoDropout {
+				st.acts[i] = src
+				continue
+			}
+			mask := st.masks[i][:n*l.Out.Len()]
+			fillDropoutMask(mask, l.Out.Len(), l.dropout, t.opt.Seed, step, i, first)
+			native.Mul(src, mask) // in place: the pool output becomes the dropout output
+			st.acts[i] = src
+		case kindGAP:
+			native.GAP(st.logits, src, n, l.In.H*l.In.W, l.In.C)
+		}
+	}
+	st.loss = native.SoftmaxXent(st.probs, st.dlogits, st.logits, labels, n, t.classes, scale)
+	st.correct = 0
+	for i := 0; i < n; i++ {
+		if argmax32(st.probs[i*t.classes:(i+1)*t.classes]) == int(labels[i]) {
+			st.correct++
+		}
+	}
+	st.alive = 0
+	for _, v := range st.acts[t.lastCv][:n*t.layers[t.lastCv].Out.Len()] {
+		if v > 0 {
+			st.alive++
+		}
+	}
+}
+
+// convForward is conv + bias + ReLU over n images (see convOp).
+func (t *Trainer) convForward(st *tstream, out, src []float32, p *ConvParams, l *Layer, n, tile int, relu bool) {
+	rows := n * l.Out.H * l.Out.W
+	if l.oneByOne() {
+		blas.Sgemm(false, true, rows, p.Cout, p.Cin, 1, src, p.Cin, p.W, p.Cin, 0, out, p.Cout)
+		native.BiasAct(out, rows, p.Cout, p.B, relu)
+		return
+	}
+	g, k := l.geom(n), l.GemmK
+	for r0 := 0; r0 < rows; r0 += tile {
+		nr := min(tile, rows-r0)
+		native.Im2col(st.col[:nr*k], src, g, r0, nr)
+		o := out[r0*p.Cout : (r0+nr)*p.Cout]
+		blas.Sgemm(false, true, nr, p.Cout, k, 1, st.col[:nr*k], k, p.W, k, 0, o, p.Cout)
+		native.BiasAct(o, nr, p.Cout, p.B, relu)
+	}
+}
+
+// backward accumulates parameter gradients of the loss into st.grads.
+// It mirrors forward layer by layer, from the logits down.
+func (t *Trainer) backward(st *tstream, x []float32, n int) {
+	last := &t.layers[t.lastCv]
+	dcur := st.dA[:n*last.Out.Len()]
+	native.GAPBackward(dcur, st.dlogits, n, last.Out.H*last.Out.W, last.Out.C)
+	dnext := st.dB
+	for i := t.lastCv; i >= 0; i-- {
+		l := &t.layers[i]
+		in := x
+		if i > 0 {
+			in = st.acts[i-1]
+		}
+		switch l.kind {
+		case kindConv:
+			p, gp := t.convParams(i), &st.grads.Convs[t.convIndex(i)]
+			rows := n * l.Out.H * l.Out.W
+			relu := !(i == t.lastCv && t.spec.NoFinalReLU)
+			native.BiasActBackward(dcur, st.acts[i], rows, p.Cout, gp.B, relu)
+			var din []float32
+			if i > 0 {
+				din = dnext[:n*l.In.Len()]
+			}
+			t.convBackward(st, din, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i])
+			dcur, dnext = din, dcur[:cap(dcur)]
+		case kindPool:
+			din := dnext[:n*l.In.Len()]
+			clear(din)
+			if l.pool.Type == "max" {
+				native.MaxPoolBackward(din, dcur, st.argmax[i], l.geom(n))
+			} else {
+				native.AvePoolBackward(din, dcur, l.geom(n))
+			}
+			dcur, dnext = din, dcur[:cap(dcur)]
+		case kindDropout:
+			if !t.opt.NoDropout {
+				native.Mul(dcur, st.masks[i][:len(dcur)])
+			}
+		}
+	}
+}
+
+// convBackward: given dPre (gradient at the conv output before the bias,
+// ReLU already applied), accumulate dW and, when din is not nil, write the
+// gradient w.r.t. the input.
+//
+//	dpre: (rows, Cout)  in: (n, H, W, Cin)  dw: (Cout, K·K·Cin)  din: (n, H, W, Cin)
+func (t *Trainer) convBackward(st *tstream, din, dw, dpre, in []float32, p *ConvParams, l *Layer, n, tile int) {
+	rows := n * l.Out.H * l.Out.W
+	if l.oneByOne() {
+		// dW += dPreᵀ · in ; dIn = dPre · W
+		blas.Sgemm(true, false, p.Cout, p.Cin, rows, 1, dpre, p.Cout, in, p.Cin, 1, dw, p.Cin)
+		if din != nil {
+			blas.Sgemm(false, false, rows, p.Cin, p.Cout, 1, dpre, p.Cout, p.W, p.Cin, 0, din, p.Cin)
+		}
+		return
+	}
+	g, k := l.geom(n), l.GemmK
+	if din != nil {
+		clear(din)
+	}
+	for r0 := 0; r0 < rows; r0 += tile {
+		nr := min(tile, rows-r0)
+		col := st.col[:nr*k]
+		native.Im2col(col, in, g, r0, nr)
+		dp := dpre[r0*p.Cout : (r0+nr)*p.Cout]
+		blas.Sgemm(true, false, p.Cout, k, nr, 1, dp, p.Cout, col, k, 1, dw, k)
+		if din != nil {
+			dcol := st.dcol[:nr*k]
+			blas.Sgemm(false, false, nr, k, p.Cout, 1, dp, p.Cout, p.W, k, 0, dcol, k)
+			native.Col2im(din, dcol, g, r0, nr)
+		}
+	}
+}
+
+func (t *Trainer) convIndex(layer int) int {
+	ci := 0
+	for i := 0; i < layer; i++ {
+		if t.layers[i].kind == kindConv {
+			ci++
+		}
+	}
+	return ci
+}
+
+func (t *Trainer) convParams(layer int) *ConvParams { return &t.params.Convs[t.convIndex(layer)] }
+
+func argmax32(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// fillDropoutMask writes inverted-dropout masks (0 with probability p, else
+// 1/(1−p)) for consecutive images; image j of the step uses a generator
+// seeded by (seed, step, layer, first+j), so masks do not depend on how the
+// batch is split over streams.
+func fillDropoutMask(mask []float32, per int, p float64, seed, step uint64, layer, first int) {
+	keep := float32(1 / (1 - p))
+	thresh := uint64(p * (1 << 53))
+	var pcg rand.PCG
+	for j := 0; j*per < len(mask); j++ {
+		pcg.Seed(seed^0x64726f706f7574, step<<24^uint64(layer)<<16^uint64(first+j))
+		m := mask[j*per : (j+1)*per]
+		for i := range m {
+			if pcg.Uint64()>>11 < thresh {
+				m[i] = 0
+			} else {
+				m[i] = keep
+			}
+		}
+	}
+}
+
+// Step runs forward and backward on a batch and applies one SGD update
+// with learning rate lr. step numbers the update (for dropout masks).
+//
+//	x: (n, H, W, C) preprocessed  labels: (n) in [0, classes)
+func (t *Trainer) Step(x []float32, labels []int32, n int, lr float64, step uint64) (StepResult, error) {
+	if err := t.checkBatch(x, labels, n); err != nil {
+		return StepResult{}, err
+	}
+	res := t.gradients(x, labels, n, step)
+	t.update(lr)
+	return res, nil
+}
+
+func (t *Trainer) checkBatch(x []float32, labels []int32, n int) error {
+	switch {
+	case n < 1 || n > t.opt.MaxBatch:
+		return fmt.Errorf("nin: batch %d out of range 1..%d", n, t.opt.MaxBatch)
+	case len(x) < n*t.inLen || len(labels) < n:
+		return fmt.Errorf("nin: batch of %d needs %d input values and %d labels", n, n*t.inLen, n)
+	}
+	for i, l := range labels[:n] {
+		if l < 0 || int(l) >= t.classes {
+			return fmt.Errorf("nin: label %d of image %d out of range 0..%d", l, i, t.classes-1)
+		}
+	}
+	return nil
+}
+
+// gradients computes the batch's loss and the summed gradients in
+// streams[0].grads (mean-loss gradients).
+func (t *Trainer) gradients(x []float32, labels []int32, n int, step uint64) StepResult {
+	blas.SetThreads(1)
+	scale := float32(1 / float64(n))
+	parts := t.split(n)
+	var wg sync.WaitGroup
+	for s, pr := range parts {
+		st := t.streams[s]
+		clear(st.grads.Data)
+		if pr[1] == pr[0] {
+			st.loss, st.correct, st.alive = 0, 0, 0
+			continue
+		}
+		run := func() {
+			m := pr[1] - pr[0]
+			xs := x[pr[0]*t.inLen : pr[1]*t.inLen]
+			t.forward(st, xs, labels[pr[0]:pr[1]], m, pr[0], step, scale)
+			t.backward(st, xs, m)
+		}
+		if s == len(parts)-1 {
+			run()
+		} else {
+			wg.Add(1)
+			go func() { defer wg.Done(); run() }()
+		}
+	}
+	wg.Wait()
+	var res StepResult
+	g0 := t.streams[0].grads.Data
+	alive := 0
+	for s, st := range t.streams {
+		if s > 0 {
+			for i, v := range st.grads.Data {
+				g0[i] += v
+			}
+		}
+		res.Loss += st.loss
+		res.Correct += st.correct
+		alive += st.alive
+	}
+	res.Loss /= float64(n)
+	res.AliveFrac = float64(alive) / float64(n*t.layers[t.lastCv].Out.Len())
+	return res
+}
+
+// split divides n images over the streams as contiguous ranges.
+func (t *Trainer) split(n int) [][2]int {
+	s := len(t.streams)
+	parts := make([][2]int, s)
+	for i := range parts {
+		parts[i] = [2]int{i * n / s, (i + 1) * n / s}
+	}
+	return parts
+}
+
+// update applies Caffe SGD: V ← m·V + lr·mult·(g + wd·W) (no decay on
+// biases), W ← W − V.
+func (t *Trainer) update(lr float64) {
+	g := t.streams[0].grads
+	mom := float32(t.opt.Momentum)
+	for ci := range t.params.Convs {
+		p, v, d := &t.params.Convs[ci], &t.vel.Convs[ci], &g.Convs[ci]
+		lw, lb, wd := float32(lr*p.WeightLR), float32(lr*p.BiasLR), float32(t.opt.WeightDecay)
+		for i, w := range p.W {
+			v.W[i] = mom*v.W[i] + lw*(d.W[i]+wd*w)
+			p.W[i] = w - v.W[i]
+		}
+		for i := range p.B {
+			v.B[i] = mom*v.B[i] + lb*d.B[i]
+			p.B[i] -= v.B[i]
+		}
+	}
+}
+
+// Velocity exposes the momentum buffers (for checkpoints).
+func (t *Trainer) Velocity() *Params { return t.vel }
+
+// lossAt evaluates the batch-mean the training-mode loss (with the step's dropout masks)
+// without touching gradients or weights; used by gradient checks.
+func (t *Trainer) lossAt(x []float32, labels []int32, n int, step uint64) float64 {
+	blas.SetThreads(1)
+	st := t.streams[0]
+	t.forward(st, x, labels, n, 0, step, 1)
+	return st.loss / float64(n)
+}
+
