@@ -53,7 +53,11 @@ func (p *Params) tensorLayout() (names []string, shapes [][]int64, convs []int) 
 
 // Encode writes the model as a .nin (safetensors) file and returns its id,
 // the hex sha256 of the bytes written.
-func (m *Model) Encode(w io.Writer) (string, error) {
+func (m *Model) Encode(w io.Writer) (string, error) { return m.encodeWith(w, nil, nil) }
+
+// encodeWith also stores extra metadata and, when vel is not nil, the
+// momentum tensors as "velocity.<name>" (training checkpoints).
+func (m *Model) encodeWith(w io.Writer, vel *Params, extra map[string]string) (string, error) {
 	if err := m.Spec.Validate(); err != nil {
 		return "", err
 	}
@@ -64,6 +68,9 @@ func (m *Model) Encode(w io.Writer) (string, error) {
 		return "", fmt.Errorf("model has %d class names for %d outputs", len(m.Classes), m.Spec.Classes())
 	}
 	meta := map[string]string{"format": fileFormat}
+	for k, v := range extra {
+		meta[k] = v
+	}
 	for k, v := range map[string]any{"spec": m.Spec, "preprocess": m.Preprocess, "classes": m.Classes, "provenance": m.Provenance} {
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -76,6 +83,15 @@ func (m *Model) Encode(w io.Writer) (string, error) {
 	}
 	header := map[string]any{"__metadata__": meta}
 	names, shapes, _ := m.Params.tensorLayout()
+	sources := []*Params{m.Params}
+	if vel != nil {
+		n := len(names)
+		for i := 0; i < n; i++ {
+			names = append(names, velocityPrefix+names[i])
+			shapes = append(shapes, shapes[i])
+		}
+		sources = append(sources, vel)
+	}
 	var off int64
 	for i, n := range names {
 		cnt := int64(1)
@@ -100,16 +116,18 @@ func (m *Model) Encode(w io.Writer) (string, error) {
 	bw.Write(hb)
 	var buf []float32
 	var b4 [4]byte
-	for _, c := range m.Params.Convs {
-		if cap(buf) < len(c.W) {
-			buf = make([]float32, len(c.W))
-		}
-		buf = buf[:len(c.W)]
-		c.toFileLayout(buf)
-		for _, vs := range [][]float32{buf, c.B} {
-			for _, v := range vs {
-				binary.LittleEndian.PutUint32(b4[:], math.Float32bits(v))
-				bw.Write(b4[:])
+	for _, src := range sources {
+		for _, c := range src.Convs {
+			if cap(buf) < len(c.W) {
+				buf = make([]float32, len(c.W))
+			}
+			buf = buf[:len(c.W)]
+			c.toFileLayout(buf)
+			for _, vs := range [][]float32{buf, c.B} {
+				for _, v := range vs {
+					binary.LittleEndian.PutUint32(b4[:], math.Float32bits(v))
+					bw.Write(b4[:])
+				}
 			}
 		}
 	}
@@ -122,10 +140,24 @@ func (m *Model) Encode(w io.Writer) (string, error) {
 // SaveFile writes the model atomically (temporary file, fsync, rename,
 // fsync of the directory) and sets m.ID.
 func (m *Model) SaveFile(path string) error {
+	var id string
+	err := writeAtomic(path, func(w io.Writer) (err error) {
+		id, err = m.Encode(w)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("saving model %s: %w", path, err)
+	}
+	m.ID = id
+	return nil
+}
+
+// writeAtomic writes a file through a temporary name in the same directory.
+func writeAtomic(path string, write func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("saving model: %w", err)
+		return err
 	}
 	tmp := f.Name()
 	ok := false
@@ -135,25 +167,23 @@ func (m *Model) SaveFile(path string) error {
 			os.Remove(tmp)
 		}
 	}()
-	id, err := m.Encode(f)
-	if err != nil {
-		return fmt.Errorf("saving model %s: %w", path, err)
+	if err := write(f); err != nil {
+		return err
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("saving model %s: %w", path, err)
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("saving model %s: %w", path, err)
+		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("saving model %s: %w", path, err)
+		return err
 	}
 	ok = true
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	m.ID = id
 	return nil
 }
 
@@ -185,65 +215,82 @@ func LoadFile(path string) (*Model, error) {
 // finite. Nothing is allocated beyond the header until the sizes have been
 // checked against the file size.
 func Decode(r io.Reader, size int64) (*Model, error) {
+	m, _, _, err := decode(r, size, false)
+	return m, err
+}
+
+const velocityPrefix = "velocity."
+
+// decode reads a model file, or with checkpoint=true a training checkpoint
+// that also holds velocity tensors; it returns the raw metadata too.
+func decode(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map[string]string, error) {
+	m, vel, meta, err := decodeInner(r, size, checkpoint)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return m, vel, meta, nil
+}
+
+func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map[string]string, error) {
 	h := sha256.New()
 	r = io.TeeReader(r, h)
 	if size < 8 {
-		return nil, fmt.Errorf("file is %d bytes, too short for a safetensors header", size)
+		return nil, nil, nil, fmt.Errorf("file is %d bytes, too short for a safetensors header", size)
 	}
 	var lenb [8]byte
 	if _, err := io.ReadFull(r, lenb[:]); err != nil {
-		return nil, fmt.Errorf("reading header length: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading header length: %w", err)
 	}
 	hlen := binary.LittleEndian.Uint64(lenb[:])
 	if hlen > maxHeaderSize {
-		return nil, fmt.Errorf("header length %d exceeds the %d byte limit", hlen, maxHeaderSize)
+		return nil, nil, nil, fmt.Errorf("header length %d exceeds the %d byte limit", hlen, maxHeaderSize)
 	}
 	if int64(hlen) > size-8 {
-		return nil, fmt.Errorf("header length %d runs past the end of the %d byte file (truncated?)", hlen, size)
+		return nil, nil, nil, fmt.Errorf("header length %d runs past the end of the %d byte file (truncated?)", hlen, size)
 	}
 	hb := make([]byte, hlen)
 	if _, err := io.ReadFull(r, hb); err != nil {
-		return nil, fmt.Errorf("reading header: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading header: %w", err)
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(hb, &raw); err != nil {
-		return nil, fmt.Errorf("header is not a JSON object: %w", err)
+		return nil, nil, nil, fmt.Errorf("header is not a JSON object: %w", err)
 	}
 	var meta map[string]string
 	if mb, ok := raw["__metadata__"]; !ok {
-		return nil, errors.New("header has no __metadata__: not a ninbatch model")
+		return nil, nil, nil, errors.New("header has no __metadata__: not a ninbatch model")
 	} else if err := json.Unmarshal(mb, &meta); err != nil {
-		return nil, fmt.Errorf("__metadata__: %w", err)
+		return nil, nil, nil, fmt.Errorf("__metadata__: %w", err)
 	}
 	delete(raw, "__metadata__")
 	if meta["format"] != fileFormat {
-		return nil, fmt.Errorf("__metadata__ format %q: want %q", meta["format"], fileFormat)
+		return nil, nil, nil, fmt.Errorf("__metadata__ format %q: want %q", meta["format"], fileFormat)
 	}
 	m := &Model{}
 	spec, err := ParseSpec([]byte(meta["spec"]))
 	if err != nil {
-		return nil, fmt.Errorf("__metadata__ spec: %w", err)
+		return nil, nil, nil, fmt.Errorf("__metadata__ spec: %w", err)
 	}
 	m.Spec = *spec
 	if err := strictJSON(meta["preprocess"], &m.Preprocess); err != nil {
-		return nil, fmt.Errorf("__metadata__ preprocess: %w", err)
+		return nil, nil, nil, fmt.Errorf("__metadata__ preprocess: %w", err)
 	}
 	if err := m.Preprocess.Validate(spec); err != nil {
-		return nil, fmt.Errorf("__metadata__: %w", err)
+		return nil, nil, nil, fmt.Errorf("__metadata__: %w", err)
 	}
 	if s := meta["classes"]; s != "" {
 		if err := json.Unmarshal([]byte(s), &m.Classes); err != nil {
-			return nil, fmt.Errorf("__metadata__ classes: %w", err)
+			return nil, nil, nil, fmt.Errorf("__metadata__ classes: %w", err)
 		}
 	}
 	if len(m.Classes) == 0 {
 		m.Classes = nil
 	} else if len(m.Classes) != spec.Classes() {
-		return nil, fmt.Errorf("__metadata__ classes: %d names for %d outputs", len(m.Classes), spec.Classes())
+		return nil, nil, nil, fmt.Errorf("__metadata__ classes: %d names for %d outputs", len(m.Classes), spec.Classes())
 	}
 	if s := meta["provenance"]; s != "" {
 		if err := json.Unmarshal([]byte(s), &m.Provenance); err != nil {
-			return nil, fmt.Errorf("__metadata__ provenance: %w", err)
+			return nil, nil, nil, fmt.Errorf("__metadata__ provenance: %w", err)
 		}
 	}
 
@@ -251,39 +298,61 @@ func Decode(r io.Reader, size int64) (*Model, error) {
 	layers, _ := spec.Plan()
 	nparams, _ := Totals(layers)
 	dataLen := size - 8 - int64(hlen)
-	if dataLen != 4*nparams {
-		return nil, fmt.Errorf("tensor data is %d bytes but the spec needs %d (%d float32 parameters): truncated or mismatched file", dataLen, 4*nparams, nparams)
+	copies := int64(1)
+	if checkpoint {
+		copies = 2
+	}
+	if dataLen != 4*nparams*copies {
+		return nil, nil, nil, fmt.Errorf("tensor data is %d bytes but the spec needs %d (%d float32 parameters): truncated or mismatched file", dataLen, 4*nparams*copies, nparams*copies)
 	}
 	p, err := NewParams(spec)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	names, shapes, convs := p.tensorLayout()
+	var vel *Params
+	targets := make([]*Params, len(names))
+	for i := range targets {
+		targets[i] = p
+	}
+	if checkpoint {
+		if vel, err = NewParams(spec); err != nil {
+			return nil, nil, nil, err
+		}
+		n := len(names)
+		for i := 0; i < n; i++ {
+			names = append(names, velocityPrefix+names[i])
+			shapes = append(shapes, shapes[i])
+			convs = append(convs, convs[i])
+			targets = append(targets, vel)
+		}
+	}
 	type span struct {
 		name       string
 		begin, end int64
 		conv       int
 		weight     bool
+		dst        *Params
 	}
 	var spans []span
 	for i, name := range names {
 		tb, ok := raw[name]
 		if !ok {
-			return nil, fmt.Errorf("tensor %s is missing (spec has %d conv layers)", name, len(p.Convs))
+			return nil, nil, nil, fmt.Errorf("tensor %s is missing (spec has %d conv layers)", name, len(p.Convs))
 		}
 		delete(raw, name)
 		var th tensorHeader
 		if err := strictJSON(string(tb), &th); err != nil {
-			return nil, fmt.Errorf("tensor %s: %w", name, err)
+			return nil, nil, nil, fmt.Errorf("tensor %s: %w", name, err)
 		}
 		if th.Dtype != "F32" {
-			return nil, fmt.Errorf("tensor %s: dtype %s, want F32", name, th.Dtype)
+			return nil, nil, nil, fmt.Errorf("tensor %s: dtype %s, want F32", name, th.Dtype)
 		}
 		if !equalShape(th.Shape, shapes[i]) {
-			return nil, fmt.Errorf("tensor %s: shape %v, the spec needs %v", name, th.Shape, shapes[i])
+			return nil, nil, nil, fmt.Errorf("tensor %s: shape %v, the spec needs %v", name, th.Shape, shapes[i])
 		}
 		if len(th.DataOffsets) != 2 {
-			return nil, fmt.Errorf("tensor %s: data_offsets %v: want [begin, end]", name, th.DataOffsets)
+			return nil, nil, nil, fmt.Errorf("tensor %s: data_offsets %v: want [begin, end]", name, th.DataOffsets)
 		}
 		b, e := th.DataOffsets[0], th.DataOffsets[1]
 		n := int64(1)
@@ -291,12 +360,12 @@ func Decode(r io.Reader, size int64) (*Model, error) {
 			n *= d
 		}
 		if b < 0 || e < b || e > dataLen {
-			return nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] outside the %d bytes of tensor data", name, b, e, dataLen)
+			return nil, nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] outside the %d bytes of tensor data", name, b, e, dataLen)
 		}
 		if e-b != 4*n {
-			return nil, fmt.Errorf("tensor %s: %d bytes for %d float32 values", name, e-b, n)
+			return nil, nil, nil, fmt.Errorf("tensor %s: %d bytes for %d float32 values", name, e-b, n)
 		}
-		spans = append(spans, span{name, b, e, convs[i], i%2 == 0})
+		spans = append(spans, span{name, b, e, convs[i], i%2 == 0, targets[i]})
 	}
 	if len(raw) > 0 {
 		extra := make([]string, 0, len(raw))
@@ -304,16 +373,16 @@ func Decode(r io.Reader, size int64) (*Model, error) {
 			extra = append(extra, k)
 		}
 		sort.Strings(extra)
-		return nil, fmt.Errorf("unexpected tensors not in the spec: %s", strings.Join(extra, ", "))
+		return nil, nil, nil, fmt.Errorf("unexpected tensors not in the spec: %s", strings.Join(extra, ", "))
 	}
 	sort.Slice(spans, func(i, j int) bool { return spans[i].begin < spans[j].begin })
 	var pos int64
 	for _, s := range spans {
 		if s.begin < pos {
-			return nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] overlap the previous tensor", s.name, s.begin, s.end)
+			return nil, nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] overlap the previous tensor", s.name, s.begin, s.end)
 		}
 		if s.begin > pos {
-			return nil, fmt.Errorf("tensor %s: gap of %d bytes before its data", s.name, s.begin-pos)
+			return nil, nil, nil, fmt.Errorf("tensor %s: gap of %d bytes before its data", s.name, s.begin-pos)
 		}
 		pos = s.end
 	}
@@ -327,7 +396,7 @@ func Decode(r io.Reader, size int64) (*Model, error) {
 		}
 		bbuf = bbuf[:4*n]
 		if _, err := io.ReadFull(r, bbuf); err != nil {
-			return nil, fmt.Errorf("reading tensor %s: %w", s.name, err)
+			return nil, nil, nil, fmt.Errorf("reading tensor %s: %w", s.name, err)
 		}
 		if cap(tmp) < n {
 			tmp = make([]float32, n)
@@ -336,11 +405,11 @@ func Decode(r io.Reader, size int64) (*Model, error) {
 		for i := range tmp {
 			v := math.Float32frombits(binary.LittleEndian.Uint32(bbuf[4*i:]))
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, fmt.Errorf("tensor %s: element %d is %v", s.name, i, v)
+				return nil, nil, nil, fmt.Errorf("tensor %s: element %d is %v", s.name, i, v)
 			}
 			tmp[i] = v
 		}
-		c := &p.Convs[s.conv]
+		c := &s.dst.Convs[s.conv]
 		if s.weight {
 			c.fromFileLayout(tmp)
 		} else {
@@ -348,11 +417,11 @@ func Decode(r io.Reader, size int64) (*Model, error) {
 		}
 	}
 	if n, _ := io.Copy(io.Discard, io.LimitReader(r, 1)); n != 0 {
-		return nil, errors.New("file is longer than its declared size")
+		return nil, nil, nil, errors.New("file is longer than its declared size")
 	}
 	m.Params = p
 	m.ID = hex.EncodeToString(h.Sum(nil))
-	return m, nil
+	return m, vel, meta, nil
 }
 
 func strictJSON(s string, v any) error {

@@ -451,4 +451,3 @@ func (t *Trainer) lossAt(x []float32, labels []int32, n int, step uint64) float6
 	t.forward(st, x, labels, n, 0, step, 1)
 	return st.loss / float64(n)
 }
-

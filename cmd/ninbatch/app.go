@@ -104,6 +104,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newInfoCommand(),
 			newInitCommand(),
 			newBenchCommand(),
+			newDatasetCommand(),
+			newTrainCommand(),
+			newEvalCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() maps errors to exit codes
 	}

@@ -35,6 +35,16 @@ func interspersed(app *cli.App, args []string) []string {
 	if cmd == nil {
 		return append(out, args[i:]...)
 	}
+	// descend into subcommands ("dataset mnist")
+	for i < len(args) && len(cmd.Subcommands) > 0 {
+		sub := cmd.Command(args[i])
+		if sub == nil {
+			break
+		}
+		out = append(out, args[i])
+		cmd = sub
+		i++
+	}
 	var flags, pos []string
 	for ; i < len(args); i++ {
 		a := args[i]

@@ -62,16 +62,7 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	threads := c.Int(flagThreads)
-	if threads == 0 {
-		threads = c.Int(flagThreads) // local flag unset: fall back to the global one
-		for _, a := range c.Lineage() {
-			if v := a.Int(flagThreads); v > 0 {
-				threads = v
-				break
-			}
-		}
-	}
+	threads := threadsOf(c)
 	batch, reps := c.Int(flagBatch), c.Int("reps")
 	if batch < 1 || reps < 1 || c.Float64("rep-seconds") <= 0 {
 		return usageErr("--batch, --reps and --rep-seconds must be positive")

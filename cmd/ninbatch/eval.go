@@ -1,0 +1,109 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/urfave/cli/v2"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/nin"
+	"github.com/ninbatch/ninbatch/pipeline"
+)
+
+func newEvalCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "eval",
+		Usage:     "measure a model's accuracy on labelled data",
+		ArgsUsage: "DATA...",
+		Description: `Prints top-1 and top-5 accuracy, mean log-loss, per-class accuracy and the
+confusion matrix (rows: true class, columns: predicted).
+
+Example:
+   ninbatch eval --model models/nin-mnist.nin data/mnist/test.parquet`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file"},
+			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
+			&cli.IntFlag{Name: flagBatch, Value: 64},
+			&cli.StringFlag{Name: "image-col"}, &cli.StringFlag{Name: "label-col"},
+			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
+		},
+		Action: runEval,
+	}
+}
+
+func runEval(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return usageErr("give the data to evaluate on")
+	}
+	m, err := nin.LoadFile(c.String(flagModel))
+	if err != nil {
+		return asUsage(err)
+	}
+	files, err := nbio.ExpandInputs(c.Args().Slice())
+	if err != nil {
+		return asUsage(err)
+	}
+	threads := threadsOf(c)
+	prep := pipeline.PreprocessFor(m)
+	data, err := nbio.LoadLabeled(files, c.String("image-col"), c.String("label-col"), prep, m.Spec.Classes(), threads, memory.DefaultAllocator)
+	if err != nil {
+		return err
+	}
+	batch := c.Int(flagBatch)
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads})
+	if err != nil {
+		return asUsage(err)
+	}
+	defer net.Close()
+	t0 := time.Now()
+	r, err := pipeline.Evaluate(net, data, prep, batch)
+	if err != nil {
+		return err
+	}
+	r.Seconds = time.Since(t0).Seconds()
+	r.ImgPerSec = float64(r.N) / r.Seconds
+	if c.Bool(flagJSON) {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Model   string   `json:"model"`
+			ModelID string   `json:"model_id"`
+			Data    []string `json:"data"`
+			Classes []string `json:"classes,omitempty"`
+			*pipeline.EvalResult
+		}{c.String(flagModel), m.ID, files, m.Classes, r})
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "model %s (%s)\ndata  %s: %d images\n\n", c.String(flagModel), m.ID[:12], strings.Join(files, ", "), r.N)
+	fmt.Fprintf(w, "top-1 accuracy  %.4f  (error %.2f%%, %d wrong)\n", r.Top1, 100*r.Error, r.N-int(r.Top1*float64(r.N)+0.5))
+	fmt.Fprintf(w, "top-5 accuracy  %.4f\nmean log-loss   %.4f\nspeed           %.0f img/s\n\n", r.Top5, r.LogLoss, r.ImgPerSec)
+	if len(r.PerClass) <= 50 {
+		tw := tabwriter.NewWriter(w, 2, 8, 1, ' ', tabwriter.AlignRight)
+		fmt.Fprint(tw, "true\\pred\t")
+		for k := range r.PerClass {
+			fmt.Fprintf(tw, "%s\t", className(m.Classes, k))
+		}
+		fmt.Fprint(tw, "n\taccuracy\t\n")
+		for k, row := range r.Confusion {
+			fmt.Fprintf(tw, "%s\t", className(m.Classes, k))
+			for _, v := range row {
+				fmt.Fprintf(tw, "%d\t", v)
+			}
+			fmt.Fprintf(tw, "%d\t%.4f\t\n", r.ClassN[k], r.PerClass[k])
+		}
+		tw.Flush()
+	}
+	return nil
+}
+
+func className(names []string, k int) string {
+	if k < len(names) {
+		return names[k]
+	}
+	return fmt.Sprint(k)
+}

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/urfave/cli/v2"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/nin"
+	"github.com/ninbatch/ninbatch/pipeline"
+)
+
+func newTrainCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "train",
+		Usage:     "train a NIN model on labelled Parquet/Arrow images",
+		ArgsUsage: "TRAIN_DATA...",
+		Description: `Trains with SGD + momentum (Caffe update rule, weight decay on weights only,
+per-layer learning-rate multipliers from the spec), dropout, and a step or cosine
+schedule with optional warm-up. After every epoch it writes a checkpoint (weights,
+momentum and state) and appends a JSON line of metrics; --resume continues from the
+checkpoint exactly. The final model records how it was made.
+
+Example:
+   ninbatch train --preset nin-mnist --val data/mnist/test.parquet --epochs 20 \
+       --lr 0.05 --schedule step --step-epochs 12,17 --out models/nin-mnist.nin data/mnist/train.parquet`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagPreset, Usage: "architecture: " + strings.Join(nin.PresetNames(), ", ")},
+			&cli.StringFlag{Name: "spec", Usage: "architecture JSON file (instead of --preset)"},
+			&cli.StringFlag{Name: "init", Usage: "start from this model file's weights (fine-tuning)"},
+			&cli.StringFlag{Name: flagOut, Required: true, Usage: "final model file"},
+			&cli.StringFlag{Name: "val", Usage: "validation data (Parquet/Arrow)"},
+			&cli.IntFlag{Name: "epochs", Value: 20},
+			&cli.IntFlag{Name: flagBatch, Value: 128},
+			&cli.Float64Flag{Name: "lr", Value: 0.05, Usage: "base learning rate"},
+			&cli.StringFlag{Name: "schedule", Value: "step", Usage: "step, cosine or const"},
+			&cli.StringFlag{Name: "step-epochs", Value: "", Usage: "step schedule: epochs at which the rate is multiplied by --gamma (e.g. 12,17)"},
+			&cli.Float64Flag{Name: "gamma", Value: 0.1},
+			&cli.Float64Flag{Name: "warmup", Value: 0, Usage: "linear warm-up, in epochs"},
+			&cli.Float64Flag{Name: "momentum", Value: 0.9},
+			&cli.Float64Flag{Name: "weight-decay", Value: 1e-4},
+			&cli.Uint64Flag{Name: flagSeed, Value: 1},
+			&cli.BoolFlag{Name: "no-dropout"},
+			&cli.BoolFlag{Name: "no-final-relu", Usage: "drop the ReLU after the last conv (guards against the dead-ReLU failure)"},
+			&cli.IntFlag{Name: "crop-pad", Usage: "augmentation: random crop after padding by N pixels"},
+			&cli.BoolFlag{Name: "flip", Usage: "augmentation: random horizontal flip"},
+			&cli.StringFlag{Name: "image-col"}, &cli.StringFlag{Name: "label-col"},
+			&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (default OUT.ckpt)"},
+			&cli.BoolFlag{Name: "resume", Usage: "continue from the checkpoint"},
+			&cli.StringFlag{Name: "metrics", Usage: "per-epoch metrics, JSON lines (default OUT.metrics.jsonl)"},
+			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
+		},
+		Action: runTrain,
+	}
+}
+
+// threadsOf is the command's --threads when given, else the global one.
+func threadsOf(c *cli.Context) int {
+	if c.IsSet(flagThreads) {
+		return c.Int(flagThreads)
+	}
+	lin := c.Lineage()
+	if v := lin[len(lin)-1].Int(flagThreads); v > 0 {
+		return v
+	}
+	return runtime.NumCPU()
+}
+
+func runTrain(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return usageErr("give the training data (Parquet or Arrow files)")
+	}
+	out := c.String(flagOut)
+	ckpt := c.String("checkpoint")
+	if ckpt == "" {
+		ckpt = out + ".ckpt"
+	}
+	metricsPath := c.String("metrics")
+	if metricsPath == "" {
+		metricsPath = out + ".metrics.jsonl"
+	}
+	steps, err := parseInts(c.String("step-epochs"))
+	if err != nil {
+		return usageErr("--step-epochs: %v", err)
+	}
+	cfg := pipeline.TrainConfig{
+		Epochs: c.Int("epochs"), Batch: c.Int(flagBatch), LR: c.Float64("lr"), Schedule: c.String("schedule"),
+		StepEpochs: steps, Gamma: c.Float64("gamma"), WarmupEpochs: c.Float64("warmup"),
+		Momentum: c.Float64("momentum"), WeightDecay: c.Float64("weight-decay"), Seed: c.Uint64(flagSeed),
+		NoDropout: c.Bool("no-dropout"), CropPad: c.Int("crop-pad"), Flip: c.Bool("flip"),
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	threads := threadsOf(c)
+
+	var m *nin.Model
+	var state nin.TrainState
+	var vel *nin.Params
+	if c.Bool("resume") {
+		m, vel, state, err = nin.LoadCheckpoint(ckpt)
+		if err != nil {
+			return asUsage(err)
+		}
+		logger.Info().Str("checkpoint", ckpt).Int("epochs_done", state.Epoch).Uint64("step", state.Step).Msg("resuming")
+	} else {
+		m, err = newTrainModel(c)
+		if err != nil {
+			return err
+		}
+		if c.Bool("no-final-relu") {
+			m.Spec.NoFinalReLU = true
+		}
+	}
+	prep := pipeline.PreprocessFor(m)
+	files, err := nbio.ExpandInputs(c.Args().Slice())
+	if err != nil {
+		return asUsage(err)
+	}
+	t0 := time.Now()
+	train, err := nbio.LoadLabeled(files, c.String("image-col"), c.String("label-col"), prep, m.Spec.Classes(), threads, memory.DefaultAllocator)
+	if err != nil {
+		return err
+	}
+	var val *nbio.Labeled
+	if v := c.String("val"); v != "" {
+		vf, err := nbio.ExpandInputs([]string{v})
+		if err != nil {
+			return asUsage(err)
+		}
+		if val, err = nbio.LoadLabeled(vf, c.String("image-col"), c.String("label-col"), prep, m.Spec.Classes(), threads, memory.DefaultAllocator); err != nil {
+			return err
+		}
+	}
+	if m.Classes == nil && len(train.Classes) == m.Spec.Classes() {
+		m.Classes = train.Classes
+	}
+	logger.Info().Int("train", train.N).Int("val", valN(val)).Float64("load_s", time.Since(t0).Seconds()).
+		Str("model", m.Spec.Name).Int("threads", threads).Msg("data loaded")
+
+	mf, err := os.OpenFile(metricsPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return usageErr("metrics file: %v", err)
+	}
+	defer mf.Close()
+	if !c.Bool("resume") {
+		mf.Truncate(0)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	bar := newProgress()
+	tr := &pipeline.Trainer{Model: m, Train: train, Val: val, Prep: prep, Config: cfg, Threads: threads,
+		Checkpoint: ckpt, State: state, Velocity: vel,
+		Hooks: pipeline.TrainHooks{
+			Progress: func(epoch, step, steps int, loss float64) {
+				bar.show("epoch %d/%d  step %d/%d  loss %.4f", epoch, cfg.Epochs, step, steps, loss)
+			},
+			Warn: func(msg string) { bar.done(); logger.Warn().Msg(msg) },
+			Epoch: func(em pipeline.EpochMetrics) {
+				bar.done()
+				b, _ := json.Marshal(em)
+				mf.Write(append(b, '\n'))
+				mf.Sync()
+				logger.Info().Int("epoch", em.Epoch).Float64("lr", em.LR).Float64("train_loss", em.TrainLoss).
+					Float64("train_acc", em.TrainAcc).Float64("val_loss", em.ValLoss).Float64("val_acc", em.ValAcc).
+					Float64("alive", em.AliveFrac).Float64("img_per_s", em.ImgPerSec).Float64("seconds", em.Seconds).Msg("epoch done")
+			},
+		}}
+	if err := tr.Run(ctx); err != nil {
+		bar.done()
+		if errors.Is(err, context.Canceled) {
+			return &exitError{exitFailed, fmt.Errorf("interrupted; continue with --resume (checkpoint %s holds %d finished epochs)", ckpt, tr.State.Epoch)}
+		}
+		if errors.Is(err, pipeline.ErrConfigMismatch) {
+			return asUsage(err)
+		}
+		return err
+	}
+	last := map[string]float64{}
+	if n := len(tr.State.History); n > 0 {
+		var em pipeline.EpochMetrics
+		json.Unmarshal(tr.State.History[n-1], &em)
+		last = map[string]float64{"train_loss": em.TrainLoss, "train_acc": em.TrainAcc, "val_loss": em.ValLoss, "val_acc": em.ValAcc}
+	}
+	m.Provenance = nin.Provenance{
+		Created: time.Now().UTC().Format(time.RFC3339), NinbatchVersion: version,
+		Command: strings.Join(os.Args, " "), Dataset: strings.Join(files, ","), DatasetFingerprint: train.Fingerprint,
+		Epochs: tr.State.Epoch, TrainingSeconds: tr.State.Seconds, Metrics: last,
+		Init: m.Provenance.Init,
+	}
+	if err := m.SaveFile(out); err != nil {
+		return err
+	}
+	logger.Info().Str("out", out).Str("model_id", m.ID).Int("epochs", tr.State.Epoch).
+		Float64("training_s", tr.State.Seconds).Interface("final", last).Msg("model written")
+	return nil
+}
+
+func valN(v *nbio.Labeled) int {
+	if v == nil {
+		return 0
+	}
+	return v.N
+}
+
+func newTrainModel(c *cli.Context) (*nin.Model, error) {
+	var spec *nin.Spec
+	var err error
+	switch {
+	case c.String("init") != "":
+		m, err := nin.LoadFile(c.String("init"))
+		if err != nil {
+			return nil, asUsage(err)
+		}
+		m.Provenance.Init = "from " + c.String("init") + " (" + m.ID + ")"
+		return m, nil
+	case c.String("spec") != "":
+		b, err := os.ReadFile(c.String("spec"))
+		if err != nil {
+			return nil, asUsage(err)
+		}
+		if spec, err = nin.ParseSpec(b); err != nil {
+			return nil, asUsage(err)
+		}
+	case c.String(flagPreset) != "":
+		if spec, err = nin.Preset(c.String(flagPreset)); err != nil {
+			return nil, asUsage(err)
+		}
+	default:
+		return nil, usageErr("give --preset, --spec or --init")
+	}
+	m, err := nin.NewModel(spec)
+	if err != nil {
+		return nil, asUsage(err)
+	}
+	seed := c.Uint64(flagSeed)
+	m.Params.InitGaussian(seed)
+	m.Provenance.Init = fmt.Sprintf("gaussian seed=%d", seed)
+	return m, nil
+}

@@ -1,0 +1,377 @@
+package nbio
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// Source streams record batches of at most the requested number of rows
+// from one input file, projected to the requested top-level columns.
+type Source interface {
+	Path() string
+	Format() string                   // "parquet", "arrow-file" or "arrow-stream"
+	Schema() *arrow.Schema            // the projected schema
+	Metadata() map[string]string      // file key/value and schema metadata
+	NumRows() int64                   // -1 when unknown before reading (Arrow streams)
+	Next() (arrow.RecordBatch, error) // io.EOF after the last batch; the caller releases each batch
+	Close() error                     // safe to call twice
+}
+
+// Open opens a Parquet or Arrow IPC (file or stream) input, recognised by
+// its magic bytes, projected to columns (nil = all top-level columns).
+func Open(path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+	if batchSize < 1 {
+		return nil, fmt.Errorf("batch size %d must be positive", batchSize)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	var magic [6]byte
+	n, _ := io.ReadFull(f, magic[:])
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var src Source
+	switch {
+	case n >= 4 && string(magic[:4]) == "PAR1":
+		src, err = openParquet(f, path, columns, batchSize, mem)
+	case n == 6 && string(magic[:6]) == "ARROW1":
+		src, err = openArrowFile(f, path, columns, batchSize, mem)
+	case n >= 4 && magic[0] == 0xFF && magic[1] == 0xFF && magic[2] == 0xFF && magic[3] == 0xFF:
+		src, err = openArrowStream(f, path, columns, batchSize, mem)
+	default:
+		err = errors.New("not a Parquet or Arrow IPC file (unknown magic bytes)")
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	return src, nil
+}
+
+// ExpandInputs turns command-line inputs into a sorted, de-duplicated file
+// list: a file as is, a directory as its *.parquet / *.arrow / *.arrows /
+// *.ipc / *.feather files (sorted, not recursive), anything else as a glob.
+func ExpandInputs(args []string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	add := func(p string) {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	for _, a := range args {
+		st, err := os.Stat(a)
+		switch {
+		case err == nil && st.IsDir():
+			ents, err := os.ReadDir(a)
+			if err != nil {
+				return nil, err
+			}
+			var files []string
+			for _, e := range ents {
+				switch strings.ToLower(filepath.Ext(e.Name())) {
+				case ".parquet", ".arrow", ".arrows", ".ipc", ".feather":
+					if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+						files = append(files, filepath.Join(a, e.Name()))
+					}
+				}
+			}
+			sort.Strings(files)
+			if len(files) == 0 {
+				return nil, fmt.Errorf("directory %s has no .parquet or .arrow files", a)
+			}
+			for _, f := range files {
+				add(f)
+			}
+		case err == nil:
+			add(a)
+		default:
+			matches, gerr := filepath.Glob(a)
+			if gerr != nil || len(matches) == 0 {
+				return nil, fmt.Errorf("input %s: %w", a, err)
+			}
+			sort.Strings(matches)
+			for _, m := range matches {
+				if !strings.HasPrefix(filepath.Base(m), ".") { // hidden files, our own temporaries
+					add(m)
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no input files")
+	}
+	return out, nil
+}
+
+// projection maps column names to indices of a schema (nil = all).
+func projection(sc *arrow.Schema, columns []string) ([]int, error) {
+	if columns == nil {
+		idx := make([]int, sc.NumFields())
+		for i := range idx {
+			idx[i] = i
+		}
+		return idx, nil
+	}
+	var idx []int
+	for _, c := range columns {
+		i := sc.FieldIndices(c)
+		if len(i) == 0 {
+			return nil, fmt.Errorf("no column %q (have %s)", c, strings.Join(fieldNames(sc), ", "))
+		}
+		idx = append(idx, i[0])
+	}
+	return idx, nil
+}
+
+func fieldNames(sc *arrow.Schema) []string {
+	var n []string
+	for _, f := range sc.Fields() {
+		n = append(n, f.Name)
+	}
+	return n
+}
+
+func schemaMeta(md arrow.Metadata, into map[string]string) {
+	for i, k := range md.Keys() {
+		if _, ok := into[k]; !ok {
+			into[k] = md.Values()[i]
+		}
+	}
+}
+
+// ---- Parquet ----
+
+type parquetSource struct {
+	f      *os.File
+	path   string
+	pr     *file.Reader
+	rr     pqarrow.RecordReader
+	schema *arrow.Schema
+	meta   map[string]string
+	rows   int64
+	read   int64
+	closed bool
+}
+
+func openParquet(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+	pr, err := file.NewParquetReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("not a readable Parquet file (truncated or corrupt footer?): %w", err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			pr.Close()
+		}
+	}()
+	fr, err := pqarrow.NewFileReader(pr, pqarrow.ArrowReadProperties{BatchSize: int64(batchSize)}, mem)
+	if err != nil {
+		return nil, fmt.Errorf("reading Parquet schema: %w", err)
+	}
+	full, err := fr.Schema()
+	if err != nil {
+		return nil, fmt.Errorf("reading Parquet schema: %w", err)
+	}
+	top, err := projection(full, columns)
+	if err != nil {
+		return nil, err
+	}
+	var leaves []int
+	for _, i := range top {
+		collectLeaves(&fr.Manifest.Fields[i], &leaves)
+	}
+	rr, err := fr.GetRecordReader(context.Background(), leaves, nil)
+	if err != nil {
+		return nil, fmt.Errorf("reading Parquet columns: %w", err)
+	}
+	meta := map[string]string{}
+	kv := pr.MetaData().KeyValueMetadata()
+	for i, k := range kv.Keys() {
+		meta[k] = kv.Values()[i]
+	}
+	schemaMeta(full.Metadata(), meta)
+	ok = true
+	return &parquetSource{f: f, path: path, pr: pr, rr: rr, schema: rr.Schema(), meta: meta, rows: pr.NumRows()}, nil
+}
+
+func collectLeaves(f *pqarrow.SchemaField, out *[]int) {
+	if f.IsLeaf() {
+		*out = append(*out, f.ColIndex)
+		return
+	}
+	for i := range f.Children {
+		collectLeaves(&f.Children[i], out)
+	}
+}
+
+func (s *parquetSource) Path() string                { return s.path }
+func (s *parquetSource) Format() string              { return "parquet" }
+func (s *parquetSource) Schema() *arrow.Schema       { return s.schema }
+func (s *parquetSource) Metadata() map[string]string { return s.meta }
+func (s *parquetSource) NumRows() int64              { return s.rows }
+
+func (s *parquetSource) Next() (arrow.RecordBatch, error) {
+	if s.rr.Next() {
+		rec := s.rr.RecordBatch()
+		rec.Retain()
+		s.read += rec.NumRows()
+		return rec, nil
+	}
+	if err := s.rr.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("reading %s after row %d: %w", s.path, s.read, err)
+	}
+	if s.read != s.rows {
+		return nil, fmt.Errorf("reading %s: got %d rows, the footer says %d", s.path, s.read, s.rows)
+	}
+	return nil, io.EOF
+}
+
+func (s *parquetSource) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.rr.Release()
+	return s.pr.Close() // closes the file too
+}
+
+// ---- Arrow IPC ----
+
+// ipcSource adapts Arrow IPC readers; batches larger than batchSize are sliced.
+type ipcSource struct {
+	f       *os.File
+	path    string
+	format  string
+	next    func() (arrow.RecordBatch, error) // the file's own batches
+	cols    []int
+	schema  *arrow.Schema
+	meta    map[string]string
+	rows    int64
+	batch   int
+	cur     arrow.RecordBatch
+	off     int64
+	release func()
+	closed  bool
+}
+
+func openArrowFile(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+	r, err := ipc.NewFileReader(f, ipc.WithAllocator(mem))
+	if err != nil {
+		return nil, fmt.Errorf("not a readable Arrow IPC file: %w", err)
+	}
+	i := 0
+	s := &ipcSource{f: f, path: path, format: "arrow-file", batch: batchSize, release: func() { r.Close() }}
+	s.next = func() (arrow.RecordBatch, error) {
+		if i >= r.NumRecords() {
+			return nil, io.EOF
+		}
+		rec, err := r.RecordBatch(i)
+		i++
+		if err != nil {
+			return nil, err
+		}
+		rec.Retain()
+		return rec, nil
+	}
+	return s.init(r.Schema(), columns, -1)
+}
+
+func openArrowStream(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+	r, err := ipc.NewReader(bufio.NewReaderSize(f, 1<<20), ipc.WithAllocator(mem))
+	if err != nil {
+		return nil, fmt.Errorf("not a readable Arrow IPC stream: %w", err)
+	}
+	s := &ipcSource{f: f, path: path, format: "arrow-stream", batch: batchSize, release: r.Release}
+	s.next = func() (arrow.RecordBatch, error) {
+		if r.Next() {
+			rec := r.RecordBatch()
+			rec.Retain()
+			return rec, nil
+		}
+		if err := r.Err(); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		return nil, io.EOF
+	}
+	return s.init(r.Schema(), columns, -1)
+}
+
+func (s *ipcSource) init(full *arrow.Schema, columns []string, rows int64) (Source, error) {
+	cols, err := projection(full, columns)
+	if err != nil {
+		s.release()
+		return nil, err
+	}
+	fields := make([]arrow.Field, len(cols))
+	for i, c := range cols {
+		fields[i] = full.Field(c)
+	}
+	md := full.Metadata()
+	s.cols, s.schema, s.rows = cols, arrow.NewSchema(fields, &md), rows
+	s.meta = map[string]string{}
+	schemaMeta(md, s.meta)
+	return s, nil
+}
+
+func (s *ipcSource) Path() string                { return s.path }
+func (s *ipcSource) Format() string              { return s.format }
+func (s *ipcSource) Schema() *arrow.Schema       { return s.schema }
+func (s *ipcSource) Metadata() map[string]string { return s.meta }
+func (s *ipcSource) NumRows() int64              { return s.rows }
+
+func (s *ipcSource) Next() (arrow.RecordBatch, error) {
+	for s.cur == nil || s.off >= s.cur.NumRows() {
+		if s.cur != nil {
+			s.cur.Release()
+			s.cur = nil
+		}
+		rec, err := s.next()
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", s.path, err)
+		}
+		cols := make([]arrow.Array, len(s.cols))
+		for i, c := range s.cols {
+			cols[i] = rec.Column(c)
+		}
+		s.cur = arrowNewRecord(s.schema, cols, rec.NumRows())
+		rec.Release()
+		s.off = 0
+	}
+	end := min(s.off+int64(s.batch), s.cur.NumRows())
+	out := s.cur.NewSlice(s.off, end)
+	s.off = end
+	return out, nil
+}
+
+func (s *ipcSource) Close() error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.cur != nil {
+		s.cur.Release()
+	}
+	s.release()
+	return s.f.Close()
+}

@@ -1,0 +1,154 @@
+package nbio
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+)
+
+// WriterOptions configure a Parquet output.
+type WriterOptions struct {
+	Compression   string            // "zstd" (default), "snappy" or "none"
+	RowGroupRows  int               // start a new row group after this many rows (default 65536)
+	RowGroupBytes int64             // ... or after this many buffered bytes (default 64 MiB)
+	Metadata      map[string]string // file key/value metadata
+}
+
+// ParquetWriter writes one Parquet file under a temporary name in the
+// destination directory; Commit makes it appear atomically (fsync, rename,
+// fsync of the directory), Abort removes it. A crash leaves only a
+// temporary file whose name starts with "." and contains ".tmp-".
+type ParquetWriter struct {
+	f       *os.File
+	tmp     string
+	final   string
+	fw      *pqarrow.FileWriter
+	opt     WriterOptions
+	rgRows  int
+	done    bool
+	rowsAll int64
+}
+
+// TempPrefix is how temporaries of path start (for cleaning stale ones).
+func TempPrefix(path string) string { return "." + filepath.Base(path) + ".tmp-" }
+
+// CreateParquet starts writing path.
+func CreateParquet(path string, sc *arrow.Schema, opt WriterOptions, mem memory.Allocator) (*ParquetWriter, error) {
+	if opt.RowGroupRows <= 0 {
+		opt.RowGroupRows = 65536
+	}
+	if opt.RowGroupBytes <= 0 {
+		opt.RowGroupBytes = 64 << 20
+	}
+	var codec compress.Compression
+	switch opt.Compression {
+	case "", "zstd":
+		codec = compress.Codecs.Zstd
+	case "snappy":
+		codec = compress.Codecs.Snappy
+	case "none":
+		codec = compress.Codecs.Uncompressed
+	default:
+		return nil, fmt.Errorf("compression %q: want zstd, snappy or none", opt.Compression)
+	}
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	tmp := filepath.Join(filepath.Dir(path), TempPrefix(path)+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("creating output for %s: %w", path, err)
+	}
+	props := parquet.NewWriterProperties(parquet.WithCompression(codec), parquet.WithAllocator(mem),
+		parquet.WithMaxRowGroupLength(int64(opt.RowGroupRows)))
+	fw, err := pqarrow.NewFileWriter(sc, f, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(mem)))
+	if err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return nil, fmt.Errorf("creating Parquet writer for %s: %w", path, err)
+	}
+	for k, v := range opt.Metadata {
+		if err := fw.AppendKeyValueMetadata(k, v); err != nil {
+			fw.Close()
+			os.Remove(tmp)
+			return nil, err
+		}
+	}
+	return &ParquetWriter{f: f, tmp: tmp, final: path, fw: fw, opt: opt}, nil
+}
+
+// Write appends a batch, starting a new row group when the current one
+// reaches the row or byte bound.
+func (w *ParquetWriter) Write(rec arrow.RecordBatch) error {
+	if w.done {
+		return errors.New("write after commit or abort")
+	}
+	if w.rgRows > 0 && (w.rgRows+int(rec.NumRows()) > w.opt.RowGroupRows || w.fw.RowGroupTotalBytesWritten() >= w.opt.RowGroupBytes) {
+		w.fw.NewBufferedRowGroup()
+		w.rgRows = 0
+	}
+	if err := w.fw.WriteBuffered(rec); err != nil {
+		return fmt.Errorf("writing %s: %w", w.final, err)
+	}
+	w.rgRows += int(rec.NumRows())
+	w.rowsAll += rec.NumRows()
+	return nil
+}
+
+// Rows is the number of rows written so far.
+func (w *ParquetWriter) Rows() int64 { return w.rowsAll }
+
+// SetMetadata adds a file key/value pair (before Commit).
+func (w *ParquetWriter) SetMetadata(k, v string) error { return w.fw.AppendKeyValueMetadata(k, v) }
+
+// Commit finishes the file and atomically moves it into place.
+func (w *ParquetWriter) Commit() error {
+	if w.done {
+		return errors.New("commit after commit or abort")
+	}
+	w.done = true
+	err := w.fw.Close() // writes the footer
+	w.f.Close()         // (pqarrow may already have closed it)
+	if err == nil {
+		err = syncPath(w.tmp)
+	}
+	if err == nil {
+		err = os.Rename(w.tmp, w.final)
+	}
+	if err == nil {
+		err = syncPath(filepath.Dir(w.final))
+	}
+	if err != nil {
+		os.Remove(w.tmp)
+		return fmt.Errorf("finishing %s: %w", w.final, err)
+	}
+	return nil
+}
+
+// Abort discards the temporary file. Safe after Commit (no-op).
+func (w *ParquetWriter) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.fw.Close()
+	w.f.Close()
+	os.Remove(w.tmp)
+}
+
+func syncPath(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

@@ -1,0 +1,80 @@
+package pipeline
+
+import (
+	"fmt"
+	"math"
+	"sort"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/nin"
+)
+
+// EvalResult summarises a model on a labelled set.
+type EvalResult struct {
+	N         int       `json:"n"`
+	Top1      float64   `json:"top1_accuracy"`
+	Top5      float64   `json:"top5_accuracy"`
+	Error     float64   `json:"top1_error"`
+	LogLoss   float64   `json:"mean_log_loss"`
+	PerClass  []float64 `json:"per_class_accuracy"`
+	ClassN    []int     `json:"per_class_count"`
+	Confusion [][]int   `json:"confusion"` // [true][predicted]
+	Seconds   float64   `json:"seconds"`
+	ImgPerSec float64   `json:"img_per_s"`
+}
+
+// Evaluate scores every image of data with net (built with MaxBatch ≥ batch).
+func Evaluate(net *nin.Net, data *nbio.Labeled, prep *nbio.Preprocess, batch int) (*EvalResult, error) {
+	c := net.Classes()
+	r := &EvalResult{N: data.N, PerClass: make([]float64, c), ClassN: make([]int, c), Confusion: make([][]int, c)}
+	for i := range r.Confusion {
+		r.Confusion[i] = make([]int, c)
+	}
+	if data.N == 0 {
+		return nil, fmt.Errorf("no images to evaluate")
+	}
+	sz := prep.Len()
+	x := make([]float32, batch*sz)
+	probs := make([]float32, batch*c)
+	var top1, top5 int
+	var loss float64
+	idx := make([]int, c)
+	for b0 := 0; b0 < data.N; b0 += batch {
+		n := min(batch, data.N-b0)
+		for j := 0; j < n; j++ {
+			prep.Normalize(x[j*sz:(j+1)*sz], data.Pixels[(b0+j)*sz:(b0+j+1)*sz])
+		}
+		if err := net.Forward(x, n, probs, nil); err != nil {
+			return nil, err
+		}
+		for j := 0; j < n; j++ {
+			p := probs[j*c : (j+1)*c]
+			y := int(data.Labels[b0+j])
+			for k := range idx {
+				idx[k] = k
+			}
+			sort.SliceStable(idx, func(a, b int) bool { return p[idx[a]] > p[idx[b]] })
+			if idx[0] == y {
+				top1++
+			}
+			for k := 0; k < min(5, c); k++ {
+				if idx[k] == y {
+					top5++
+				}
+			}
+			loss -= math.Log(math.Max(float64(p[y]), 1e-30))
+			r.ClassN[y]++
+			r.Confusion[y][idx[0]]++
+		}
+	}
+	r.Top1 = float64(top1) / float64(data.N)
+	r.Top5 = float64(top5) / float64(data.N)
+	r.Error = 1 - r.Top1
+	r.LogLoss = loss / float64(data.N)
+	for k := range r.PerClass {
+		if r.ClassN[k] > 0 {
+			r.PerClass[k] = float64(r.Confusion[k][k]) / float64(r.ClassN[k])
+		}
+	}
+	return r, nil
+}

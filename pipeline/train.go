@@ -1,0 +1,248 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/nin"
+)
+
+// TrainConfig is everything that determines a training run; a resumed run
+// must use the same values (the checkpoint stores them).
+type TrainConfig struct {
+	Epochs       int     `json:"epochs"`
+	Batch        int     `json:"batch"`
+	LR           float64 `json:"lr"`
+	Schedule     string  `json:"schedule"`    // "step", "cosine" or "const"
+	StepEpochs   []int   `json:"step_epochs"` // step: multiply by Gamma at each of these epochs
+	Gamma        float64 `json:"gamma"`
+	WarmupEpochs float64 `json:"warmup_epochs"` // linear warm-up from 0
+	Momentum     float64 `json:"momentum"`
+	WeightDecay  float64 `json:"weight_decay"`
+	Seed         uint64  `json:"seed"`
+	NoDropout    bool    `json:"no_dropout"`
+	CropPad      int     `json:"crop_pad"` // random crop after zero padding by this many pixels (0 = off)
+	Flip         bool    `json:"flip"`     // random horizontal flip
+}
+
+// Validate checks the configuration.
+func (c *TrainConfig) Validate() error {
+	switch {
+	case c.Epochs < 1 || c.Epochs > 100000:
+		return fmt.Errorf("epochs %d: want 1..100000", c.Epochs)
+	case c.Batch < 1 || c.Batch > 16384:
+		return fmt.Errorf("batch %d: want 1..16384", c.Batch)
+	case !(c.LR > 0 && c.LR < 100):
+		return fmt.Errorf("learning rate %g: want (0, 100)", c.LR)
+	case c.Schedule != "step" && c.Schedule != "cosine" && c.Schedule != "const":
+		return fmt.Errorf("schedule %q: want step, cosine or const", c.Schedule)
+	case c.Schedule == "step" && !(c.Gamma > 0 && c.Gamma <= 1):
+		return fmt.Errorf("gamma %g: want (0, 1]", c.Gamma)
+	case c.WarmupEpochs < 0 || c.CropPad < 0 || c.CropPad > 64:
+		return fmt.Errorf("warm-up %g or crop padding %d out of range", c.WarmupEpochs, c.CropPad)
+	}
+	return nil
+}
+
+// LRAt is the learning rate at fractional epoch e (0-based).
+func (c *TrainConfig) LRAt(e float64) float64 {
+	lr := c.LR
+	switch c.Schedule {
+	case "step":
+		for _, s := range c.StepEpochs {
+			if e >= float64(s) {
+				lr *= c.Gamma
+			}
+		}
+	case "cosine":
+		lr = c.LR * 0.5 * (1 + math.Cos(math.Pi*math.Min(e/float64(c.Epochs), 1)))
+	}
+	if c.WarmupEpochs > 0 && e < c.WarmupEpochs {
+		lr *= e / c.WarmupEpochs
+	}
+	return lr
+}
+
+// EpochMetrics is one line of the training log.
+type EpochMetrics struct {
+	Epoch     int     `json:"epoch"` // 1-based
+	Step      uint64  `json:"step"`
+	LR        float64 `json:"lr"` // at the end of the epoch
+	TrainLoss float64 `json:"train_loss"`
+	TrainAcc  float64 `json:"train_acc"` // with dropout and augmentation on
+	ValLoss   float64 `json:"val_loss,omitempty"`
+	ValAcc    float64 `json:"val_acc,omitempty"`
+	AliveFrac float64 `json:"alive_frac"` // positive outputs of the last ReLU
+	ImgPerSec float64 `json:"img_per_s"`
+	Seconds   float64 `json:"seconds"` // this epoch
+	DeadReLU  bool    `json:"dead_relu,omitempty"`
+}
+
+// TrainHooks receive progress; any may be nil.
+type TrainHooks struct {
+	Epoch    func(EpochMetrics)
+	Progress func(epoch, step, steps int, loss float64)
+	Warn     func(msg string)
+}
+
+// Trainer runs epochs over an in-memory labelled set with checkpoints.
+type Trainer struct {
+	Model      *nin.Model
+	Train, Val *nbio.Labeled
+	Prep       *nbio.Preprocess
+	Config     TrainConfig
+	Threads    int
+	Checkpoint string // path written after every epoch ("" = none)
+	Hooks      TrainHooks
+	State      nin.TrainState // resumed state (zero for a fresh run)
+	Velocity   *nin.Params    // resumed momentum, or nil
+}
+
+// ErrConfigMismatch is returned when resuming with different settings.
+var ErrConfigMismatch = errors.New("resume: the checkpoint was made with different training settings")
+
+// Run trains until Config.Epochs are complete or ctx is cancelled (then it
+// returns ctx.Err(); the last checkpoint is the end of the last full epoch).
+func (tr *Trainer) Run(ctx context.Context) error {
+	cfg := tr.Config
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	st := &tr.State
+	if st.Config != nil {
+		if string(st.Config) != string(cfgJSON) {
+			return fmt.Errorf("%w:\n  checkpoint: %s\n  now:        %s", ErrConfigMismatch, st.Config, cfgJSON)
+		}
+		if st.DatasetFingerprint != tr.Train.Fingerprint {
+			return fmt.Errorf("resume: the training data changed since the checkpoint (fingerprint %s, now %s)", st.DatasetFingerprint, tr.Train.Fingerprint)
+		}
+	} else {
+		st.Config, st.Seed, st.DatasetFingerprint = cfgJSON, cfg.Seed, tr.Train.Fingerprint
+	}
+	t, err := nin.NewTrainer(tr.Model, nin.TrainOptions{MaxBatch: cfg.Batch, Threads: tr.Threads,
+		Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay, Seed: cfg.Seed, NoDropout: cfg.NoDropout})
+	if err != nil {
+		return err
+	}
+	if tr.Velocity != nil {
+		if err := t.SetVelocity(tr.Velocity); err != nil {
+			return err
+		}
+	}
+	var net *nin.Net
+	if tr.Val != nil {
+		if net, err = nin.NewNet(tr.Model, nin.Options{MaxBatch: 256, Threads: tr.Threads, Mode: nin.ModeStreams}); err != nil {
+			return err
+		}
+		defer net.Close()
+	}
+	data := tr.Train
+	sz := tr.Prep.Len()
+	x := make([]float32, cfg.Batch*sz)
+	labels := make([]int32, cfg.Batch)
+	pix := make([]uint8, sz)
+	steps := (data.N + cfg.Batch - 1) / cfg.Batch
+	classes := tr.Model.Spec.Classes()
+	for epoch := st.Epoch; epoch < cfg.Epochs; epoch++ {
+		t0 := time.Now()
+		perm := rand.New(rand.NewPCG(cfg.Seed, 0x73687566^uint64(epoch))).Perm(data.N) // "shuf"
+		var lossSum, aliveSum float64
+		var correct int
+		for b := 0; b < steps; b++ {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			idx := perm[b*cfg.Batch : min((b+1)*cfg.Batch, data.N)]
+			for j, i := range idx {
+				src := data.Pixels[i*sz : (i+1)*sz]
+				if cfg.CropPad > 0 || cfg.Flip {
+					augment(pix, src, data.H, data.W, data.C, cfg, st.Step, j)
+					src = pix
+				}
+				tr.Prep.Normalize(x[j*sz:(j+1)*sz], src)
+				labels[j] = data.Labels[i]
+			}
+			lr := cfg.LRAt(float64(epoch) + float64(b)/float64(steps))
+			res, err := t.Step(x, labels, len(idx), lr, st.Step)
+			if err != nil {
+				return err
+			}
+			if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
+				return fmt.Errorf("epoch %d step %d: loss is %v (learning rate %g too high?)", epoch+1, b, res.Loss, lr)
+			}
+			st.Step++
+			lossSum += res.Loss * float64(len(idx))
+			correct += res.Correct
+			aliveSum += res.AliveFrac * float64(len(idx))
+			if tr.Hooks.Progress != nil {
+				tr.Hooks.Progress(epoch+1, b+1, steps, res.Loss)
+			}
+		}
+		secs := time.Since(t0).Seconds()
+		m := EpochMetrics{Epoch: epoch + 1, Step: st.Step, LR: cfg.LRAt(float64(epoch + 1)),
+			TrainLoss: lossSum / float64(data.N), TrainAcc: float64(correct) / float64(data.N),
+			AliveFrac: aliveSum / float64(data.N), ImgPerSec: float64(data.N) / secs, Seconds: secs}
+		if m.AliveFrac == 0 || math.Abs(m.TrainLoss-math.Log(float64(classes))) < 1e-3 {
+			m.DeadReLU = true
+			if tr.Hooks.Warn != nil {
+				tr.Hooks.Warn(fmt.Sprintf("epoch %d: loss %.6f ≈ ln(%d) and %.4f of the last conv's outputs are positive: "+
+					"the final ReLU has died (every class map is 0, no gradient flows). Restart with a lower learning rate, "+
+					"a warm-up, or --no-final-relu", epoch+1, m.TrainLoss, classes, m.AliveFrac))
+			}
+		}
+		if tr.Val != nil {
+			ev, err := Evaluate(net, tr.Val, tr.Prep, 256)
+			if err != nil {
+				return err
+			}
+			m.ValLoss, m.ValAcc = ev.LogLoss, ev.Top1
+		}
+		mj, _ := json.Marshal(m)
+		st.History = append(st.History, mj)
+		st.Epoch = epoch + 1
+		st.Seconds += secs
+		if tr.Checkpoint != "" {
+			if err := nin.SaveCheckpoint(tr.Checkpoint, tr.Model, t.Velocity(), *st); err != nil {
+				return err
+			}
+		}
+		if tr.Hooks.Epoch != nil {
+			tr.Hooks.Epoch(m)
+		}
+	}
+	return nil
+}
+
+// augment writes a randomly cropped (after zero padding) and/or flipped
+// copy of an HWC image; the randomness is a pure function of (seed, step, j).
+func augment(dst, src []uint8, h, w, c int, cfg TrainConfig, step uint64, j int) {
+	var pcg rand.PCG
+	pcg.Seed(cfg.Seed^0x617567, step<<16^uint64(j))
+	dy, dx := 0, 0
+	if p := cfg.CropPad; p > 0 {
+		dy = int(pcg.Uint64()%uint64(2*p+1)) - p
+		dx = int(pcg.Uint64()%uint64(2*p+1)) - p
+	}
+	flip := cfg.Flip && pcg.Uint64()&1 == 1
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			sy, sx := y+dy, x+dx
+			if flip {
+				sx = w - 1 - x + dx
+			}
+			d := dst[(y*w+x)*c : (y*w+x+1)*c]
+			if sy < 0 || sy >= h || sx < 0 || sx >= w {
+				clear(d)
+				continue
+			}
+			copy(d, src[(sy*w+sx)*c:(sy*w+sx+1)*c])
+		}
+	}
+}
