@@ -167,3 +167,14 @@ func (l *Labeled) load(path, imageCol, labelCol string, p *Preprocess, classes, 
 		l.N += n
 	}
 }
+
+// Truncate keeps the first n images (the fingerprint records the cut).
+func (l *Labeled) Truncate(n int) {
+	if n >= l.N || n < 0 {
+		return
+	}
+	sz := l.H * l.W * l.C
+	l.N, l.Pixels, l.Labels = n, l.Pixels[:n*sz], l.Labels[:n]
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s first %d", l.Fingerprint, n)))
+	l.Fingerprint = hex.EncodeToString(h[:])
+}

@@ -90,6 +90,20 @@ func (p *Params) InitHe(seed uint64) {
 	}
 }
 
+// InitKaiming sets weights to N(0, 2/fan_in) (He et al.) and biases to 0,
+// a training alternative to the Caffe stds that keeps activations at unit
+// scale through the deep ReLU stack.
+func (p *Params) InitKaiming(seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 0x6b61696d))
+	for _, c := range p.Convs {
+		std := sqrt(2 / float64(c.K*c.K*c.Cin))
+		for i := range c.W {
+			c.W[i] = float32(r.NormFloat64() * std)
+		}
+		clear(c.B)
+	}
+}
+
 // toFileLayout converts OHWI weights to the file's OIHW layout.
 //
 //	src: (Cout, K, K, Cin)  dst: (Cout, Cin, K, K)

@@ -153,7 +153,7 @@ func (tr *Trainer) Run(ctx context.Context) error {
 	for epoch := st.Epoch; epoch < cfg.Epochs; epoch++ {
 		t0 := time.Now()
 		perm := rand.New(rand.NewPCG(cfg.Seed, 0x73687566^uint64(epoch))).Perm(data.N) // "shuf"
-		var lossSum, aliveSum float64
+		var lossSum, aliveSum, aliveTail float64
 		var correct int
 		for b := 0; b < steps; b++ {
 			if err := ctx.Err(); err != nil {
@@ -181,6 +181,9 @@ func (tr *Trainer) Run(ctx context.Context) error {
 			lossSum += res.Loss * float64(len(idx))
 			correct += res.Correct
 			aliveSum += res.AliveFrac * float64(len(idx))
+			if b >= steps-10 {
+				aliveTail += res.AliveFrac
+			}
 			if tr.Hooks.Progress != nil {
 				tr.Hooks.Progress(epoch+1, b+1, steps, res.Loss)
 			}
@@ -189,13 +192,18 @@ func (tr *Trainer) Run(ctx context.Context) error {
 		m := EpochMetrics{Epoch: epoch + 1, Step: st.Step, LR: cfg.LRAt(float64(epoch + 1)),
 			TrainLoss: lossSum / float64(data.N), TrainAcc: float64(correct) / float64(data.N),
 			AliveFrac: aliveSum / float64(data.N), ImgPerSec: float64(data.N) / secs, Seconds: secs}
-		if m.AliveFrac == 0 || math.Abs(m.TrainLoss-math.Log(float64(classes))) < 1e-3 {
+		stuck := math.Abs(m.TrainLoss-math.Log(float64(classes))) < 1e-3
+		switch {
+		case aliveTail == 0 && !tr.Model.Spec.NoFinalReLU:
 			m.DeadReLU = true
 			if tr.Hooks.Warn != nil {
-				tr.Hooks.Warn(fmt.Sprintf("epoch %d: loss %.6f ≈ ln(%d) and %.4f of the last conv's outputs are positive: "+
-					"the final ReLU has died (every class map is 0, no gradient flows). Restart with a lower learning rate, "+
-					"a warm-up, or --no-final-relu", epoch+1, m.TrainLoss, classes, m.AliveFrac))
+				tr.Hooks.Warn(fmt.Sprintf("epoch %d: the final ReLU has died: none of the last conv's outputs were positive "+
+					"in the epoch's last steps, so every class map is 0, the loss sits at ln(%d) = %.4f and no gradient flows. "+
+					"Restart with a lower learning rate, a warm-up, --init-scheme kaiming or --no-final-relu",
+					epoch+1, classes, math.Log(float64(classes))))
 			}
+		case stuck && epoch > 0 && tr.Hooks.Warn != nil:
+			tr.Hooks.Warn(fmt.Sprintf("epoch %d: loss %.6f is still ln(%d): the network is not learning yet", epoch+1, m.TrainLoss, classes))
 		}
 		if tr.Val != nil {
 			ev, err := Evaluate(net, tr.Val, tr.Prep, 256)

@@ -101,6 +101,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			return nil
 		},
 		Commands: []*cli.Command{
+			newRunCommand(),
 			newInfoCommand(),
 			newInitCommand(),
 			newBenchCommand(),

@@ -55,6 +55,8 @@ Example:
 			&cli.IntFlag{Name: "crop-pad", Usage: "augmentation: random crop after padding by N pixels"},
 			&cli.BoolFlag{Name: "flip", Usage: "augmentation: random horizontal flip"},
 			&cli.StringFlag{Name: "image-col"}, &cli.StringFlag{Name: "label-col"},
+			&cli.StringFlag{Name: "init-scheme", Value: "caffe", Usage: "weight init: caffe (the spec's Gaussian stds) or kaiming (N(0, 2/fan_in))"},
+			&cli.IntFlag{Name: "limit", Usage: "use only the first N training images (quick experiments)"},
 			&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (default OUT.ckpt)"},
 			&cli.BoolFlag{Name: "resume", Usage: "continue from the checkpoint"},
 			&cli.StringFlag{Name: "metrics", Usage: "per-epoch metrics, JSON lines (default OUT.metrics.jsonl)"},
@@ -132,6 +134,9 @@ func runTrain(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if n := c.Int("limit"); n > 0 && n < train.N {
+		train.Truncate(n)
+	}
 	var val *nbio.Labeled
 	if v := c.String("val"); v != "" {
 		vf, err := nbio.ExpandInputs([]string{v})
@@ -164,6 +169,9 @@ func runTrain(c *cli.Context) error {
 		Hooks: pipeline.TrainHooks{
 			Progress: func(epoch, step, steps int, loss float64) {
 				bar.show("epoch %d/%d  step %d/%d  loss %.4f", epoch, cfg.Epochs, step, steps, loss)
+				if bar.every() {
+					logger.Info().Int("epoch", epoch).Int("step", step).Int("steps", steps).Float64("loss", loss).Msg("training")
+				}
 			},
 			Warn: func(msg string) { bar.done(); logger.Warn().Msg(msg) },
 			Epoch: func(em pipeline.EpochMetrics) {
@@ -244,7 +252,15 @@ func newTrainModel(c *cli.Context) (*nin.Model, error) {
 		return nil, asUsage(err)
 	}
 	seed := c.Uint64(flagSeed)
-	m.Params.InitGaussian(seed)
-	m.Provenance.Init = fmt.Sprintf("gaussian seed=%d", seed)
+	switch c.String("init-scheme") {
+	case "caffe":
+		m.Params.InitGaussian(seed)
+		m.Provenance.Init = fmt.Sprintf("gaussian (caffe stds) seed=%d", seed)
+	case "kaiming":
+		m.Params.InitKaiming(seed)
+		m.Provenance.Init = fmt.Sprintf("kaiming seed=%d", seed)
+	default:
+		return nil, usageErr("--init-scheme %q: want caffe or kaiming", c.String("init-scheme"))
+	}
 	return m, nil
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func mkdirAll(dir string) error {
@@ -30,13 +31,27 @@ func parseInts(s string) ([]int, error) {
 	return out, nil
 }
 
-// progress writes a self-overwriting status line on a terminal.
+// progress writes a self-overwriting status line on a terminal; elsewhere
+// (cron, Kubernetes) it emits a structured log line at most every 30 s.
 type progress struct {
-	on   bool
-	last string
+	on      bool
+	last    string
+	logged  time.Time
+	started time.Time
 }
 
-func newProgress() *progress { return &progress{on: isTTY(os.Stderr)} }
+func newProgress() *progress {
+	return &progress{on: isTTY(os.Stderr), started: time.Now(), logged: time.Now()}
+}
+
+// every reports whether a periodic log line is due (non-TTY only).
+func (p *progress) every() bool {
+	if p.on || time.Since(p.logged) < 30*time.Second {
+		return false
+	}
+	p.logged = time.Now()
+	return true
+}
 
 func (p *progress) show(format string, a ...any) {
 	if !p.on {

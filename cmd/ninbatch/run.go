@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/urfave/cli/v2"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/nin"
+	"github.com/ninbatch/ninbatch/pipeline"
+)
+
+func newRunCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "score images in Parquet/Arrow files and write probabilities to Parquet",
+		ArgsUsage: "INPUT... (files, directories or globs)",
+		Description: `Streams each input (Parquet, Arrow IPC file or stream) in batches, decodes and
+preprocesses its image column as the model says, runs the network and writes
+OUT/<input base name>.parquet: every non-image input column unchanged, then probs,
+top1, top1_prob, top1_label (when class names are known), topk, model_id and error.
+Rows whose image cannot be read are kept with an error (--on-error record), dropped
+(skip) or stop the run (fail). Exit codes: 0 all rows scored, 1 the run failed,
+2 usage or configuration error, 3 finished but some rows errored.
+
+Example:
+   ninbatch run --model models/nin-mnist.nin --out scored/ data/mnist/test.parquet`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file (.nin)"},
+			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output directory"},
+			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "rows per inference batch"},
+			&cli.StringFlag{Name: "image-col", Usage: "image column (default: auto-detect)"},
+			&cli.StringFlag{Name: "shape", Usage: "HxWxC of raw tensor image columns (default: the model's input)"},
+			&cli.IntFlag{Name: "topk", Value: 5, Usage: "entries in the topk column (0 = no column)"},
+			&cli.StringFlag{Name: "on-error", Value: "record", Usage: "bad rows: record (keep with error), skip (drop) or fail (stop)"},
+			&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd, snappy or none"},
+			&cli.IntFlag{Name: "row-group-rows", Value: 65536, Usage: "rows per output row group (at most)"},
+			&cli.StringFlag{Name: "summary", Usage: "write a JSON summary (counts, timings, img/s) to this file"},
+			&cli.IntFlag{Name: "decode-workers", Usage: "image decoding goroutines (default: --threads)"},
+			&cli.IntFlag{Name: flagThreads, Usage: "cores for inference (overrides the global --threads)"},
+		},
+		Action: runRun,
+	}
+}
+
+func parseShape(s string) (nbio.Shape, error) {
+	if s == "" {
+		return nbio.Shape{}, nil
+	}
+	p := strings.Split(strings.ToLower(s), "x")
+	if len(p) != 3 {
+		return nbio.Shape{}, fmt.Errorf("--shape %q: want HxWxC", s)
+	}
+	var v [3]int
+	for i, q := range p {
+		n, err := strconv.Atoi(q)
+		if err != nil || n < 1 || n > 65536 {
+			return nbio.Shape{}, fmt.Errorf("--shape %q: want HxWxC with positive integers", s)
+		}
+		v[i] = n
+	}
+	return nbio.Shape{H: v[0], W: v[1], C: v[2]}, nil
+}
+
+func runRun(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return usageErr("give at least one input file, directory or glob")
+	}
+	onErr := c.String("on-error")
+	if onErr != "record" && onErr != "skip" && onErr != "fail" {
+		return usageErr("--on-error %q: want record, skip or fail", onErr)
+	}
+	shape, err := parseShape(c.String("shape"))
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	batch := c.Int(flagBatch)
+	if batch < 1 || batch > 65536 {
+		return usageErr("--batch %d: want 1..65536", batch)
+	}
+	switch c.String("compression") {
+	case "zstd", "snappy", "none":
+	default:
+		return usageErr("--compression %q: want zstd, snappy or none", c.String("compression"))
+	}
+	m, err := nin.LoadFile(c.String(flagModel))
+	if err != nil {
+		return asUsage(err)
+	}
+	inputs, err := nbio.ExpandInputs(c.Args().Slice())
+	if err != nil {
+		return asUsage(err)
+	}
+	out := c.String(flagOut)
+	if err := mkdirAll(out); err != nil {
+		return err
+	}
+	threads := threadsOf(c)
+	workers := c.Int("decode-workers")
+	if workers <= 0 {
+		workers = threads
+	}
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads})
+	if err != nil {
+		return asUsage(err)
+	}
+	defer net.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	bar := newProgress()
+	start := time.Now()
+	r := &pipeline.Runner{Model: m, Net: net, Mem: memory.DefaultAllocator,
+		Config: pipeline.RunConfig{Inputs: inputs, OutDir: out, ImageCol: c.String("image-col"), Shape: shape,
+			Batch: batch, TopK: c.Int("topk"), OnError: onErr, Compression: c.String("compression"),
+			RowGroupRows: c.Int("row-group-rows"), Workers: workers, Version: version},
+		Progress: func(done, total int64) {
+			el := time.Since(start).Seconds()
+			rate := float64(done) / el
+			eta := "?"
+			if total > 0 && rate > 0 {
+				eta = (time.Duration(float64(total-done)/rate) * time.Second).Round(time.Second).String()
+			}
+			bar.show("%d/%d rows  %.0f img/s  ETA %s", done, total, rate, eta)
+			if bar.every() {
+				logger.Info().Int64("rows", done).Int64("total", total).Float64("img_per_s", rate).Str("eta", eta).Msg("scoring")
+			}
+		},
+		FileDone: func(fs pipeline.FileSummary) {
+			bar.done()
+			logger.Info().Str("input", fs.Input).Str("output", fs.Output).Int64("rows", fs.RowsIn).
+				Int64("errors", fs.RowsError).Int64("skipped", fs.RowsSkipped).Float64("seconds", fs.Seconds).Msg("file done")
+		},
+	}
+	logger.Info().Str("model", c.String(flagModel)).Str("model_id", m.ID).Int("inputs", len(inputs)).
+		Int("batch", batch).Int("threads", threads).Msg("scoring")
+	sum, runErr := r.Run(ctx)
+	bar.done()
+	if sum != nil {
+		if p := c.String("summary"); p != "" {
+			if err := writeJSON(p, sum); err != nil {
+				logger.Error().Err(err).Msg("writing summary")
+			}
+		}
+		logger.Info().Int("files", sum.FilesDone).Int64("rows", sum.RowsIn).Int64("scored", sum.RowsScored).
+			Int64("errors", sum.RowsError).Int64("skipped", sum.RowsSkipped).Float64("seconds", sum.Seconds).
+			Float64("img_per_s", sum.ImgPerSec).Msg("run finished")
+	}
+	switch {
+	case runErr == nil:
+	case errors.Is(runErr, context.Canceled):
+		return &exitError{exitFailed, errors.New("interrupted: the file being written was discarded; finished outputs are complete")}
+	default:
+		return &exitError{exitFailed, runErr}
+	}
+	if sum.RowsError+sum.RowsSkipped > 0 {
+		return &exitError{exitRowsErrors, fmt.Errorf("%d rows could not be scored (%d recorded with an error, %d skipped)",
+			sum.RowsError+sum.RowsSkipped, sum.RowsError, sum.RowsSkipped)}
+	}
+	return nil
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

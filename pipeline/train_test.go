@@ -1,0 +1,136 @@
+package pipeline
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/nin"
+)
+
+func tinySpec() *nin.Spec {
+	return &nin.Spec{Name: "tiny", Input: nin.Dims{H: 12, W: 12, C: 1}, Pooling: "ceil",
+		Blocks: []nin.Block{
+			{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{8, 6}, Pool: &nin.Pool{Type: "max", Size: 3, Stride: 2}, Dropout: 0.5},
+			{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{8, 4}},
+		}}
+}
+
+// tinyData: 4 classes, each a bright quadrant, plus noise.
+func tinyData(n int, seed uint64) *nbio.Labeled {
+	r := rand.New(rand.NewPCG(seed, 1))
+	l := &nbio.Labeled{N: n, H: 12, W: 12, C: 1, Pixels: make([]uint8, n*144), Labels: make([]int32, n), Fingerprint: "tiny"}
+	for i := 0; i < n; i++ {
+		c := i % 4
+		l.Labels[i] = int32(c)
+		for y := 0; y < 12; y++ {
+			for x := 0; x < 12; x++ {
+				v := r.IntN(60)
+				if (y < 6) == (c < 2) && (x < 6) == (c%2 == 0) {
+					v += 150
+				}
+				l.Pixels[i*144+y*12+x] = uint8(v)
+			}
+		}
+	}
+	return l
+}
+
+func newTiny(t *testing.T) *nin.Model {
+	m, err := nin.NewModel(tinySpec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Params.InitKaiming(1)
+	return m
+}
+
+func tinyConfig(epochs int) TrainConfig {
+	return TrainConfig{Epochs: epochs, Batch: 16, LR: 0.02, Schedule: "step", StepEpochs: []int{3}, Gamma: 0.5,
+		WarmupEpochs: 0.5, Momentum: 0.9, WeightDecay: 1e-4, Seed: 7, CropPad: 1, Flip: true}
+}
+
+// TestResumeIsExact: training 2 epochs, then resuming from the checkpoint
+// for the 3rd and 4th, gives bit-identical weights and metrics to 4
+// uninterrupted epochs (1 thread).
+func TestResumeIsExact(t *testing.T) {
+	data, val := tinyData(72, 1), tinyData(20, 2)
+	dir := t.TempDir()
+	full := newTiny(t)
+	ref := &Trainer{Model: full, Train: data, Val: val, Prep: PreprocessFor(full), Config: tinyConfig(4), Threads: 1}
+	if err := ref.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	ckpt := filepath.Join(dir, "c.ckpt")
+	part := newTiny(t)
+	first := &Trainer{Model: part, Train: data, Val: val, Prep: PreprocessFor(part), Config: tinyConfig(4), Threads: 1, Checkpoint: ckpt}
+	ctx, cancel := context.WithCancel(context.Background())
+	first.Hooks.Epoch = func(m EpochMetrics) {
+		if m.Epoch == 2 {
+			cancel() // stop as if killed after the epoch-2 checkpoint
+		}
+	}
+	if err := first.Run(ctx); err != context.Canceled {
+		t.Fatalf("interrupted run returned %v", err)
+	}
+	m, vel, st, err := nin.LoadCheckpoint(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Epoch != 2 {
+		t.Fatalf("checkpoint at epoch %d", st.Epoch)
+	}
+	resumed := &Trainer{Model: m, Train: data, Val: val, Prep: PreprocessFor(m), Config: tinyConfig(4), Threads: 1,
+		Checkpoint: ckpt, State: st, Velocity: vel}
+	if err := resumed.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.Params.Data, full.Params.Data) {
+		t.Fatal("resumed weights differ from the uninterrupted run")
+	}
+	if len(resumed.State.History) != 4 || string(resumed.State.History[2]) != string(ref.State.History[2]) {
+		// seconds and img/s differ between runs; compare the learning metrics
+		a, b := metricsOf(t, resumed.State.History[2]), metricsOf(t, ref.State.History[2])
+		if a.TrainLoss != b.TrainLoss || a.ValLoss != b.ValLoss || a.TrainAcc != b.TrainAcc || a.Step != b.Step {
+			t.Fatalf("epoch 3 metrics differ:\n resumed %+v\n full    %+v", a, b)
+		}
+	}
+	if last := metricsOf(t, ref.State.History[3]); last.ValAcc < 0.9 {
+		t.Fatalf("the tiny task was not learned: %+v", last)
+	}
+
+	// resuming with other settings is refused
+	cfg := tinyConfig(4)
+	cfg.LR = 0.5
+	m2, vel2, st2, _ := nin.LoadCheckpoint(ckpt)
+	bad := &Trainer{Model: m2, Train: data, Prep: PreprocessFor(m2), Config: cfg, Threads: 1, State: st2, Velocity: vel2}
+	if err := bad.Run(context.Background()); err == nil {
+		t.Fatal("resume with a different learning rate accepted")
+	}
+}
+
+func TestLRSchedule(t *testing.T) {
+	c := TrainConfig{Epochs: 10, LR: 1, Schedule: "step", StepEpochs: []int{5, 8}, Gamma: 0.1, WarmupEpochs: 1}
+	for _, tc := range []struct{ e, want float64 }{{0, 0}, {0.5, 0.5}, {1, 1}, {4.9, 1}, {5, 0.1}, {8, 0.01}} {
+		if got := c.LRAt(tc.e); got < tc.want-1e-12 || got > tc.want+1e-12 {
+			t.Errorf("step LR at %g = %g, want %g", tc.e, got, tc.want)
+		}
+	}
+	c = TrainConfig{Epochs: 10, LR: 1, Schedule: "cosine"}
+	if c.LRAt(0) != 1 || c.LRAt(5) > 0.5+1e-12 || c.LRAt(10) > 1e-12 {
+		t.Error("cosine schedule wrong")
+	}
+}
+
+func metricsOf(t *testing.T, b []byte) EpochMetrics {
+	t.Helper()
+	var m EpochMetrics
+	if err := jsonUnmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
