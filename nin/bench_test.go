@@ -87,3 +87,33 @@ func BenchmarkLayers(b *testing.B) {
 		net.Close()
 	}
 }
+
+// BenchmarkTrainStep: one SGD step (forward, backward, update) at batch 128
+// with 2 data-parallel streams; compare with `../shared/peers/bench.sh --train`.
+func BenchmarkTrainStep(b *testing.B) {
+	for _, preset := range []string{"nin-mnist", "nin-cifar10"} {
+		for _, threads := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/b128/t%d", preset, threads), func(b *testing.B) {
+				m := randomModel(b, preset, 1)
+				m.Params.InitGaussian(1)
+				tr, err := NewTrainer(m, TrainOptions{MaxBatch: 128, Threads: threads, Momentum: 0.9, WeightDecay: 1e-4, Seed: 1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				x := randomInput(128, m.Spec.Input.Len(), 1)
+				labels := make([]int32, 128)
+				for i := range labels {
+					labels[i] = int32(i % m.Spec.Classes())
+				}
+				tr.Step(x, labels, 128, 0.001, 0)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := tr.Step(x, labels, 128, 0.001, uint64(i+1)); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(128*b.N)/b.Elapsed().Seconds(), "img/s")
+			})
+		}
+	}
+}

@@ -96,7 +96,7 @@ func TestGradientCheck(t *testing.T) {
 				}
 			}
 			const n = 3
-			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 9, NoDropout: !c.drop})
+			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 9, NoDropout: !c.drop, TileBytes: 1}) // 64-row tiles: several per conv
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -55,7 +55,8 @@ func DefaultPreprocess(s *Spec) Preprocess {
 		return Preprocess{Resize: "shorter", ResizeTo: 256, Color: "rgb", Scale: 1,
 			Mean: []float64{123.68, 116.78, 103.94}, Std: []float64{1, 1, 1}}
 	case s.Input.C == 1:
-		return Preprocess{Resize: "exact", Color: "gray", Scale: 1.0 / 255}
+		// MNIST statistics: zero-mean, unit-variance input.
+		return Preprocess{Resize: "exact", Color: "gray", Scale: 1.0 / 255, Mean: []float64{0.1307}, Std: []float64{0.3081}}
 	default:
 		// CIFAR-10 channel statistics.
 		return Preprocess{Resize: "exact", Color: "rgb", Scale: 1.0 / 255,

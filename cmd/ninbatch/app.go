@@ -58,6 +58,9 @@ const (
 	flagBatch     = "batch"
 )
 
+// cmdline is the command line being run, for provenance records.
+var cmdline string
+
 // logger is configured by the global flags before any command runs.
 var logger = zerolog.New(os.Stderr).With().Timestamp().Logger()
 
@@ -115,6 +118,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 
 // run executes the CLI and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
+	cmdline = "ninbatch " + strings.Join(args[1:], " ")
 	app := newApp(stdout, stderr)
 	err := app.Run(interspersed(app, args))
 	if err == nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -49,7 +48,7 @@ func runInit(c *cli.Context) error {
 	m.Params.InitGaussian(seed)
 	m.Provenance = nin.Provenance{
 		Created: time.Now().UTC().Format(time.RFC3339), NinbatchVersion: version,
-		Command: strings.Join(os.Args, " "), Init: fmt.Sprintf("gaussian seed=%d", seed),
+		Command: cmdline, Init: fmt.Sprintf("gaussian seed=%d", seed),
 	}
 	out := c.String(flagOut)
 	if err := m.SaveFile(out); err != nil {

@@ -202,7 +202,7 @@ func runTrain(c *cli.Context) error {
 	}
 	m.Provenance = nin.Provenance{
 		Created: time.Now().UTC().Format(time.RFC3339), NinbatchVersion: version,
-		Command: strings.Join(os.Args, " "), Dataset: strings.Join(files, ","), DatasetFingerprint: train.Fingerprint,
+		Command: cmdline, Dataset: strings.Join(files, ","), DatasetFingerprint: train.Fingerprint,
 		Epochs: tr.State.Epoch, TrainingSeconds: tr.State.Seconds, Metrics: last,
 		Init: m.Provenance.Init,
 	}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/nin"
+)
+
+// TestMain lets tests run the real binary as a subprocess (to kill it).
+func TestMain(m *testing.M) {
+	if os.Getenv("NINBATCH_TEST_MAIN") == "1" {
+		os.Exit(run(os.Args, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func subprocess(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], append([]string{"--log-format", "json"}, args...)...)
+	cmd.Env = append(os.Environ(), "NINBATCH_TEST_MAIN=1")
+	return cmd
+}
+
+const tinySpecJSON = `{"name":"tiny","input":{"h":12,"w":12,"c":1},"pooling":"ceil","no_final_relu":true,"blocks":[
+ {"kernel":3,"stride":1,"pad":1,"channels":[8,6],"pool":{"type":"max","size":3,"stride":2},"dropout":0.5},
+ {"kernel":3,"stride":1,"pad":1,"channels":[8,4]}]}`
+
+// writeTinyDataset writes n 12×12 gray PNG rows whose bright quadrant is the label.
+func writeTinyDataset(t *testing.T, path string, n int, seed uint64) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 1))
+	w, err := nbio.CreateLabeledImages(path, []string{"tl", "tr", "bl", "br"}, nbio.WriterOptions{RowGroupRows: 50}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pix := make([]uint8, 144)
+	for i := 0; i < n; i++ {
+		c := i % 4
+		for y := 0; y < 12; y++ {
+			for x := 0; x < 12; x++ {
+				v := r.IntN(60)
+				if (y < 6) == (c < 2) && (x < 6) == (c%2 == 0) {
+					v += 150
+				}
+				pix[y*12+x] = uint8(v)
+			}
+		}
+		b, _ := nbio.EncodePNG(pix, 12, 12, 1)
+		if err := w.Append(b, "", int64(c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTrainEvalRun: train a tiny model from Parquet, evaluate it, score with it.
+func TestTrainEvalRun(t *testing.T) {
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "spec.json")
+	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
+	train, val := filepath.Join(dir, "train.parquet"), filepath.Join(dir, "val.parquet")
+	writeTinyDataset(t, train, 800, 1)
+	writeTinyDataset(t, val, 40, 2)
+	model := filepath.Join(dir, "m.nin")
+	code, _, e := runCLI(t, "train", "--spec", spec, "--init-scheme", "kaiming", "--epochs", "6", "--batch", "16",
+		"--lr", "0.05", "--warmup", "0.5", "--val", val, "--out", model, "--threads", "1", train)
+	if code != 0 {
+		t.Fatalf("train: exit %d\n%s", code, e)
+	}
+	lines := readLines(t, model+".metrics.jsonl")
+	if len(lines) != 6 {
+		t.Fatalf("%d metric lines", len(lines))
+	}
+	m, err := nin.LoadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Provenance.Epochs != 6 || m.Provenance.DatasetFingerprint == "" || !strings.Contains(m.Provenance.Command, "train") ||
+		len(m.Classes) != 4 || m.Provenance.Metrics["val_acc"] < 0.9 {
+		t.Fatalf("provenance %+v classes %v", m.Provenance, m.Classes)
+	}
+	code, out, e := runCLI(t, "eval", "--model", model, "--json", val)
+	if code != 0 {
+		t.Fatalf("eval: exit %d %s", code, e)
+	}
+	var ev struct {
+		N    int     `json:"n"`
+		Top1 float64 `json:"top1_accuracy"`
+	}
+	json.Unmarshal([]byte(out), &ev)
+	if ev.N != 40 || ev.Top1 != m.Provenance.Metrics["val_acc"] {
+		t.Fatalf("eval %+v, training said val_acc %g", ev, m.Provenance.Metrics["val_acc"])
+	}
+	code, out, _ = runCLI(t, "eval", "--model", model, val)
+	if code != 0 || !strings.Contains(out, "top-1 accuracy") || !strings.Contains(out, "true\\pred") {
+		t.Fatalf("eval table:\n%s", out)
+	}
+}
+
+// TestTrainKillResume: a training process killed with SIGKILL mid-epoch
+// resumes with --resume and ends with exactly the weights of an
+// uninterrupted run; a corrupt checkpoint is a clear error.
+func TestTrainKillResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("subprocess training")
+	}
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "spec.json")
+	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
+	train := filepath.Join(dir, "train.parquet")
+	writeTinyDataset(t, train, 600, 3)
+	args := func(out string) []string {
+		return []string{"train", "--spec", spec, "--init-scheme", "kaiming", "--epochs", "4", "--batch", "8", "--lr", "0.01",
+			"--out", out, "--threads", "1", train}
+	}
+	ref := filepath.Join(dir, "ref.nin")
+	if code, _, e := runCLI(t, args(ref)...); code != 0 {
+		t.Fatalf("reference run: %d %s", code, e)
+	}
+	killed := filepath.Join(dir, "k.nin")
+	cmd := subprocess(args(killed)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// wait for the first checkpoint, then kill in the middle of epoch 2
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(killed + ".ckpt"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("no checkpoint appeared; stderr:\n%s", stderr.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(30 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if _, err := os.Stat(killed); err == nil {
+		t.Skip("the run finished before it could be killed (machine too fast); nothing to resume")
+	}
+	if code, _, e := runCLI(t, append(args(killed), "--resume")...); code != 0 {
+		t.Fatalf("resume: %d %s", code, e)
+	}
+	a, _ := nin.LoadFile(ref)
+	b, _ := nin.LoadFile(killed)
+	for i := range a.Params.Data {
+		if a.Params.Data[i] != b.Params.Data[i] {
+			t.Fatal("resumed model differs from the uninterrupted run")
+		}
+	}
+	// a corrupted checkpoint
+	ck := killed + ".ckpt"
+	data, _ := os.ReadFile(ck)
+	os.WriteFile(ck, data[:len(data)/2], 0o644)
+	code, _, e := runCLI(t, append(args(killed), "--resume")...)
+	if code != 2 || !strings.Contains(e, "checkpoint") || !strings.Contains(e, ck) {
+		t.Fatalf("corrupt checkpoint: exit %d %s", code, e)
+	}
+}
+
+func readLines(t *testing.T, p string) []string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
