@@ -423,3 +423,45 @@ func closeU8(t *testing.T, name string, got, want []uint8) {
 		}
 	}
 }
+
+// TestWriteSlicedFixedSizeList guards the workaround for pqarrow writing a
+// sliced fixed_size_list from its first row instead of its offset.
+func TestWriteSlicedFixedSizeList(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	sc := arrow.NewSchema([]arrow.Field{{Name: "v", Type: arrow.FixedSizeListOf(2, arrow.PrimitiveTypes.Int32)}}, nil)
+	b := array.NewRecordBuilder(mem, sc)
+	lb := b.Field(0).(*array.FixedSizeListBuilder)
+	for i := 0; i < 6; i++ {
+		lb.Append(true)
+		lb.ValueBuilder().(*array.Int32Builder).AppendValues([]int32{int32(10 * i), int32(10*i + 1)}, nil)
+	}
+	rec := b.NewRecordBatch()
+	b.Release()
+	path := filepath.Join(t.TempDir(), "s.parquet")
+	w, err := CreateParquet(path, sc, WriterOptions{}, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := rec.NewSlice(3, 6)
+	if err := w.Write(s); err != nil {
+		t.Fatal(err)
+	}
+	s.Release()
+	rec.Release()
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	src, _ := Open(path, nil, 10, mem)
+	defer src.Close()
+	got, err := src.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Release()
+	l := got.Column(0).(*array.FixedSizeList)
+	vals := l.ListValues().(*array.Int32).Int32Values()
+	if b, _ := l.ValueOffsets(0); vals[b] != 30 {
+		t.Fatalf("first written row starts with %d, want 30", vals[b])
+	}
+}

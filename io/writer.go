@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
@@ -32,6 +33,7 @@ type ParquetWriter struct {
 	tmp     string
 	final   string
 	fw      *pqarrow.FileWriter
+	mem     memory.Allocator
 	opt     WriterOptions
 	rgRows  int
 	done    bool
@@ -82,7 +84,7 @@ func CreateParquet(path string, sc *arrow.Schema, opt WriterOptions, mem memory.
 			return nil, err
 		}
 	}
-	return &ParquetWriter{f: f, tmp: tmp, final: path, fw: fw, opt: opt}, nil
+	return &ParquetWriter{f: f, tmp: tmp, final: path, fw: fw, mem: mem, opt: opt}, nil
 }
 
 // Write appends a batch, starting a new row group when the current one
@@ -95,12 +97,53 @@ func (w *ParquetWriter) Write(rec arrow.RecordBatch) error {
 		w.fw.NewBufferedRowGroup()
 		w.rgRows = 0
 	}
+	rec, err := w.materialize(rec)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", w.final, err)
+	}
+	defer rec.Release()
 	if err := w.fw.WriteBuffered(rec); err != nil {
 		return fmt.Errorf("writing %s: %w", w.final, err)
 	}
 	w.rgRows += int(rec.NumRows())
 	w.rowsAll += rec.NumRows()
 	return nil
+}
+
+// materialize works around pqarrow (arrow-go v18.8) ignoring the offset of a
+// sliced fixed_size_list when writing (it writes the first rows' values
+// again): columns of nested type that are slices are copied to offset 0.
+// The caller's record is not changed; the result must be released.
+func (w *ParquetWriter) materialize(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
+	var cols []arrow.Array
+	changed := false
+	for i := 0; i < int(rec.NumCols()); i++ {
+		c := rec.Column(i)
+		if _, nested := c.DataType().(arrow.NestedType); nested && c.Data().Offset() != 0 {
+			cp, err := array.Concatenate([]arrow.Array{c}, w.mem)
+			if err != nil {
+				for _, x := range cols {
+					x.Release()
+				}
+				return nil, err
+			}
+			cols = append(cols, cp)
+			changed = true
+			continue
+		}
+		c.Retain()
+		cols = append(cols, c)
+	}
+	defer func() {
+		for _, c := range cols {
+			c.Release()
+		}
+	}()
+	if !changed {
+		rec.Retain()
+		return rec, nil
+	}
+	return array.NewRecordBatch(rec.Schema(), cols, rec.NumRows()), nil
 }
 
 // Rows is the number of rows written so far.
