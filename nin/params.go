@@ -93,10 +93,17 @@ func (p *Params) InitHe(seed uint64) {
 // InitKaiming sets weights to N(0, 2/fan_in) (He et al.) and biases to 0,
 // a training alternative to the Caffe stds that keeps activations at unit
 // scale through the deep ReLU stack.
-func (p *Params) InitKaiming(seed uint64) {
+func (p *Params) InitKaiming(seed uint64) { p.initFanIn(seed, 2) }
+
+// InitLeCun sets weights to N(0, 1/fan_in) and biases to 0: half the
+// Kaiming variance, so the signal shrinks gently through the ReLU stack
+// and the first logits are small.
+func (p *Params) InitLeCun(seed uint64) { p.initFanIn(seed, 1) }
+
+func (p *Params) initFanIn(seed uint64, gain float64) {
 	r := rand.New(rand.NewPCG(seed, 0x6b61696d))
 	for _, c := range p.Convs {
-		std := sqrt(2 / float64(c.K*c.K*c.Cin))
+		std := sqrt(gain / float64(c.K*c.K*c.Cin))
 		for i := range c.W {
 			c.W[i] = float32(r.NormFloat64() * std)
 		}

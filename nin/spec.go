@@ -332,8 +332,11 @@ var presets = map[string]func() *Spec{
 					InitStd: fill(3, 0.05)},
 				{Kernel: 5, Stride: 1, Pad: 2, Channels: []int{128, 96, 48}, Pool: &Pool{"max", 3, 2, 0}, Dropout: 0.5,
 					InitStd: fill(3, 0.05)},
+				// cuda-convnet's MNIST params were never published; the
+				// last layer takes the 0.1× learning rate of the Caffe
+				// CIFAR-10 net, which guards the final ReLU against dying.
 				{Kernel: 5, Stride: 1, Pad: 2, Channels: []int{128, 96, 10},
-					InitStd: fill(3, 0.05)},
+					InitStd: fill(3, 0.05), WeightLR: []float64{1, 1, 0.1}, BiasLR: []float64{2, 2, 0.1}},
 			},
 		}
 	},

@@ -8,22 +8,35 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 say() { echo "setup: $*" >&2; }
 
+SUDO=
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 pkgs=()
 pkg-config --exists openblas 2>/dev/null || pkgs+=(libopenblas-dev)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
 command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
 if [ ${#pkgs[@]} -gt 0 ]; then
-  SUDO=
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || { say "need root to install: ${pkgs[*]}"; exit 1; }
-    SUDO=sudo
-  fi
+  if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then say "need root to install: ${pkgs[*]}"; exit 1; fi
   say "installing ${pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q >&2
   $SUDO apt-get install -y -q "${pkgs[@]}" >&2
 fi
 pkg-config --exists openblas || { say "pkg-config cannot find openblas after install"; exit 1; }
+
+# DuckDB (npm @duckdb/node-api) for the Parquet interop test: an independent
+# implementation writes ninbatch's inputs and reads its outputs back.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  say "installing nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  ${SUDO:-} apt-get update -q >&2 || true
+  ${SUDO:-} apt-get install -y -q nodejs npm >&2
+fi
+duck=interop/duckdb
+if [ ! -f "$duck/node_modules/.package-lock.json" ] || ! cmp -s "$duck/package-lock.json" "$duck/node_modules/.ninbatch-lock"; then
+  say "npm ci in $duck"
+  (cd "$duck" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  cp "$duck/package-lock.json" "$duck/node_modules/.ninbatch-lock"
+fi
 
 command -v go >/dev/null || { say "Go (1.22 or newer) is not on PATH; install it from go.dev/dl or Debian's golang package"; exit 1; }
 go mod download

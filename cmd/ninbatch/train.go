@@ -55,7 +55,7 @@ Example:
 			&cli.IntFlag{Name: "crop-pad", Usage: "augmentation: random crop after padding by N pixels"},
 			&cli.BoolFlag{Name: "flip", Usage: "augmentation: random horizontal flip"},
 			&cli.StringFlag{Name: "image-col"}, &cli.StringFlag{Name: "label-col"},
-			&cli.StringFlag{Name: "init-scheme", Value: "caffe", Usage: "weight init: caffe (the spec's Gaussian stds) or kaiming (N(0, 2/fan_in))"},
+			&cli.StringFlag{Name: "init-scheme", Value: "caffe", Usage: "weight init: caffe (the spec's Gaussian stds), kaiming (N(0, 2/fan_in)) or lecun (N(0, 1/fan_in))"},
 			&cli.IntFlag{Name: "limit", Usage: "use only the first N training images (quick experiments)"},
 			&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (default OUT.ckpt)"},
 			&cli.BoolFlag{Name: "resume", Usage: "continue from the checkpoint"},
@@ -259,8 +259,11 @@ func newTrainModel(c *cli.Context) (*nin.Model, error) {
 	case "kaiming":
 		m.Params.InitKaiming(seed)
 		m.Provenance.Init = fmt.Sprintf("kaiming seed=%d", seed)
+	case "lecun":
+		m.Params.InitLeCun(seed)
+		m.Provenance.Init = fmt.Sprintf("lecun seed=%d", seed)
 	default:
-		return nil, usageErr("--init-scheme %q: want caffe or kaiming", c.String("init-scheme"))
+		return nil, usageErr("--init-scheme %q: want caffe, kaiming or lecun", c.String("init-scheme"))
 	}
 	return m, nil
 }
