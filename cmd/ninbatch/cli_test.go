@@ -107,3 +107,23 @@ func TestBenchJSON(t *testing.T) {
 		t.Fatalf("bench result %+v", r)
 	}
 }
+
+// TestThreadsFlag: the global --threads and a command's own --threads
+// (which wins) both reach the command.
+func TestThreadsFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"--threads", "1", "bench"}, 1},
+		{[]string{"bench", "--threads", "1"}, 1},
+		{[]string{"--threads", "1", "bench", "--threads", "2"}, 2},
+	} {
+		args := append(c.args, "--preset", "nin-mnist", "--batch", "2", "--reps", "1", "--rep-seconds", "0.001", "--json")
+		code, o, e := runCLI(t, args...)
+		var r benchResult
+		if code != 0 || json.Unmarshal([]byte(o), &r) != nil || r.Threads != c.want {
+			t.Errorf("%v: exit %d threads %d, want %d (%s)", c.args, code, r.Threads, c.want, e)
+		}
+	}
+}

@@ -66,16 +66,19 @@ Example:
 	}
 }
 
-// threadsOf is the command's --threads when given, else the global one.
+// globalThreads is the global --threads value, set in the app's Before.
+var globalThreads = runtime.NumCPU()
+
+// threadsOf is the command's own --threads when given, else the global one.
+// (urfave/cli resolves a name to the innermost flag set that defines it, so
+// the global value must be captured before the command's flags shadow it.)
 func threadsOf(c *cli.Context) int {
-	if c.IsSet(flagThreads) {
-		return c.Int(flagThreads)
+	for _, n := range c.LocalFlagNames() {
+		if n == flagThreads {
+			return c.Int(flagThreads)
+		}
 	}
-	lin := c.Lineage()
-	if v := lin[len(lin)-1].Int(flagThreads); v > 0 {
-		return v
-	}
-	return runtime.NumCPU()
+	return globalThreads
 }
 
 func runTrain(c *cli.Context) error {
