@@ -33,6 +33,12 @@ type Source interface {
 // Open opens a Parquet or Arrow IPC (file or stream) input, recognised by
 // its magic bytes, projected to columns (nil = all top-level columns).
 func Open(path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+	return OpenRowGroups(path, columns, batchSize, nil, mem)
+}
+
+// OpenRowGroups is Open restricted to some Parquet row groups (nil = all;
+// Arrow inputs have no row groups and must pass nil).
+func OpenRowGroups(path string, columns []string, batchSize int, rowGroups []int, mem memory.Allocator) (Source, error) {
 	if batchSize < 1 {
 		return nil, fmt.Errorf("batch size %d must be positive", batchSize)
 	}
@@ -49,7 +55,9 @@ func Open(path string, columns []string, batchSize int, mem memory.Allocator) (S
 	var src Source
 	switch {
 	case n >= 4 && string(magic[:4]) == "PAR1":
-		src, err = openParquet(f, path, columns, batchSize, mem)
+		src, err = openParquet(f, path, columns, batchSize, rowGroups, mem)
+	case rowGroups != nil:
+		err = errors.New("row-group ranges need a Parquet input")
 	case n == 6 && string(magic[:6]) == "ARROW1":
 		src, err = openArrowFile(f, path, columns, batchSize, mem)
 	case n >= 4 && magic[0] == 0xFF && magic[1] == 0xFF && magic[2] == 0xFF && magic[3] == 0xFF:
@@ -171,7 +179,7 @@ type parquetSource struct {
 	closed bool
 }
 
-func openParquet(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+func openParquet(f *os.File, path string, columns []string, batchSize int, rowGroups []int, mem memory.Allocator) (Source, error) {
 	pr, err := file.NewParquetReader(f)
 	if err != nil {
 		return nil, fmt.Errorf("not a readable Parquet file (truncated or corrupt footer?): %w", err)
@@ -198,7 +206,17 @@ func openParquet(f *os.File, path string, columns []string, batchSize int, mem m
 	for _, i := range top {
 		collectLeaves(&fr.Manifest.Fields[i], &leaves)
 	}
-	rr, err := fr.GetRecordReader(context.Background(), leaves, nil)
+	rows := pr.NumRows()
+	if rowGroups != nil {
+		rows = 0
+		for _, g := range rowGroups {
+			if g < 0 || g >= pr.NumRowGroups() {
+				return nil, fmt.Errorf("row group %d out of range (the file has %d)", g, pr.NumRowGroups())
+			}
+			rows += pr.MetaData().RowGroup(g).NumRows()
+		}
+	}
+	rr, err := fr.GetRecordReader(context.Background(), leaves, rowGroups)
 	if err != nil {
 		return nil, fmt.Errorf("reading Parquet columns: %w", err)
 	}
@@ -209,7 +227,7 @@ func openParquet(f *os.File, path string, columns []string, batchSize int, mem m
 	}
 	schemaMeta(full.Metadata(), meta)
 	ok = true
-	return &parquetSource{f: f, path: path, pr: pr, rr: rr, schema: rr.Schema(), meta: meta, rows: pr.NumRows()}, nil
+	return &parquetSource{f: f, path: path, pr: pr, rr: rr, schema: rr.Schema(), meta: meta, rows: rows}, nil
 }
 
 func collectLeaves(f *pqarrow.SchemaField, out *[]int) {
@@ -239,7 +257,7 @@ func (s *parquetSource) Next() (arrow.RecordBatch, error) {
 		return nil, fmt.Errorf("reading %s after row %d: %w", s.path, s.read, err)
 	}
 	if s.read != s.rows {
-		return nil, fmt.Errorf("reading %s: got %d rows, the footer says %d", s.path, s.read, s.rows)
+		return nil, fmt.Errorf("reading %s: got %d rows, the footer promises %d", s.path, s.read, s.rows)
 	}
 	return nil, io.EOF
 }
@@ -374,4 +392,29 @@ func (s *ipcSource) Close() error {
 	}
 	s.release()
 	return s.f.Close()
+}
+
+// RowGroupRows returns the row count of each row group of a Parquet file,
+// or nil for an Arrow input.
+func RowGroupRows(path string) ([]int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var magic [4]byte
+	if n, _ := io.ReadFull(f, magic[:]); n < 4 || string(magic[:]) != "PAR1" {
+		return nil, nil
+	}
+	f.Seek(0, io.SeekStart)
+	pr, err := file.NewParquetReader(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: not a readable Parquet file (truncated or corrupt footer?): %w", path, err)
+	}
+	defer pr.Close()
+	out := make([]int64, pr.NumRowGroups())
+	for i := range out {
+		out[i] = pr.MetaData().RowGroup(i).NumRows()
+	}
+	return out, nil
 }

@@ -37,11 +37,16 @@ type RunConfig struct {
 	RowGroupRows int        // output row group bound (rows)
 	Workers      int        // decode goroutines
 	Version      string     // ninbatch version for the output metadata
+	Shard        int        // this worker's shard, 0..Shards-1
+	Shards       int        // number of shards (0 = unsharded)
+	Force        bool       // redo inputs the manifest says are finished
+	SplitRows    int64      // split Parquet inputs with more rows into row-group ranges (0 = never)
 }
 
 // FileSummary is one input's outcome.
 type FileSummary struct {
 	Input       string  `json:"input"`
+	RowGroups   []int   `json:"row_groups,omitempty"`
 	Output      string  `json:"output"`
 	Fingerprint string  `json:"fingerprint"`
 	RowsIn      int64   `json:"rows_in"`
@@ -54,8 +59,11 @@ type FileSummary struct {
 // RunSummary is the run's outcome (the --summary JSON).
 type RunSummary struct {
 	ModelID     string        `json:"model_id"`
-	Files       int           `json:"files"`
-	FilesDone   int           `json:"files_done"`
+	Shard       string        `json:"shard,omitempty"`
+	Files       int           `json:"files"`         // units of work assigned to this run
+	FilesDone   int           `json:"files_done"`    // scored and committed now
+	FilesSkip   int           `json:"files_skipped"` // already finished with the same input and model (manifest)
+	StaleTemps  int           `json:"stale_temporaries_removed"`
 	RowsIn      int64         `json:"rows_in"`
 	RowsOut     int64         `json:"rows_out"`
 	RowsScored  int64         `json:"rows_scored"`
@@ -100,44 +108,109 @@ type Runner struct {
 }
 
 // OutputPath is the output file for an input: same base name, .parquet.
-func OutputPath(outDir, input string) string {
+func OutputPath(outDir, input string) string { return unitOutput(outDir, input, 0, 0) }
+
+// unitOutput names the output of part k (1-based) of parts of an input;
+// parts == 0 is the whole file.
+func unitOutput(outDir, input string, k, parts int) string {
 	base := filepath.Base(input)
-	return filepath.Join(outDir, strings.TrimSuffix(base, filepath.Ext(base))+".parquet")
+	base = strings.TrimSuffix(base, filepath.Ext(base))
+	if parts > 0 {
+		base += fmt.Sprintf(".part-%04d-of-%04d", k, parts)
+	}
+	return filepath.Join(outDir, base+".parquet")
 }
+
+// unit is one piece of work: an input file or a row-group range of it.
+type unit struct {
+	path      string
+	rowGroups []int // nil: the whole file
+	out       string
+}
+
+// planUnits lists the units of every input in order: whole files, or for
+// Parquet inputs above splitRows rows consecutive row groups of at least
+// splitRows rows each.
+func planUnits(inputs []string, outDir string, splitRows int64) ([]unit, error) {
+	var units []unit
+	for _, in := range inputs {
+		var rg []int64
+		if splitRows > 0 {
+			var err error
+			if rg, err = nbio.RowGroupRows(in); err != nil {
+				return nil, &InputError{in, err}
+			}
+		}
+		var total int64
+		for _, n := range rg {
+			total += n
+		}
+		if len(rg) < 2 || total <= splitRows {
+			units = append(units, unit{path: in, out: OutputPath(outDir, in)})
+			continue
+		}
+		var groups [][]int
+		var cur []int
+		var rows int64
+		for g, n := range rg {
+			cur = append(cur, g)
+			rows += n
+			if rows >= splitRows {
+				groups, cur, rows = append(groups, cur), nil, 0
+			}
+		}
+		if len(cur) > 0 {
+			groups = append(groups, cur)
+		}
+		for k, g := range groups {
+			units = append(units, unit{path: in, rowGroups: g, out: unitOutput(outDir, in, k+1, len(groups))})
+		}
+	}
+	return units, nil
+}
+
+// ShardOf assigns unit i of a run's ordered unit list to a shard: round
+// robin, so every shard gets an even share and N shards cover each unit
+// exactly once (all shards see the same input list).
+func ShardOf(i, shards int) int { return i % shards }
 
 // Fingerprint identifies an input's content cheaply: sha256 over its size,
 // modification time and its first and last 64 KiB (where Parquet keeps the
 // footer and Arrow the schema and footer).
-func Fingerprint(path string) (string, error) {
+func Fingerprint(path string) (fp string, size int64, mtime string, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", 0, "", err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return "", err
+		return "", 0, "", err
 	}
+	size, mtime = st.Size(), st.ModTime().UTC().Format(time.RFC3339Nano)
 	h := sha256.New()
 	fmt.Fprintf(h, "%d %d\n", st.Size(), st.ModTime().UnixNano())
 	const chunk = 64 << 10
 	if _, err := io.CopyN(h, f, chunk); err != nil && err != io.EOF {
-		return "", err
+		return "", 0, "", err
 	}
 	if st.Size() > 2*chunk {
 		if _, err := f.Seek(-chunk, io.SeekEnd); err != nil {
-			return "", err
+			return "", 0, "", err
 		}
 		if _, err := io.Copy(h, f); err != nil {
-			return "", err
+			return "", 0, "", err
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), size, mtime, nil
 }
 
 // prepared is a checked input ready to score.
 type prepared struct {
 	path, out, fp string
+	rowGroups     []int
+	size          int64
+	mtime         string
 	rows          int64
 	image         nbio.ImageColumn
 	schema        *arrow.Schema // input schema
@@ -145,19 +218,19 @@ type prepared struct {
 	classNames    []string
 }
 
-// Preflight opens every input and checks it can be scored, before any
-// output is written: a bad file fails the run with nothing half-done.
-func (r *Runner) Preflight() ([]*prepared, int64, error) {
+// Preflight opens every unit's input and checks it can be scored, before
+// any output is written: a bad file fails the run with nothing half-done.
+func (r *Runner) Preflight(units []unit) ([]*prepared, int64, error) {
 	var out []*prepared
 	var total int64
 	seen := map[string]string{}
-	for _, in := range r.Config.Inputs {
-		o := OutputPath(r.Config.OutDir, in)
-		if prev, ok := seen[o]; ok {
-			return nil, 0, &InputError{in, fmt.Errorf("inputs %s and %s would both write %s: rename one", prev, in, o)}
+	for _, u := range units {
+		in := u.path
+		if prev, ok := seen[u.out]; ok && prev != in {
+			return nil, 0, &InputError{in, fmt.Errorf("inputs %s and %s would both write %s: rename one", prev, in, u.out)}
 		}
-		seen[o] = in
-		src, err := nbio.Open(in, nil, 1, r.Mem)
+		seen[u.out] = in
+		src, err := nbio.OpenRowGroups(in, nil, 1, u.rowGroups, r.Mem)
 		if err != nil {
 			return nil, 0, &InputError{in, err}
 		}
@@ -167,11 +240,11 @@ func (r *Runner) Preflight() ([]*prepared, int64, error) {
 		if err != nil {
 			return nil, 0, &InputError{in, fmt.Errorf("%s: %w", in, err)}
 		}
-		fp, err := Fingerprint(in)
+		fp, size, mtime, err := Fingerprint(in)
 		if err != nil {
 			return nil, 0, &InputError{in, err}
 		}
-		p := &prepared{path: in, out: o, fp: fp, rows: rows, image: ic, schema: sc}
+		p := &prepared{path: in, out: u.out, fp: fp, size: size, mtime: mtime, rowGroups: u.rowGroups, rows: rows, image: ic, schema: sc}
 		p.classNames = r.Model.Classes
 		if p.classNames == nil {
 			p.classNames = nbio.ClassNames(meta, "label")
@@ -252,11 +325,63 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 		r.Mem = memory.DefaultAllocator
 	}
 	t0 := time.Now()
-	files, total, err := r.Preflight()
+	if cfg.Shards < 0 || cfg.Shards > 0 && (cfg.Shard < 0 || cfg.Shard >= cfg.Shards) {
+		return nil, fmt.Errorf("shard %d/%d: want 0 <= shard < shards", cfg.Shard, cfg.Shards)
+	}
+	shardLabel := ""
+	if cfg.Shards > 0 {
+		shardLabel = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
+	}
+	lock, err := AcquireLock(cfg.OutDir, cfg.Shard, cfg.Shards)
 	if err != nil {
 		return nil, err
 	}
-	sum := &RunSummary{ModelID: r.Model.ID, Files: len(files)}
+	defer lock.Release()
+	all, err := planUnits(cfg.Inputs, cfg.OutDir, cfg.SplitRows)
+	if err != nil {
+		return nil, err
+	}
+	var mine []unit
+	for i, u := range all {
+		if cfg.Shards == 0 || ShardOf(i, cfg.Shards) == cfg.Shard {
+			mine = append(mine, u)
+		}
+	}
+	sum := &RunSummary{ModelID: r.Model.ID, Files: len(mine), Shard: shardLabel}
+	// Temporaries of our outputs can only be left by a crashed run: we hold the lock.
+	for _, u := range mine {
+		stale, _ := filepath.Glob(filepath.Join(filepath.Dir(u.out), nbio.TempPrefix(u.out)+"*"))
+		for _, t := range stale {
+			if os.Remove(t) == nil {
+				sum.StaleTemps++
+			}
+		}
+	}
+	done, err := ReadManifests(cfg.OutDir)
+	if err != nil {
+		return nil, err
+	}
+	var todo []unit
+	for _, u := range mine {
+		if e, ok := done[filepath.Base(u.out)]; ok && !cfg.Force && e.ModelID == r.Model.ID && e.Input == u.path {
+			if fp, _, _, err := Fingerprint(u.path); err == nil && fp == e.Fingerprint {
+				if _, err := os.Stat(u.out); err == nil {
+					sum.FilesSkip++
+					continue
+				}
+			}
+		}
+		todo = append(todo, u)
+	}
+	files, total, err := r.Preflight(todo)
+	if err != nil {
+		return sum, err
+	}
+	manifest, err := openManifest(cfg.OutDir, cfg.Shard, cfg.Shards)
+	if err != nil {
+		return sum, err
+	}
+	defer manifest.close()
 	prep := PreprocessFor(r.Model)
 	classes := r.Net.Classes()
 
@@ -292,7 +417,7 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 	g.Go(func() error {
 		defer close(toDecode)
 		for _, f := range files {
-			src, err := nbio.Open(f.path, nil, cfg.Batch, r.Mem)
+			src, err := nbio.OpenRowGroups(f.path, nil, cfg.Batch, f.rowGroups, r.Mem)
 			if err != nil {
 				return &InputError{f.path, err}
 			}
@@ -400,15 +525,25 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 					}
 					return err
 				}
-				fs = FileSummary{Input: b.file.path, Output: b.file.out, Fingerprint: b.file.fp}
+				fs = FileSummary{Input: b.file.path, RowGroups: b.file.rowGroups, Output: b.file.out, Fingerprint: b.file.fp}
 			}
 			if b.rec == nil { // end of file
+				// an input rewritten while we read it must not be recorded as done
+				if fp, _, _, err := Fingerprint(b.file.path); err != nil || fp != b.file.fp {
+					return &InputError{b.file.path, fmt.Errorf("%s changed while it was being read; its output was discarded (rerun to score the new content)", b.file.path)}
+				}
 				if err := w.Commit(); err != nil {
 					w = nil
 					return err
 				}
 				w = nil
 				fs.Seconds = time.Since(ft).Seconds()
+				if err := manifest.append(ManifestEntry{Input: fs.Input, RowGroups: fs.RowGroups, Size: b.file.size, MTime: b.file.mtime,
+					Fingerprint: fs.Fingerprint, Output: filepath.Base(fs.Output), RowsIn: fs.RowsIn, RowsOut: fs.RowsOut,
+					RowsError: fs.RowsError, RowsSkipped: fs.RowsSkipped, ModelID: r.Model.ID, Version: cfg.Version,
+					Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: shardLabel, Seconds: fs.Seconds}); err != nil {
+					return err
+				}
 				sum.Outputs = append(sum.Outputs, fs)
 				sum.FilesDone++
 				if r.FileDone != nil {

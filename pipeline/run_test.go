@@ -355,7 +355,7 @@ func TestRunBadRows(t *testing.T) {
 				if !strings.Contains(err.Error(), in) || !strings.Contains(err.Error(), "row 3") {
 					t.Fatalf("%s/%s: message %q", c.name, mode, err)
 				}
-				if ents, _ := os.ReadDir(out); len(ents) != 0 {
+				if ents := dataFiles(out); len(ents) != 0 {
 					t.Fatalf("%s/%s: left files %v", c.name, mode, ents)
 				}
 			}
@@ -400,8 +400,22 @@ func TestRunBadFiles(t *testing.T) {
 		if err == nil || !IsInputError(err) || !strings.Contains(err.Error(), c.msg) || !strings.Contains(err.Error(), c.file) {
 			t.Fatalf("%s: %v", c.file, err)
 		}
-		if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		if ents := dataFiles(out); len(ents) != 0 {
 			t.Fatalf("%s: partial output %v", c.file, ents)
 		}
 	}
+}
+
+// dataFiles lists what a run left in dir besides its lock and manifest.
+func dataFiles(dir string) []string {
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, ".ninbatch.") && strings.HasSuffix(n, ".lock") || strings.HasPrefix(n, "_ninbatch_manifest") {
+			continue
+		}
+		out = append(out, n)
+	}
+	return out
 }

@@ -47,6 +47,10 @@ Example:
 			&cli.IntFlag{Name: "row-group-rows", Value: 65536, Usage: "rows per output row group (at most)"},
 			&cli.StringFlag{Name: "summary", Usage: "write a JSON summary (counts, timings, img/s) to this file"},
 			&cli.IntFlag{Name: "decode-workers", Usage: "image decoding goroutines (default: --threads)"},
+			&cli.StringFlag{Name: "shard", Usage: "I/N: score only shard I (0-based) of N; N workers together cover every input once"},
+			&cli.IntFlag{Name: "shards", EnvVars: []string{"NINBATCH_SHARDS"}, Usage: "N, with the shard index from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job)"},
+			&cli.Int64Flag{Name: "split-rows", Usage: "split Parquet inputs above this many rows into row-group ranges, each its own unit and output (0 = never)"},
+			&cli.BoolFlag{Name: "force", Usage: "rescore inputs the manifest records as finished"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores for inference (overrides the global --threads)"},
 		},
 		Action: runRun,
@@ -105,6 +109,13 @@ func runRun(c *cli.Context) error {
 	if err := mkdirAll(out); err != nil {
 		return err
 	}
+	shard, shards, err := parseShard(c.String("shard"), c.Int("shards"), os.Getenv("JOB_COMPLETION_INDEX"))
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	if c.Int64("split-rows") < 0 {
+		return usageErr("--split-rows must not be negative")
+	}
 	threads := threadsOf(c)
 	workers := c.Int("decode-workers")
 	if workers <= 0 {
@@ -123,7 +134,8 @@ func runRun(c *cli.Context) error {
 	r := &pipeline.Runner{Model: m, Net: net, Mem: memory.DefaultAllocator,
 		Config: pipeline.RunConfig{Inputs: inputs, OutDir: out, ImageCol: c.String("image-col"), Shape: shape,
 			Batch: batch, TopK: c.Int("topk"), OnError: onErr, Compression: c.String("compression"),
-			RowGroupRows: c.Int("row-group-rows"), Workers: workers, Version: version},
+			RowGroupRows: c.Int("row-group-rows"), Workers: workers, Version: version,
+			Shard: shard, Shards: shards, Force: c.Bool("force"), SplitRows: c.Int64("split-rows")},
 		Progress: func(done, total int64) {
 			el := time.Since(start).Seconds()
 			rate := float64(done) / el
@@ -152,12 +164,16 @@ func runRun(c *cli.Context) error {
 				logger.Error().Err(err).Msg("writing summary")
 			}
 		}
-		logger.Info().Int("files", sum.FilesDone).Int64("rows", sum.RowsIn).Int64("scored", sum.RowsScored).
+		logger.Info().Str("shard", sum.Shard).Int("units", sum.Files).Int("done", sum.FilesDone).Int("skipped_finished", sum.FilesSkip).
+			Int("stale_temporaries_removed", sum.StaleTemps).Int64("rows", sum.RowsIn).Int64("scored", sum.RowsScored).
 			Int64("errors", sum.RowsError).Int64("skipped", sum.RowsSkipped).Float64("seconds", sum.Seconds).
 			Float64("img_per_s", sum.ImgPerSec).Msg("run finished")
 	}
+	var locked *pipeline.LockedError
 	switch {
 	case runErr == nil:
+	case errors.As(runErr, &locked):
+		return &exitError{exitUsage, runErr}
 	case errors.Is(runErr, context.Canceled):
 		return &exitError{exitFailed, errors.New("interrupted: the file being written was discarded; finished outputs are complete")}
 	default:
@@ -180,4 +196,26 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// parseShard reads --shard I/N, or --shards N with the index from
+// JOB_COMPLETION_INDEX; (0, 0) means unsharded.
+func parseShard(spec string, shards int, jobIndex string) (int, int, error) {
+	switch {
+	case spec != "":
+		var i, n int
+		if _, err := fmt.Sscanf(spec, "%d/%d", &i, &n); err != nil || n < 1 || i < 0 || i >= n || fmt.Sprintf("%d/%d", i, n) != spec {
+			return 0, 0, fmt.Errorf("--shard %q: want I/N with 0 <= I < N", spec)
+		}
+		return i, n, nil
+	case shards > 0:
+		i, err := strconv.Atoi(jobIndex)
+		if err != nil || i < 0 || i >= shards {
+			return 0, 0, fmt.Errorf("--shards %d needs JOB_COMPLETION_INDEX in 0..%d (got %q)", shards, shards-1, jobIndex)
+		}
+		return i, shards, nil
+	case shards < 0:
+		return 0, 0, fmt.Errorf("--shards %d must be positive", shards)
+	}
+	return 0, 0, nil
 }
