@@ -15,9 +15,9 @@ import (
 	_ "golang.org/x/image/webp" // register WebP
 )
 
-// maxImagePixels bounds the decoded size of one image (a decompression bomb
-// gets an error, not 40 GB of RAM): 100 megapixels.
-const maxImagePixels = 100 << 20
+// MaxImagePixels bounds the decoded size of one image (a decompression
+// bomb gets an error, not 40 GB of RAM): 100 megapixels by default.
+var MaxImagePixels int64 = 100 << 20
 
 // ErrUnsupported marks bytes that are not an image format ninbatch reads.
 var ErrUnsupported = errors.New("unsupported image format (want PNG, JPEG, GIF, BMP or WebP)")
@@ -33,8 +33,8 @@ func DecodeImage(b []byte, c int) (pix []uint8, h, w int, err error) {
 		}
 		return nil, 0, 0, fmt.Errorf("corrupt image header: %w", err)
 	}
-	if cfg.Width < 1 || cfg.Height < 1 || int64(cfg.Width)*int64(cfg.Height) > maxImagePixels {
-		return nil, 0, 0, fmt.Errorf("%s image of %dx%d pixels is empty or larger than the %d pixel limit", format, cfg.Width, cfg.Height, maxImagePixels)
+	if cfg.Width < 1 || cfg.Height < 1 || int64(cfg.Width)*int64(cfg.Height) > MaxImagePixels {
+		return nil, 0, 0, fmt.Errorf("%s image of %dx%d pixels is empty or larger than the %d pixel limit", format, cfg.Width, cfg.Height, MaxImagePixels)
 	}
 	img, _, err := image.Decode(bytes.NewReader(b))
 	if err != nil {

@@ -114,7 +114,7 @@ func TestDecodeFormats(t *testing.T) {
 func toHWCExact(img *image.NRGBA) ([]uint8, int, int) { return toHWC(img, 3) }
 
 // jpegWithOrientation inserts an EXIF APP1 segment after SOI.
-func jpegWithOrientation(t *testing.T, img image.Image, o uint16) []byte {
+func jpegWithOrientation(t testing.TB, img image.Image, o uint16) []byte {
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 100}); err != nil {
 		t.Fatal(err)

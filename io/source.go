@@ -179,7 +179,12 @@ type parquetSource struct {
 	closed bool
 }
 
-func openParquet(f *os.File, path string, columns []string, batchSize int, rowGroups []int, mem memory.Allocator) (Source, error) {
+func openParquet(f *os.File, path string, columns []string, batchSize int, rowGroups []int, mem memory.Allocator) (src Source, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			src, err = nil, fmt.Errorf("corrupt Parquet metadata (%v)", p)
+		}
+	}()
 	pr, err := file.NewParquetReader(f)
 	if err != nil {
 		return nil, fmt.Errorf("not a readable Parquet file (truncated or corrupt footer?): %w", err)
@@ -246,7 +251,13 @@ func (s *parquetSource) Schema() *arrow.Schema       { return s.schema }
 func (s *parquetSource) Metadata() map[string]string { return s.meta }
 func (s *parquetSource) NumRows() int64              { return s.rows }
 
-func (s *parquetSource) Next() (arrow.RecordBatch, error) {
+func (s *parquetSource) Next() (rec arrow.RecordBatch, err error) {
+	// arrow-go can panic on corrupt pages; a hostile input is an error, not a crash
+	defer func() {
+		if p := recover(); p != nil {
+			rec, err = nil, fmt.Errorf("reading %s after row %d: corrupt data (%v)", s.path, s.read, p)
+		}
+	}()
 	if s.rr.Next() {
 		rec := s.rr.RecordBatch()
 		rec.Retain()
@@ -355,7 +366,12 @@ func (s *ipcSource) Schema() *arrow.Schema       { return s.schema }
 func (s *ipcSource) Metadata() map[string]string { return s.meta }
 func (s *ipcSource) NumRows() int64              { return s.rows }
 
-func (s *ipcSource) Next() (arrow.RecordBatch, error) {
+func (s *ipcSource) Next() (rec arrow.RecordBatch, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rec, err = nil, fmt.Errorf("reading %s: corrupt data (%v)", s.path, p)
+		}
+	}()
 	for s.cur == nil || s.off >= s.cur.NumRows() {
 		if s.cur != nil {
 			s.cur.Release()

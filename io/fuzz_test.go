@@ -1,0 +1,118 @@
+package nbio
+
+import (
+	"bytes"
+	"errors"
+	"image"
+	"image/color"
+	"image/gif"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"golang.org/x/image/bmp"
+)
+
+// FuzzDecodeImage: arbitrary bytes decode or fail cleanly, in gray and
+// RGB, through the whole preprocessing (resize, crop).
+func FuzzDecodeImage(f *testing.F) {
+	img := image.NewNRGBA(image.Rect(0, 0, 5, 3))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i * 7)
+	}
+	var p, g, b bytes.Buffer
+	png.Encode(&p, img)
+	gif.Encode(&g, img, nil)
+	bmp.Encode(&b, img)
+	gray := image.NewGray(image.Rect(0, 0, 3, 2))
+	gray.Set(1, 1, color.Gray{200})
+	f.Add(p.Bytes())
+	f.Add(g.Bytes())
+	f.Add(b.Bytes())
+	f.Add(jpegWithOrientation(f, gray, 6))
+	f.Add([]byte("RIFF\x00\x00\x00\x00WEBPVP8 "))
+	pre := []*Preprocess{
+		{H: 4, W: 4, C: 1, Resize: "exact", Scale: 1},
+		{H: 2, W: 3, C: 3, Resize: "shorter", ResizeTo: 4, Scale: 1},
+	}
+	MaxImagePixels = 1 << 20 // keep each execution fast; the limit itself is tested
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, pr := range pre {
+			dst := make([]uint8, pr.Len())
+			if err := pr.Image(dst, data); err == nil {
+				continue
+			}
+		}
+	})
+}
+
+// FuzzOpenInput: an arbitrary file is scored to the end or rejected with
+// an error, never a panic: open, find the image column, read every batch
+// and preprocess every row.
+func FuzzOpenInput(f *testing.F) {
+	for _, seed := range fuzzInputSeeds(f) {
+		f.Add(seed)
+	}
+	MaxImagePixels = 1 << 20
+	f.Fuzz(fuzzInputBody)
+}
+
+func fuzzInputBody(t *testing.T, data []byte) {
+	pr := &Preprocess{H: 4, W: 5, C: 1, Resize: "exact", Scale: 1}
+	path := filepath.Join(t.TempDir(), "in")
+	os.WriteFile(path, data, 0o644)
+	if d := os.Getenv("NINBATCH_FUZZ_LAST"); d != "" {
+		os.WriteFile(d, data, 0o644)
+	}
+	src, err := Open(path, nil, 7, memory.DefaultAllocator)
+	if err != nil {
+		return
+	}
+	defer src.Close()
+	ic, err := FindImageColumn(src.Schema(), "")
+	if err != nil {
+		return
+	}
+	x, px := make([]float32, pr.Len()), make([]uint8, pr.Len())
+	for {
+		rec, err := src.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		ir, err := NewImageReader(rec.Column(ic.Index), ic.Kind)
+		if err == nil {
+			for i := 0; i < int(rec.NumRows()); i++ {
+				pr.Input(x, px, ir.At(i), Shape{})
+			}
+		}
+		rec.Release()
+	}
+}
+
+// fuzzInputSeeds: small valid inputs in each layout and format.
+func fuzzInputSeeds(tb testing.TB) [][]byte {
+	dir := tb.TempDir()
+	var seeds [][]byte
+	p := filepath.Join(dir, "l.parquet")
+	w, err := CreateLabeledImages(p, []string{"x"}, WriterOptions{RowGroupRows: 2}, memory.DefaultAllocator)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		b, _ := EncodePNG(make([]uint8, 20), 4, 5, 1)
+		w.Append(b, "p.png", 0)
+	}
+	w.Commit()
+	b, _ := os.ReadFile(p)
+	seeds = append(seeds, b)
+	if s, err := os.ReadFile(filepath.Join("testdata", "u8list.arrow")); err == nil {
+		seeds = append(seeds, s)
+	}
+	return seeds
+}
