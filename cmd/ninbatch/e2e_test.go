@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -90,6 +91,15 @@ func TestTrainEvalRun(t *testing.T) {
 	if m.Provenance.Epochs != 6 || m.Provenance.DatasetFingerprint == "" || !strings.Contains(m.Provenance.Command, "train") ||
 		len(m.Classes) != 4 || m.Provenance.Metrics["val_acc"] < 0.9 {
 		t.Fatalf("provenance %+v classes %v", m.Provenance, m.Classes)
+	}
+	// --export writes the checkpoint's model: here the same weights as the final model
+	exported := filepath.Join(dir, "exported.nin")
+	if code, _, e := runCLI(t, "train", "--export", "--checkpoint", model+".ckpt", "--out", exported); code != 0 {
+		t.Fatalf("export: %d %s", code, e)
+	}
+	if xm, err := nin.LoadFile(exported); err != nil || xm.Provenance.Epochs != 6 || !slices.Equal(xm.Params.Data, m.Params.Data) ||
+		!strings.Contains(xm.Provenance.Command, "exported from checkpoint") {
+		t.Fatalf("exported model: %v %+v", err, xm.Provenance)
 	}
 	code, out, e := runCLI(t, "eval", "--model", model, "--json", val)
 	if code != 0 {

@@ -59,6 +59,7 @@ Example:
 			&cli.IntFlag{Name: "limit", Usage: "use only the first N training images (quick experiments)"},
 			&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (default OUT.ckpt)"},
 			&cli.BoolFlag{Name: "resume", Usage: "continue from the checkpoint"},
+			&cli.BoolFlag{Name: "export", Usage: "write the checkpoint's model (as far as training got) to --out and stop"},
 			&cli.StringFlag{Name: "metrics", Usage: "per-epoch metrics, JSON lines (default OUT.metrics.jsonl)"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
 		},
@@ -82,7 +83,7 @@ func threadsOf(c *cli.Context) int {
 }
 
 func runTrain(c *cli.Context) error {
-	if c.NArg() == 0 {
+	if c.NArg() == 0 && !c.Bool("export") {
 		return usageErr("give the training data (Parquet or Arrow files)")
 	}
 	out := c.String(flagOut)
@@ -112,6 +113,13 @@ func runTrain(c *cli.Context) error {
 	var m *nin.Model
 	var state nin.TrainState
 	var vel *nin.Params
+	if c.Bool("export") {
+		m, _, state, err = nin.LoadCheckpoint(ckpt)
+		if err != nil {
+			return asUsage(err)
+		}
+		return saveTrained(m, state, strings.Join(c.Args().Slice(), ","), out, "exported from checkpoint "+ckpt)
+	}
 	if c.Bool("resume") {
 		m, vel, state, err = nin.LoadCheckpoint(ckpt)
 		if err != nil {
@@ -197,23 +205,32 @@ func runTrain(c *cli.Context) error {
 		}
 		return err
 	}
+	return saveTrained(m, tr.State, strings.Join(files, ","), out, "")
+}
+
+// saveTrained writes the trained model with its provenance.
+func saveTrained(m *nin.Model, st nin.TrainState, dataset, out, note string) error {
 	last := map[string]float64{}
-	if n := len(tr.State.History); n > 0 {
+	if n := len(st.History); n > 0 {
 		var em pipeline.EpochMetrics
-		json.Unmarshal(tr.State.History[n-1], &em)
+		json.Unmarshal(st.History[n-1], &em)
 		last = map[string]float64{"train_loss": em.TrainLoss, "train_acc": em.TrainAcc, "val_loss": em.ValLoss, "val_acc": em.ValAcc}
+	}
+	cmd := cmdline
+	if note != "" {
+		cmd += " (" + note + ")"
 	}
 	m.Provenance = nin.Provenance{
 		Created: time.Now().UTC().Format(time.RFC3339), NinbatchVersion: version,
-		Command: cmdline, Dataset: strings.Join(files, ","), DatasetFingerprint: train.Fingerprint,
-		Epochs: tr.State.Epoch, TrainingSeconds: tr.State.Seconds, Metrics: last,
+		Command: cmd, Dataset: dataset, DatasetFingerprint: st.DatasetFingerprint,
+		Epochs: st.Epoch, TrainingSeconds: st.Seconds, Metrics: last,
 		Init: m.Provenance.Init,
 	}
 	if err := m.SaveFile(out); err != nil {
 		return err
 	}
-	logger.Info().Str("out", out).Str("model_id", m.ID).Int("epochs", tr.State.Epoch).
-		Float64("training_s", tr.State.Seconds).Interface("final", last).Msg("model written")
+	logger.Info().Str("out", out).Str("model_id", m.ID).Int("epochs", st.Epoch).
+		Float64("training_s", st.Seconds).Interface("final", last).Msg("model written")
 	return nil
 }
 
