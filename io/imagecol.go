@@ -231,16 +231,10 @@ func (p *Preprocess) normalizeFloat(dst, src []float32, shape Shape) error {
 	if len(src) != p.Len() {
 		return fmt.Errorf("image tensor has %d values, the model input needs %d", len(src), p.Len())
 	}
+	mul, add := p.affine()
 	for i := 0; i < p.Len(); i += p.C {
 		for c := 0; c < p.C; c++ {
-			mean, std := float32(0), float32(1)
-			if p.Mean != nil {
-				mean = p.Mean[c]
-			}
-			if p.Std != nil {
-				std = p.Std[c]
-			}
-			dst[i+c] = (src[i+c]*p.Scale - mean) / std
+			dst[i+c] = src[i+c]*mul[c] + add[c]
 		}
 	}
 	return nil

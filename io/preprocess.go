@@ -61,17 +61,7 @@ func (p *Preprocess) Fit(dst, pix []uint8, h, w int) error {
 //
 //	src: (H, W, C) uint8  dst: (H, W, C) float32
 func (p *Preprocess) Normalize(dst []float32, src []uint8) {
-	var mul, add [4]float32
-	for c := 0; c < p.C; c++ {
-		mean, std := float32(0), float32(1)
-		if p.Mean != nil {
-			mean = p.Mean[c]
-		}
-		if p.Std != nil {
-			std = p.Std[c]
-		}
-		mul[c], add[c] = p.Scale/std, -mean/std
-	}
+	mul, add := p.affine()
 	if p.C == 1 {
 		for i, v := range src[:p.Len()] {
 			dst[i] = float32(v)*mul[0] + add[0]
@@ -83,6 +73,21 @@ func (p *Preprocess) Normalize(dst []float32, src []uint8) {
 			dst[i+c] = float32(src[i+c])*mul[c] + add[c]
 		}
 	}
+}
+
+// affine folds scale, mean and std into v·mul[c] + add[c] per channel.
+func (p *Preprocess) affine() (mul, add [4]float32) {
+	for c := 0; c < p.C; c++ {
+		mean, std := float32(0), float32(1)
+		if p.Mean != nil {
+			mean = p.Mean[c]
+		}
+		if p.Std != nil {
+			std = p.Std[c]
+		}
+		mul[c], add[c] = p.Scale/std, -mean/std
+	}
+	return mul, add
 }
 
 // Image decodes encoded image bytes and brings them to model size.

@@ -79,19 +79,32 @@ void nb_bias_act(float *x, int64_t rows, int64_t c, const float *bias, int relu)
     }
 }
 
+// Caffe pooling window of output (py, px): the in-bounds rows [y0, y1) and
+// columns [x0, x1), and the average-pool divisor (the window clipped to
+// [-p, h+p) x [-p, w+p) before clipping to the image).
+static inline int64_t pool_window(int64_t h, int64_t w, int64_t k, int64_t s, int64_t p,
+                                  int64_t py, int64_t px, int64_t *y0, int64_t *y1,
+                                  int64_t *x0, int64_t *x1) {
+    int64_t ys = py * s - p, ye = ys + k, xs = px * s - p, xe = xs + k;
+    if (ye > h + p) ye = h + p;
+    if (xe > w + p) xe = w + p;
+    const int64_t div = (ye - ys) * (xe - xs);
+    *y0 = ys < 0 ? 0 : ys;
+    *y1 = ye > h ? h : ye;
+    *x0 = xs < 0 ? 0 : xs;
+    *x1 = xe > w ? w : xe;
+    return div;
+}
+
 void nb_maxpool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
                 int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
                 float *out, int32_t *argmax) {
     for (int64_t img = 0; img < n; img++) {
         const float *src = in + img * h * w * c;
         for (int64_t py = 0; py < oh; py++) {
-            int64_t y0 = py * s - p, y1 = y0 + k;
-            if (y1 > h) y1 = h;
-            if (y0 < 0) y0 = 0;
             for (int64_t px = 0; px < ow; px++) {
-                int64_t x0 = px * s - p, x1 = x0 + k;
-                if (x1 > w) x1 = w;
-                if (x0 < 0) x0 = 0;
+                int64_t y0, y1, x0, x1;
+                pool_window(h, w, k, s, p, py, px, &y0, &y1, &x0, &x1);
                 const int64_t o = ((img * oh + py) * ow + px) * c;
                 float *dst = out + o;
                 for (int64_t j = 0; j < c; j++) dst[j] = -FLT_MAX;
@@ -121,17 +134,9 @@ void nb_avepool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
     for (int64_t img = 0; img < n; img++) {
         const float *src = in + img * h * w * c;
         for (int64_t py = 0; py < oh; py++) {
-            int64_t y0 = py * s - p, y1 = y0 + k;
-            if (y1 > h + p) y1 = h + p;
-            const int64_t hs = y1 - y0;
-            if (y0 < 0) y0 = 0;
-            if (y1 > h) y1 = h;
             for (int64_t px = 0; px < ow; px++) {
-                int64_t x0 = px * s - p, x1 = x0 + k;
-                if (x1 > w + p) x1 = w + p;
-                const int64_t ws = x1 - x0;
-                if (x0 < 0) x0 = 0;
-                if (x1 > w) x1 = w;
+                int64_t y0, y1, x0, x1;
+                const int64_t div = pool_window(h, w, k, s, p, py, px, &y0, &y1, &x0, &x1);
                 float *dst = out + ((img * oh + py) * ow + px) * c;
                 for (int64_t j = 0; j < c; j++) dst[j] = 0.0f;
                 for (int64_t y = y0; y < y1; y++)
@@ -139,7 +144,7 @@ void nb_avepool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
                         const float *v = src + (y * w + x) * c;
                         for (int64_t j = 0; j < c; j++) dst[j] += v[j];
                     }
-                const float inv = 1.0f / (float)(hs * ws);
+                const float inv = 1.0f / (float)div;
                 for (int64_t j = 0; j < c; j++) dst[j] *= inv;
             }
         }
@@ -199,18 +204,9 @@ void nb_avepool_bwd(const float *dout, int64_t n, int64_t h, int64_t w, int64_t 
     for (int64_t img = 0; img < n; img++) {
         float *dst = din + img * h * w * c;
         for (int64_t py = 0; py < oh; py++) {
-            int64_t y0 = py * s - p, y1 = y0 + k;
-            if (y1 > h + p) y1 = h + p;
-            const int64_t hs = y1 - y0;
-            if (y0 < 0) y0 = 0;
-            if (y1 > h) y1 = h;
             for (int64_t px = 0; px < ow; px++) {
-                int64_t x0 = px * s - p, x1 = x0 + k;
-                if (x1 > w + p) x1 = w + p;
-                const int64_t ws = x1 - x0;
-                if (x0 < 0) x0 = 0;
-                if (x1 > w) x1 = w;
-                const float inv = 1.0f / (float)(hs * ws);
+                int64_t y0, y1, x0, x1;
+                const float inv = 1.0f / (float)pool_window(h, w, k, s, p, py, px, &y0, &y1, &x0, &x1);
                 const float *g = dout + ((img * oh + py) * ow + px) * c;
                 for (int64_t y = y0; y < y1; y++)
                     for (int64_t x = x0; x < x1; x++) {
