@@ -74,7 +74,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Name:    "ninbatch",
 		Usage:   "score and train Network In Network image classifiers over Parquet/Arrow data",
 		Version: version,
-		Writer:  stdout, ErrWriter: stderr,
+		Writer:  stdout, ErrWriter: stderr, Reader: os.Stdin,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagLogFormat, Usage: "console or json (default: console on a terminal, else json)", EnvVars: []string{"NINBATCH_LOG_FORMAT"}},
 			&cli.StringFlag{Name: flagLogLevel, Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"NINBATCH_LOG_LEVEL"}},

@@ -37,6 +37,7 @@ Examples:
 			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},
 			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
+			&cli.BoolFlag{Name: "serve", Usage: "answer JSON-line timing requests on stdin (for scripts/bench_peers.py)"},
 		},
 		Action: runBench,
 	}
@@ -58,6 +59,9 @@ type benchResult struct {
 }
 
 func runBench(c *cli.Context) error {
+	if c.Bool("serve") {
+		return serveBench(c.App.Reader, c.App.Writer)
+	}
 	m, src, err := modelFrom(c.String(flagModel)+c.Args().First(), c.String(flagPreset), 1)
 	if err != nil {
 		return err
