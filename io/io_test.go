@@ -255,19 +255,15 @@ func TestLabeledRoundTripAndSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sizes []int64
-	for {
-		rec, err := src.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	err = EachBatch(src, func(rec arrow.RecordBatch) error {
 		sizes = append(sizes, rec.NumRows())
 		if rec.NumCols() != 1 {
 			t.Fatalf("projection gave %d columns", rec.NumCols())
 		}
-		rec.Release()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	src.Close()
 	src.Close()

@@ -434,3 +434,22 @@ func RowGroupRows(path string) ([]int64, error) {
 	}
 	return out, nil
 }
+
+// EachBatch calls fn with every remaining batch of src, releasing each
+// after fn returns, and stops at the end of the input or the first error.
+func EachBatch(src Source, fn func(arrow.RecordBatch) error) error {
+	for {
+		rec, err := src.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		err = fn(rec)
+		rec.Release()
+		if err != nil {
+			return err
+		}
+	}
+}

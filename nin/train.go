@@ -51,7 +51,7 @@ type tstream struct {
 	probs   []float32   // (n, classes)
 	dlogits []float32   // (n, classes)
 	grads   *Params     // this stream's gradient sums
-	tiles   []int       // per layer: rows per im2col/GEMM tile for one image... for n images
+	tiles   []int       // per layer: rows per im2col/GEMM tile (k×k convs)
 	loss    float64
 	correct int
 	alive   int // positive outputs of the last conv (dead-ReLU detector)

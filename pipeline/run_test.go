@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -192,14 +191,7 @@ func readOutput(t *testing.T, path string) []outRow {
 	var rows []outRow
 	sc := src.Schema()
 	col := func(name string) int { return sc.FieldIndices(name)[0] }
-	for {
-		rec, err := src.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	err = nbio.EachBatch(src, func(rec arrow.RecordBatch) error {
 		ids := rec.Column(col("id")).(*array.Int64)
 		tags := rec.Column(col("tag")).(*array.String)
 		probs := rec.Column(col("probs")).(*array.List)
@@ -217,7 +209,10 @@ func readOutput(t *testing.T, path string) []outRow {
 			}
 			rows = append(rows, r)
 		}
-		rec.Release()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return rows
 }

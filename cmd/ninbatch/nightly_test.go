@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -89,27 +88,23 @@ func scoredRows(t *testing.T, dir string) map[int64]string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for {
-			rec, err := src.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+		err = nbio.EachBatch(src, func(rec arrow.RecordBatch) error {
 			ids := rec.Column(0).(*array.Int64)
 			probs := rec.Column(1).(*array.List)
 			for i := 0; i < ids.Len(); i++ {
 				id := ids.Value(i)
 				if _, dup := out[id]; dup {
-					t.Fatalf("id %d appears twice (second time in %s)", id, f)
+					return fmt.Errorf("id %d appears twice (second time in %s)", id, f)
 				}
 				b, e := probs.ValueOffsets(i)
 				out[id] = fmt.Sprint(probs.ListValues().(*array.Float32).Float32Values()[b:e])
 			}
-			rec.Release()
-		}
+			return nil
+		})
 		src.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	return out
 }
