@@ -337,3 +337,65 @@ func TestRunCrashKills(t *testing.T) {
 	t.Logf("%d kills (of %d attempts) over runs of ~%v; the final run scored %d units and found %d finished",
 		kills, attempts, span, fin.FilesDone, fin.FilesSkip)
 }
+
+// TestRunExitCodes: 3 when rows errored (record and skip), 1 under fail
+// with file/row/column in the message, 1 for a file that is not Parquet,
+// and an empty input gives an empty output.
+func TestRunExitCodes(t *testing.T) {
+	model, in := nightlyFixture(t, 1, 12, 12)
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.parquet")
+	{
+		sc := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "image", Type: arrow.BinaryTypes.Binary}}, nil)
+		b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+		png, _ := nbio.EncodePNG(make([]uint8, 144), 12, 12, 1)
+		for i := 0; i < 3; i++ {
+			b.Field(0).(*array.Int64Builder).Append(int64(i))
+			if i == 1 {
+				b.Field(1).(*array.BinaryBuilder).Append([]byte("not an image"))
+			} else {
+				b.Field(1).(*array.BinaryBuilder).Append(png)
+			}
+		}
+		rec := b.NewRecordBatch()
+		w, _ := nbio.CreateParquet(bad, sc, nbio.WriterOptions{}, memory.DefaultAllocator)
+		w.Write(rec)
+		w.Commit()
+		rec.Release()
+		b.Release()
+	}
+	empty := filepath.Join(dir, "empty.parquet")
+	{
+		sc := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "image", Type: arrow.BinaryTypes.Binary}}, nil)
+		w, _ := nbio.CreateParquet(empty, sc, nbio.WriterOptions{}, memory.DefaultAllocator)
+		w.Commit()
+	}
+	text := filepath.Join(dir, "text.parquet")
+	os.WriteFile(text, []byte("hello"), 0o644)
+	for _, c := range []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"--on-error", "record", bad}, 3, "1 rows could not be scored"},
+		{[]string{"--on-error", "skip", bad}, 3, "1 skipped"},
+		{[]string{"--on-error", "fail", bad}, 1, bad + " row 1 column image"},
+		{[]string{text}, 1, "not a Parquet or Arrow"},
+		{[]string{"--on-error", "maybe", bad}, 2, "on-error"},
+		{[]string{empty, filepath.Join(in, "part-000.parquet")}, 0, ""},
+	} {
+		out := filepath.Join(t.TempDir(), "out")
+		code, _, e := runCLI(t, append([]string{"run", "--model", model, "--out", out}, c.args...)...)
+		if code != c.code || !strings.Contains(e, c.msg) {
+			t.Errorf("%v: exit %d (want %d): %s", c.args, code, c.code, e)
+		}
+		if c.code == 0 {
+			if rows := scoredRows(t, out); len(rows) != 12 {
+				t.Errorf("empty + 12 rows: %d rows scored", len(rows))
+			}
+			if _, err := os.Stat(filepath.Join(out, "empty.parquet")); err != nil {
+				t.Errorf("no output for the empty input: %v", err)
+			}
+		}
+	}
+}
