@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
@@ -185,7 +186,7 @@ func openParquet(f *os.File, path string, columns []string, batchSize int, rowGr
 			src, err = nil, fmt.Errorf("corrupt Parquet metadata (%v)", p)
 		}
 	}()
-	pr, err := file.NewParquetReader(f)
+	pr, err := file.NewParquetReader(f, file.WithReadProps(readProps(mem)))
 	if err != nil {
 		return nil, fmt.Errorf("not a readable Parquet file (truncated or corrupt footer?): %w", err)
 	}
@@ -195,6 +196,9 @@ func openParquet(f *os.File, path string, columns []string, batchSize int, rowGr
 			pr.Close()
 		}
 	}()
+	if err := checkChunks(pr, f); err != nil {
+		return nil, err
+	}
 	fr, err := pqarrow.NewFileReader(pr, pqarrow.ArrowReadProperties{BatchSize: int64(batchSize)}, mem)
 	if err != nil {
 		return nil, fmt.Errorf("reading Parquet schema: %w", err)
@@ -233,6 +237,46 @@ func openParquet(f *os.File, path string, columns []string, batchSize int, rowGr
 	schemaMeta(full.Metadata(), meta)
 	ok = true
 	return &parquetSource{f: f, path: path, pr: pr, rr: rr, schema: rr.Schema(), meta: meta, rows: rows}, nil
+}
+
+// readProps streams column chunks through a 1 MiB buffer instead of
+// reading each whole chunk into memory (arrow-go's default): memory stays
+// bounded by the batch size however large the row groups, and a corrupt
+// chunk length cannot ask for a giant allocation.
+func readProps(mem memory.Allocator) *parquet.ReaderProperties {
+	p := parquet.NewReaderProperties(mem)
+	p.BufferedStreamEnabled = true
+	p.BufferSize = 1 << 20
+	return p
+}
+
+// checkChunks rejects column chunks whose byte ranges lie outside the file
+// before any reader trusts them.
+func checkChunks(pr *file.Reader, f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	md := pr.MetaData()
+	for g := 0; g < md.NumRowGroups(); g++ {
+		rg := md.RowGroup(g)
+		for c := 0; c < rg.NumColumns(); c++ {
+			cc, err := rg.ColumnChunk(c)
+			if err != nil {
+				return fmt.Errorf("row group %d column %d: %w", g, c, err)
+			}
+			start := cc.DataPageOffset()
+			if cc.HasDictionaryPage() && cc.DictionaryPageOffset() > 0 && cc.DictionaryPageOffset() < start {
+				start = cc.DictionaryPageOffset()
+			}
+			n := cc.TotalCompressedSize()
+			if start < 4 || n < 0 || start > size || n > size-start {
+				return fmt.Errorf("row group %d column %d: chunk [%d, +%d) lies outside the %d-byte file (corrupt footer)", g, c, start, n, size)
+			}
+		}
+	}
+	return nil
 }
 
 func collectLeaves(f *pqarrow.SchemaField, out *[]int) {

@@ -1,0 +1,51 @@
+package nbio
+
+import (
+	"math/rand/v2"
+	"os"
+	"testing"
+	"time"
+)
+
+// TestFuzzSoak mutates the FuzzOpenInput seeds in-process for a minute
+// (NINBATCH_FUZZ_SOAK=1). Unlike go test -fuzz it survives long enough to
+// print the stack of a fatal error, and saves the last input it tried.
+func TestFuzzSoak(t *testing.T) {
+	if os.Getenv("NINBATCH_FUZZ_SOAK") == "" {
+		t.Skip()
+	}
+	MaxImagePixels = 1 << 20
+	seeds := fuzzInputSeeds(t)
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	deadline := time.Now().Add(60 * time.Second)
+	n := 0
+	for time.Now().Before(deadline) {
+		d := append([]byte(nil), seeds[r.IntN(len(seeds))]...)
+		for k := 0; k < 1+r.IntN(8); k++ {
+			switch r.IntN(3) {
+			case 0:
+				d[r.IntN(len(d))] = byte(r.IntN(256))
+			case 1:
+				i := r.IntN(len(d))
+				d[i] ^= 1 << r.IntN(8)
+			case 2:
+				i := r.IntN(len(d))
+				copy(d[i:], []byte{0xff, 0xff, 0xff, 0x7f})
+			}
+		}
+		os.WriteFile(os.TempDir()+"/ninbatch-soak-last", d, 0o644)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			fuzzInputBody(t, d)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			os.WriteFile(os.TempDir()+"/ninbatch-soak-hang", d, 0o644)
+			t.Fatalf("hang after %d inputs", n)
+		}
+		n++
+	}
+	t.Logf("%d inputs ok", n)
+}
