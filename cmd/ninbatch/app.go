@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -58,6 +59,9 @@ const (
 	flagBatch     = "batch"
 )
 
+// stopProfile ends a --cpuprofile, if one runs.
+var stopProfile func()
+
 // cmdline is the command line being run, for provenance records.
 var cmdline string
 
@@ -79,6 +83,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: flagLogFormat, Usage: "console or json (default: console on a terminal, else json)", EnvVars: []string{"NINBATCH_LOG_FORMAT"}},
 			&cli.StringFlag{Name: flagLogLevel, Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"NINBATCH_LOG_LEVEL"}},
 			&cli.IntFlag{Name: flagThreads, Value: runtime.NumCPU(), Usage: "CPU cores to use", EnvVars: []string{"NINBATCH_THREADS"}},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile (pprof) of the command to this file"},
 		},
 		Before: func(c *cli.Context) error {
 			lvl, err := zerolog.ParseLevel(c.String(flagLogLevel))
@@ -102,6 +107,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				return usageErr("--threads %d: want 1..256", t)
 			}
 			globalThreads = c.Int(flagThreads)
+			if p := c.String("cpuprofile"); p != "" {
+				f, err := os.Create(p)
+				if err != nil {
+					return usageErr("--cpuprofile: %v", err)
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return usageErr("--cpuprofile: %v", err)
+				}
+				stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
+			}
 			return nil
 		},
 		Commands: []*cli.Command{
@@ -122,6 +137,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cmdline = "ninbatch " + strings.Join(args[1:], " ")
 	app := newApp(stdout, stderr)
 	err := app.Run(interspersed(app, args))
+	if stopProfile != nil {
+		stopProfile()
+		stopProfile = nil
+	}
 	if err == nil {
 		return exitOK
 	}
