@@ -12,6 +12,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"golang.org/x/image/bmp"
 )
@@ -56,7 +59,7 @@ func FuzzOpenInput(f *testing.F) {
 	for _, seed := range fuzzInputSeeds(f) {
 		f.Add(seed)
 	}
-	MaxImagePixels = 1 << 20
+	MaxImagePixels, MaxAllocation = 1<<20, 64<<20 // fast executions; the limits themselves are what is exercised
 	f.Fuzz(fuzzInputBody)
 }
 
@@ -111,8 +114,28 @@ func fuzzInputSeeds(tb testing.TB) [][]byte {
 	w.Commit()
 	b, _ := os.ReadFile(p)
 	seeds = append(seeds, b)
-	if s, err := os.ReadFile(filepath.Join("testdata", "u8list.arrow")); err == nil {
-		seeds = append(seeds, s)
+	// Arrow IPC file and stream with a raw uint8 tensor column
+	sc := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "pixels", Type: arrow.ListOf(arrow.PrimitiveTypes.Uint8)}}, nil)
+	rb := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+	defer rb.Release()
+	for i := 0; i < 3; i++ {
+		rb.Field(0).(*array.Int64Builder).Append(int64(i))
+		lb := rb.Field(1).(*array.ListBuilder)
+		lb.Append(true)
+		lb.ValueBuilder().(*array.Uint8Builder).AppendValues(make([]uint8, 20), nil)
 	}
-	return seeds
+	rec := rb.NewRecordBatch()
+	defer rec.Release()
+	var fileBuf, streamBuf bytes.Buffer
+	fw, err := ipc.NewFileWriter(&fileBuf, ipc.WithSchema(sc))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fw.Write(rec)
+	fw.Close()
+	sw := ipc.NewWriter(&streamBuf, ipc.WithSchema(sc))
+	sw.Write(rec)
+	sw.Close()
+	return append(seeds, fileBuf.Bytes(), streamBuf.Bytes())
 }

@@ -117,8 +117,13 @@ type ImageReader struct {
 }
 
 // NewImageReader prepares row access to a column of the given kind.
-func NewImageReader(col arrow.Array, kind ImageKind) (*ImageReader, error) {
-	r := &ImageReader{kind: kind, valid: col}
+func NewImageReader(col arrow.Array, kind ImageKind) (r *ImageReader, err error) {
+	defer func() { // arrays from a corrupt input can make arrow-go panic
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("malformed image column (%v)", p)
+		}
+	}()
+	r = &ImageReader{kind: kind, valid: col}
 	switch kind {
 	case ImageStruct:
 		st := col.(*array.Struct)
@@ -146,13 +151,55 @@ func NewImageReader(col arrow.Array, kind ImageKind) (*ImageReader, error) {
 		if values.NullN() > 0 {
 			return nil, fmt.Errorf("image tensor column has null elements inside its lists")
 		}
+		n := values.Len()
 		if kind == ImageRawU8 {
 			r.u8 = values.(*array.Uint8).Uint8Values()
+			n = len(r.u8)
 		} else {
 			r.f32 = values.(*array.Float32).Float32Values()
+			n = len(r.f32)
+		}
+		for i := 0; i < col.Len(); i++ { // a corrupt input must not index out of range
+			if b, e := r.offs(i); b < 0 || e < b || e > int64(n) {
+				return nil, fmt.Errorf("row %d: list offsets [%d, %d) outside its %d values (corrupt input)", i, b, e, n)
+			}
+		}
+	}
+	if r.hasBin {
+		if err := checkBinaryOffsets(r.bin.(arrow.Array)); err != nil {
+			return nil, err
 		}
 	}
 	return r, nil
+}
+
+// checkBinaryOffsets verifies a binary column's offsets against its data.
+func checkBinaryOffsets(a arrow.Array) error {
+	var offs func(i int) int64
+	var size int64
+	switch b := a.(type) {
+	case *array.Binary:
+		o := b.ValueOffsets()
+		if len(o) < b.Len()+1 {
+			return fmt.Errorf("binary column has %d offsets for %d rows (corrupt input)", len(o), b.Len())
+		}
+		offs, size = func(i int) int64 { return int64(o[i]) }, int64(len(b.ValueBytes()))
+	case *array.LargeBinary:
+		o := b.ValueOffsets()
+		if len(o) < b.Len()+1 {
+			return fmt.Errorf("binary column has %d offsets for %d rows (corrupt input)", len(o), b.Len())
+		}
+		offs, size = func(i int) int64 { return o[i] }, int64(len(b.ValueBytes()))
+	default:
+		return nil
+	}
+	base := offs(0)
+	for i := 0; i <= a.Len(); i++ {
+		if v := offs(i); v < base || v-base > size || (i > 0 && v < offs(i-1)) {
+			return fmt.Errorf("row %d: binary offsets out of range (corrupt input)", i)
+		}
+	}
+	return nil
 }
 
 // nullUnion: a struct row is null when the struct or its bytes field is.

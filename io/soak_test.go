@@ -3,6 +3,7 @@ package nbio
 import (
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -14,7 +15,7 @@ func TestFuzzSoak(t *testing.T) {
 	if os.Getenv("NINBATCH_FUZZ_SOAK") == "" {
 		t.Skip()
 	}
-	MaxImagePixels = 1 << 20
+	MaxImagePixels, MaxAllocation = 1<<20, 64<<20
 	seeds := fuzzInputSeeds(t)
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	deadline := time.Now().Add(60 * time.Second)
@@ -46,6 +47,11 @@ func TestFuzzSoak(t *testing.T) {
 			t.Fatalf("hang after %d inputs", n)
 		}
 		n++
+		if n%1000 == 0 {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			t.Logf("%d inputs: %d goroutines, heap %d MB", n, runtime.NumGoroutine(), ms.HeapAlloc>>20)
+		}
 	}
 	t.Logf("%d inputs ok", n)
 }

@@ -3,6 +3,8 @@ package nbio
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -39,10 +41,11 @@ func Open(path string, columns []string, batchSize int, mem memory.Allocator) (S
 
 // OpenRowGroups is Open restricted to some Parquet row groups (nil = all;
 // Arrow inputs have no row groups and must pass nil).
-func OpenRowGroups(path string, columns []string, batchSize int, rowGroups []int, mem memory.Allocator) (Source, error) {
+func OpenRowGroups(path string, columns []string, batchSize int, rowGroups []int, mem memory.Allocator) (src Source, err error) {
 	if batchSize < 1 {
 		return nil, fmt.Errorf("batch size %d must be positive", batchSize)
 	}
+	mem = limited(mem)
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -53,7 +56,13 @@ func OpenRowGroups(path string, columns []string, batchSize int, rowGroups []int
 		f.Close()
 		return nil, err
 	}
-	var src Source
+	// arrow-go panics on some corrupt metadata; a hostile input is an error
+	defer func() {
+		if p := recover(); p != nil {
+			f.Close()
+			src, err = nil, fmt.Errorf("opening %s: corrupt file (%v)", path, p)
+		}
+	}()
 	switch {
 	case n >= 4 && string(magic[:4]) == "PAR1":
 		src, err = openParquet(f, path, columns, batchSize, rowGroups, mem)
@@ -198,6 +207,18 @@ func openParquet(f *os.File, path string, columns []string, batchSize int, rowGr
 	}()
 	if err := checkChunks(pr, f); err != nil {
 		return nil, err
+	}
+	if v := pr.MetaData().KeyValueMetadata().FindValue("ARROW:schema"); v != nil {
+		dec, err := base64.StdEncoding.DecodeString(*v)
+		if err != nil || len(dec) == 0 {
+			dec, err = base64.RawStdEncoding.DecodeString(*v)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("corrupt ARROW:schema footer metadata: %w", err)
+		}
+		if err := CheckIPCSchemaMessage(dec); err != nil {
+			return nil, fmt.Errorf("ARROW:schema footer metadata: %w", err)
+		}
 	}
 	fr, err := pqarrow.NewFileReader(pr, pqarrow.ArrowReadProperties{BatchSize: int64(batchSize)}, mem)
 	if err != nil {
@@ -346,6 +367,9 @@ type ipcSource struct {
 }
 
 func openArrowFile(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+	if err := checkArrowFooter(f); err != nil {
+		return nil, err
+	}
 	r, err := ipc.NewFileReader(f, ipc.WithAllocator(mem))
 	if err != nil {
 		return nil, fmt.Errorf("not a readable Arrow IPC file: %w", err)
@@ -368,6 +392,9 @@ func openArrowFile(f *os.File, path string, columns []string, batchSize int, mem
 }
 
 func openArrowStream(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+	if err := checkArrowStreamSchema(f); err != nil {
+		return nil, err
+	}
 	r, err := ipc.NewReader(bufio.NewReaderSize(f, 1<<20), ipc.WithAllocator(mem))
 	if err != nil {
 		return nil, fmt.Errorf("not a readable Arrow IPC stream: %w", err)
@@ -385,6 +412,61 @@ func openArrowStream(f *os.File, path string, columns []string, batchSize int, m
 		return nil, io.EOF
 	}
 	return s.init(r.Schema(), columns, -1)
+}
+
+// checkArrowFooter bounds-checks an Arrow IPC file's footer before arrow-go
+// decodes it (see fbcheck.go).
+func checkArrowFooter(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	var tail [10]byte
+	if st.Size() < 22 {
+		return errors.New("Arrow IPC file too short")
+	}
+	if _, err := f.ReadAt(tail[:], st.Size()-10); err != nil {
+		return err
+	}
+	n := int64(int32(binary.LittleEndian.Uint32(tail[:4])))
+	if string(tail[4:]) != "ARROW1" || n <= 0 || n > st.Size()-18 {
+		return errors.New("corrupt Arrow IPC file footer")
+	}
+	footer := make([]byte, n)
+	if _, err := f.ReadAt(footer, st.Size()-10-n); err != nil {
+		return err
+	}
+	if err := CheckIPCFileFooter(footer); err != nil {
+		return fmt.Errorf("Arrow IPC file footer: %w", err)
+	}
+	return nil
+}
+
+// checkArrowStreamSchema bounds-checks the schema message that starts an
+// Arrow IPC stream, then rewinds.
+func checkArrowStreamSchema(f *os.File) error {
+	defer f.Seek(0, io.SeekStart)
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	var hdr [8]byte
+	if _, err := io.ReadFull(f, hdr[:]); err != nil {
+		return errors.New("Arrow IPC stream too short")
+	}
+	n := int64(int32(binary.LittleEndian.Uint32(hdr[4:])))
+	if n <= 0 || n > st.Size()-8 {
+		return fmt.Errorf("corrupt Arrow IPC stream: schema message length %d", n)
+	}
+	msg := make([]byte, 8+n)
+	copy(msg, hdr[:])
+	if _, err := io.ReadFull(f, msg[8:]); err != nil {
+		return err
+	}
+	if err := CheckIPCSchemaMessage(msg); err != nil {
+		return fmt.Errorf("Arrow IPC stream schema: %w", err)
+	}
+	return nil
 }
 
 func (s *ipcSource) init(full *arrow.Schema, columns []string, rows int64) (Source, error) {

@@ -89,7 +89,12 @@ func CreateParquet(path string, sc *arrow.Schema, opt WriterOptions, mem memory.
 
 // Write appends a batch, starting a new row group when the current one
 // reaches the row or byte bound.
-func (w *ParquetWriter) Write(rec arrow.RecordBatch) error {
+func (w *ParquetWriter) Write(rec arrow.RecordBatch) (err error) {
+	defer func() { // arrow-go panics on some malformed arrays (from a corrupt input)
+		if p := recover(); p != nil {
+			err = fmt.Errorf("writing %s: malformed data (%v)", w.final, p)
+		}
+	}()
 	if w.done {
 		return errors.New("write after commit or abort")
 	}
@@ -97,12 +102,12 @@ func (w *ParquetWriter) Write(rec arrow.RecordBatch) error {
 		w.fw.NewBufferedRowGroup()
 		w.rgRows = 0
 	}
-	rec, err := w.materialize(rec)
+	m, err := w.materialize(rec)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", w.final, err)
 	}
-	defer rec.Release()
-	if err := w.fw.WriteBuffered(rec); err != nil {
+	defer m.Release()
+	if err := w.fw.WriteBuffered(m); err != nil {
 		return fmt.Errorf("writing %s: %w", w.final, err)
 	}
 	w.rgRows += int(rec.NumRows())
