@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"image/png"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -79,6 +80,13 @@ func TestTrainEvalRun(t *testing.T) {
 		"--lr", "0.05", "--warmup", "0.5", "--val", val, "--out", model, "--threads", "1", train)
 	if code != 0 {
 		t.Fatalf("train: exit %d\n%s", code, e)
+	}
+	if f, err := os.Open(model + ".curves.png"); err != nil {
+		t.Fatalf("no training curves: %v", err)
+	} else if _, err := png.Decode(f); err != nil {
+		t.Fatalf("curves are not a PNG: %v", err)
+	} else {
+		f.Close()
 	}
 	lines := readLines(t, model+".metrics.jsonl")
 	if len(lines) != 6 {

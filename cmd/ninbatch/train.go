@@ -61,6 +61,7 @@ Example:
 			&cli.BoolFlag{Name: "resume", Usage: "continue from the checkpoint"},
 			&cli.BoolFlag{Name: "export", Usage: "write the checkpoint's model (as far as training got) to --out and stop"},
 			&cli.StringFlag{Name: "metrics", Usage: "per-epoch metrics, JSON lines (default OUT.metrics.jsonl)"},
+			&cli.StringFlag{Name: "plot", Usage: "training curves, PNG, redrawn every epoch (default OUT.curves.png)"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
 		},
 		Action: runTrain,
@@ -172,6 +173,17 @@ func runTrain(c *cli.Context) error {
 	if !c.Bool("resume") {
 		mf.Truncate(0)
 	}
+	plotPath := c.String("plot")
+	if plotPath == "" {
+		plotPath = out + ".curves.png"
+	}
+	var history []pipeline.EpochMetrics
+	for _, h := range state.History {
+		var em pipeline.EpochMetrics
+		if json.Unmarshal(h, &em) == nil {
+			history = append(history, em)
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	bar := newProgress()
@@ -190,6 +202,10 @@ func runTrain(c *cli.Context) error {
 				b, _ := json.Marshal(em)
 				mf.Write(append(b, '\n'))
 				mf.Sync()
+				history = append(history, em)
+				if err := pipeline.PlotCurves(plotPath, history); err != nil {
+					logger.Warn().Err(err).Msg("plotting the training curves")
+				}
 				logger.Info().Int("epoch", em.Epoch).Float64("lr", em.LR).Float64("train_loss", em.TrainLoss).
 					Float64("train_acc", em.TrainAcc).Float64("val_loss", em.ValLoss).Float64("val_acc", em.ValAcc).
 					Float64("alive", em.AliveFrac).Float64("img_per_s", em.ImgPerSec).Float64("seconds", em.Seconds).Msg("epoch done")

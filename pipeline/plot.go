@@ -1,0 +1,87 @@
+package pipeline
+
+import (
+	"fmt"
+	"image/color"
+	"os"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+)
+
+// PlotCurves draws the training curves (loss and error rate per epoch,
+// train and validation) into a PNG file.
+func PlotCurves(path string, history []EpochMetrics) error {
+	if len(history) == 0 {
+		return nil
+	}
+	series := func(f func(EpochMetrics) float64) plotter.XYs {
+		xy := make(plotter.XYs, len(history))
+		for i, m := range history {
+			xy[i].X, xy[i].Y = float64(m.Epoch), f(m)
+		}
+		return xy
+	}
+	hasVal := history[0].ValAcc > 0 || history[0].ValLoss > 0
+	mk := func(title, ylabel string, train, val plotter.XYs, logY bool) (*plot.Plot, error) {
+		p := plot.New()
+		p.Title.Text, p.X.Label.Text, p.Y.Label.Text = title, "epoch", ylabel
+		if logY {
+			p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
+		}
+		p.Add(plotter.NewGrid())
+		for _, s := range []struct {
+			name string
+			xy   plotter.XYs
+			c    color.Color
+		}{{"train", train, color.RGBA{R: 200, A: 255}}, {"validation", val, color.RGBA{B: 200, A: 255}}} {
+			if s.xy == nil {
+				continue
+			}
+			l, err := plotter.NewLine(s.xy)
+			if err != nil {
+				return nil, err
+			}
+			l.Color, l.Width = s.c, vg.Points(1.5)
+			p.Add(l)
+			p.Legend.Add(s.name, l)
+		}
+		p.Legend.Top = true
+		return p, nil
+	}
+	clamp := func(v float64) float64 { return max(v, 1e-5) } // log scale needs positive values
+	var vLoss, vErr plotter.XYs
+	if hasVal {
+		vLoss = series(func(m EpochMetrics) float64 { return clamp(m.ValLoss) })
+		vErr = series(func(m EpochMetrics) float64 { return clamp(100 * (1 - m.ValAcc)) })
+	}
+	loss, err := mk("loss", "cross-entropy", series(func(m EpochMetrics) float64 { return clamp(m.TrainLoss) }), vLoss, true)
+	if err != nil {
+		return err
+	}
+	errp, err := mk("top-1 error", "error %", series(func(m EpochMetrics) float64 { return clamp(100 * (1 - m.TrainAcc)) }), vErr, true)
+	if err != nil {
+		return err
+	}
+	img := vgimg.New(12*vg.Inch, 4.5*vg.Inch)
+	dc := draw.New(img)
+	tiles := draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 4,
+		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
+	canvases := plot.Align([][]*plot.Plot{{loss, errp}}, tiles, dc)
+	loss.Draw(canvases[0][0])
+	errp.Draw(canvases[0][1])
+	w, err := createFile(path)
+	if err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(w); err != nil {
+		w.Close()
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	return w.Close()
+}
+
+func createFile(path string) (*os.File, error) { return os.Create(path) }
