@@ -76,6 +76,8 @@ const (
 	maxStride   = 8
 	maxSide     = 4096
 	maxParams   = 1 << 28 // 1 GiB of float32
+	maxActs     = 1 << 26 // largest activation of one image: 256 MiB of float32
+	maxMACs     = 1 << 38 // per image; NIN-ImageNet needs 1.1e9
 )
 
 // Classes is the number of outputs: the last block's last channel count.
@@ -146,7 +148,7 @@ func (s *Spec) Plan() ([]Layer, error) {
 		return nil, fmt.Errorf("spec: %d blocks: want 1..%d", len(s.Blocks), maxBlocks)
 	}
 	var layers []Layer
-	var total int64
+	var total, macs int64
 	cur := in
 	for bi, b := range s.Blocks {
 		where := fmt.Sprintf("spec: block %d", bi+1)
@@ -194,8 +196,14 @@ func (s *Spec) Plan() ([]Layer, error) {
 				kind: kindConv, block: bi, conv: ci, k: k, s: st, p: p,
 			}
 			total += l.Params
-			if total > maxParams {
+			macs += l.MACs
+			switch {
+			case total > maxParams:
 				return nil, fmt.Errorf("%s: more than %d parameters", where, maxParams)
+			case int64(out.Len()) > maxActs || int64(cur.Len()) > maxActs:
+				return nil, fmt.Errorf("%s: activation of %s per image exceeds %d values", where, out, maxActs)
+			case macs > maxMACs:
+				return nil, fmt.Errorf("%s: more than %d multiply-accumulates per image", where, int64(maxMACs))
 			}
 			layers = append(layers, l)
 			cur = out

@@ -67,6 +67,7 @@ func TestSpecValidation(t *testing.T) {
 		"too small":  func(s *Spec) { s.Input.H, s.Input.W = 3, 3 },
 		"init count": func(s *Spec) { s.Blocks[0].InitStd = []float64{1} },
 		"params":     func(s *Spec) { s.Blocks[1].Channels = []int{16384, 16384, 16384} },
+		"activation": func(s *Spec) { s.Input.H, s.Input.W = 4096, 4096; s.Blocks[0].Channels[0] = 64 },
 	}
 	for name, mut := range cases {
 		s := base()
