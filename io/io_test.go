@@ -461,3 +461,37 @@ func TestWriteSlicedFixedSizeList(t *testing.T) {
 		t.Fatalf("first written row starts with %d, want 30", vals[b])
 	}
 }
+
+// TestCheckIPCSchema: a valid schema passes; the same schema with one
+// vector length blown up (what made arrow-go allocate until the process
+// died) is rejected, wherever the corruption lands.
+func TestCheckIPCSchema(t *testing.T) {
+	sc := arrow.NewSchema([]arrow.Field{
+		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "img", Type: arrow.StructOf(arrow.Field{Name: "bytes", Type: arrow.BinaryTypes.Binary})},
+	}, func() *arrow.Metadata { m := arrow.NewMetadata([]string{"k"}, []string{"v"}); return &m }())
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(sc))
+	w.Close()
+	msg := buf.Bytes()
+	if err := CheckIPCSchemaMessage(msg); err != nil {
+		t.Fatalf("valid schema rejected: %v", err)
+	}
+	rejected := 0
+	for p := 8; p+4 <= len(msg); p += 4 {
+		bad := slices.Clone(msg)
+		binary.LittleEndian.PutUint32(bad[p:], 0x7fffffff)
+		if CheckIPCSchemaMessage(bad) != nil {
+			rejected++
+			continue
+		}
+		// accepted: arrow-go must then be able to read it without a huge allocation
+		r, err := ipc.NewReader(bytes.NewReader(bad), ipc.WithAllocator(limited(memory.NewGoAllocator())))
+		if err == nil {
+			r.Release()
+		}
+	}
+	if rejected == 0 {
+		t.Fatal("no corruption was detected")
+	}
+}
