@@ -495,3 +495,25 @@ func TestCheckIPCSchema(t *testing.T) {
 		t.Fatal("no corruption was detected")
 	}
 }
+
+// TestRowGroupByteBound: row groups close at the byte bound, not only at
+// the row bound (buffered row groups would otherwise grow without limit).
+func TestRowGroupByteBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.parquet")
+	w, err := CreateLabeledImages(path, nil, WriterOptions{RowGroupRows: 1 << 20, RowGroupBytes: 200 << 10}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob := make([]byte, 1000)
+	for i := 0; i < 2048; i++ { // ~2 MB of image bytes
+		blob[0] = byte(i)
+		w.Append(blob, "", 0)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	rg, err := RowGroupRows(path)
+	if err != nil || len(rg) < 8 {
+		t.Fatalf("%d row groups (%v) for 2 MB at a 200 KB bound", len(rg), err)
+	}
+}

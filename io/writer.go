@@ -36,6 +36,7 @@ type ParquetWriter struct {
 	mem     memory.Allocator
 	opt     WriterOptions
 	rgRows  int
+	rgBytes int64
 	done    bool
 	rowsAll int64
 }
@@ -98,10 +99,15 @@ func (w *ParquetWriter) Write(rec arrow.RecordBatch) (err error) {
 	if w.done {
 		return errors.New("write after commit or abort")
 	}
-	if w.rgRows > 0 && (w.rgRows+int(rec.NumRows()) > w.opt.RowGroupRows || w.fw.RowGroupTotalBytesWritten() >= w.opt.RowGroupBytes) {
+	// Buffered row groups stay in memory until closed, and pqarrow reports
+	// no bytes for them until then: bound them by our own count of the
+	// Arrow bytes appended.
+	size := recordBytes(rec)
+	if w.rgRows > 0 && (w.rgRows+int(rec.NumRows()) > w.opt.RowGroupRows || w.rgBytes+size > w.opt.RowGroupBytes) {
 		w.fw.NewBufferedRowGroup()
-		w.rgRows = 0
+		w.rgRows, w.rgBytes = 0, 0
 	}
+	w.rgBytes += size
 	m, err := w.materialize(rec)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", w.final, err)
@@ -199,4 +205,27 @@ func syncPath(p string) error {
 	}
 	defer f.Close()
 	return f.Sync()
+}
+
+// recordBytes is the size of a batch's Arrow buffers (an upper bound for
+// slices, which share their parent's buffers).
+func recordBytes(rec arrow.RecordBatch) int64 {
+	var n int64
+	for _, c := range rec.Columns() {
+		n += dataBytes(c.Data())
+	}
+	return n
+}
+
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
 }
