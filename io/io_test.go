@@ -500,12 +500,12 @@ func TestCheckIPCSchema(t *testing.T) {
 // the row bound (buffered row groups would otherwise grow without limit).
 func TestRowGroupByteBound(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "b.parquet")
-	w, err := CreateLabeledImages(path, nil, WriterOptions{RowGroupRows: 1 << 20, RowGroupBytes: 200 << 10}, memory.DefaultAllocator)
+	w, err := CreateLabeledImages(path, nil, WriterOptions{RowGroupRows: 1 << 20, RowGroupBytes: 2500 << 10}, memory.DefaultAllocator)
 	if err != nil {
 		t.Fatal(err)
 	}
 	blob := make([]byte, 1000)
-	for i := 0; i < 2048; i++ { // ~2 MB of image bytes
+	for i := 0; i < 8192; i++ { // 8 batches of 1024 rows, ~1 MB each
 		blob[0] = byte(i)
 		w.Append(blob, "", 0)
 	}
@@ -513,7 +513,7 @@ func TestRowGroupByteBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	rg, err := RowGroupRows(path)
-	if err != nil || len(rg) < 8 {
-		t.Fatalf("%d row groups (%v) for 2 MB at a 200 KB bound", len(rg), err)
+	if err != nil || len(rg) < 3 {
+		t.Fatalf("%d row groups (%v) for 8 MB at a 2.5 MB bound", len(rg), err)
 	}
 }
