@@ -296,8 +296,14 @@ func TestRunCrashKills(t *testing.T) {
 		// the run makes progress between kills, and kills land in reads, writes and renames
 		time.Sleep(30*time.Millisecond + time.Duration(r.Int64N(int64(span/4))))
 		cmd.Process.Signal(syscall.SIGKILL)
-		if err := cmd.Wait(); err != nil && strings.Contains(err.Error(), "killed") {
+		err := cmd.Wait()
+		switch {
+		case err != nil && strings.Contains(err.Error(), "killed"):
 			kills++
+		case err == nil:
+			// the run finished before the kill: start the work over so the
+			// remaining kills still land in live runs
+			os.RemoveAll(out)
 		}
 	}
 	if kills < 20 {
