@@ -38,6 +38,6 @@ if [ ! -f "$duck/node_modules/.package-lock.json" ] || ! cmp -s "$duck/package-l
   cp "$duck/package-lock.json" "$duck/node_modules/.ninbatch-lock"
 fi
 
-command -v go >/dev/null || { say "Go (1.22 or newer) is not on PATH; install it from go.dev/dl or Debian's golang package"; exit 1; }
+command -v go >/dev/null || { say "Go 1.26 or newer is not on PATH; install it from go.dev/dl (Debian 12's golang package is too old)"; exit 1; }
 go mod download
 say "ok: $(go version | cut -d' ' -f3), OpenBLAS $(pkg-config --modversion openblas)"
