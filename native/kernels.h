@@ -63,3 +63,24 @@ double nb_softmax_xent(const float *logits, const int32_t *labels, int64_t n, in
 
 // x[i] *= m[i] for i < len (dropout forward and backward with a scaled mask).
 void nb_mul(float *x, const float *m, int64_t len);
+
+// ---- Winograd F(m×m, r×r) convolution transforms (stride 1) ----
+// a = m + r − 1 ≤ NB_WINO_MAXA. The output (oh, ow) is cut into th × tw tiles of
+// m × m (th = ceil(oh/m), tw = ceil(ow/m)); tile t = (img·th + ty)·tw + tx reads
+// the a × a input patch at rows ty·m − p + [0, a), cols tx·m − p + [0, a)
+// (zero outside the image).
+#define NB_WINO_MAXA 8
+
+// Input transform of tiles [t0, t0+nt): v[ξ·a+ν, t−t0, ci] = (Bᵀ d B)[ξ, ν]
+// for the patch d of channel ci.  in: (n, h, w, c)  bt: (a, a)  v: (a·a, nt, c)
+void nb_wino_in(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
+                int64_t th, int64_t tw, int64_t m, int64_t a, const float *bt,
+                int64_t t0, int64_t nt, float *v);
+
+// Output transform of tiles [t0, t0+nt) with the fused epilogue:
+// out[img, ty·m+i, tx·m+j, co] = act((Aᵀ M A)[i, j] + bias[co]) for the
+// in-image part of the tile, M[ξ, ν] = mm[ξ·a+ν, t−t0, co].
+// mm: (a·a, nt, cout)  at: (m, a)  out: (n, oh, ow, cout)
+void nb_wino_out(const float *mm, int64_t oh, int64_t ow, int64_t cout,
+                 int64_t th, int64_t tw, int64_t m, int64_t a, const float *at,
+                 const float *bias, int relu, int64_t t0, int64_t nt, float *out);

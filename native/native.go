@@ -380,3 +380,95 @@ func Mul(x, m []float32) {
 	}
 	C.nb_mul(f32(x), f32(m), C.int64_t(len(x)))
 }
+
+// Wino describes a Winograd F(M×M, R×R) stride-1 convolution over the
+// geometry G (G.K = R, G.S = 1): A = M + R − 1 transform points, and the
+// output cut into TH × TW tiles of M × M per image.
+type Wino struct {
+	G      Geom
+	M, A   int
+	TH, TW int
+}
+
+// NewWino validates a Winograd geometry.
+func NewWino(g Geom, m int) Wino {
+	g.check()
+	w := Wino{G: g, M: m, A: m + g.K - 1}
+	switch {
+	case g.S != 1:
+		panic("native: Winograd needs stride 1")
+	case m < 1 || g.K < 2 || w.A > C.NB_WINO_MAXA:
+		panic("native: bad Winograd tile")
+	}
+	w.TH, w.TW = (g.OH+m-1)/m, (g.OW+m-1)/m
+	return w
+}
+
+// Tiles is the number of tiles N·TH·TW.
+func (w Wino) Tiles() int { return w.G.N * w.TH * w.TW }
+
+func (w Wino) checkRange(t0, nt int) {
+	if t0 < 0 || nt < 0 || t0+nt > w.Tiles() {
+		panic("native: bad tile range")
+	}
+}
+
+// WinoIn writes the input transform of tiles [t0, t0+nt).
+//
+//	in: (N, H, W, C)
+//	bt: (A, A) the transform Bᵀ, row-major
+//	v:  (A·A, nt, C), v[ξ·A+ν, t−t0, c] = (Bᵀ d B)[ξ, ν] of tile t's patch d
+func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
+	w.checkRange(t0, nt)
+	g := w.G
+	if len(in) < g.InLen() {
+		panic("native: short in")
+	}
+	if len(bt) < w.A*w.A {
+		panic("native: short bt")
+	}
+	if len(v) < w.A*w.A*nt*g.C {
+		panic("native: short v")
+	}
+	if nt == 0 {
+		return
+	}
+	C.nb_wino_in(f32(in), C.int64_t(g.H), C.int64_t(g.W), C.int64_t(g.C), C.int64_t(g.P),
+		C.int64_t(w.TH), C.int64_t(w.TW), C.int64_t(w.M), C.int64_t(w.A), f32(bt),
+		C.int64_t(t0), C.int64_t(nt), f32(v))
+}
+
+// WinoOut writes the output transform of tiles [t0, t0+nt) with bias and
+// optional ReLU fused: out[img, ty·M+i, tx·M+j, co] = act((Aᵀ X A)[i, j] + bias[co])
+// where X[ξ, ν] = mm[ξ·A+ν, t−t0, co]; tile parts outside the image are dropped.
+//
+//	mm:   (A·A, nt, cout)
+//	at:   (M, A) the transform Aᵀ, row-major
+//	bias: (cout)
+//	out:  (N, OH, OW, cout)
+func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool, t0, nt int) {
+	w.checkRange(t0, nt)
+	g := w.G
+	switch {
+	case cout < 1:
+		panic("native: bad cout")
+	case len(mm) < w.A*w.A*nt*cout:
+		panic("native: short mm")
+	case len(at) < w.M*w.A:
+		panic("native: short at")
+	case len(bias) < cout:
+		panic("native: short bias")
+	case len(out) < g.N*g.OH*g.OW*cout:
+		panic("native: short out")
+	}
+	if nt == 0 {
+		return
+	}
+	r := C.int(0)
+	if relu {
+		r = 1
+	}
+	C.nb_wino_out(f32(mm), C.int64_t(g.OH), C.int64_t(g.OW), C.int64_t(cout),
+		C.int64_t(w.TH), C.int64_t(w.TW), C.int64_t(w.M), C.int64_t(w.A), f32(at), f32(bias), r,
+		C.int64_t(t0), C.int64_t(nt), f32(out))
+}

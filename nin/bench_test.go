@@ -48,43 +48,47 @@ func BenchmarkForward(b *testing.B) {
 }
 
 // BenchmarkLayers times each layer of each preset alone on one stream
-// (OpenBLAS at 1 thread, one image per step), reporting GFLOP/s for convs
-// and the share of the whole forward each layer takes: where the time goes.
+// (OpenBLAS at 1 thread, one default micro-batch per step) with Winograd off
+// and on, reporting effective GFLOP/s for convs (2 × direct-conv MACs) and
+// µs per image: where the time goes, and which layers Winograd speeds up.
 func BenchmarkLayers(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
 		m := randomModel(b, preset, 1)
-		net, err := NewNet(m, Options{MaxBatch: 1, Threads: 1, Mode: ModeStreams})
-		if err != nil {
-			b.Fatal(err)
-		}
-		blas.SetThreads(1)
-		st := net.streams[0]
-		x := randomInput(1, net.InputLen(), 3)
-		src := x
-		li := 0
-		for _, o := range net.ops {
-			for net.layers[li].kind != kindConv && net.layers[li].kind != kindPool {
+		for _, wino := range []Winograd{WinogradOff, WinogradOn} {
+			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Mode: ModeStreams, Winograd: wino})
+			if err != nil {
+				b.Fatal(err)
+			}
+			blas.SetThreads(1)
+			st := net.streams[0]
+			mb := net.opt.MicroBatch
+			x := randomInput(mb, net.InputLen(), 3)
+			src := x
+			li := 0
+			for _, o := range net.ops {
+				for net.layers[li].kind != kindConv && net.layers[li].kind != kindPool {
+					li++
+				}
+				l := net.layers[li]
 				li++
-			}
-			l := net.layers[li]
-			li++
-			dst := st.a
-			if len(src) > 0 && &src[0] == &st.a[0] {
-				dst = st.b
-			}
-			in := src
-			b.Run(fmt.Sprintf("%s/%s", preset, l.Name), func(b *testing.B) {
-				for i := 0; i < b.N; i++ {
-					o.forward(st, dst, in, 1)
+				dst := st.a
+				if len(src) > 0 && &src[0] == &st.a[0] {
+					dst = st.b
 				}
-				if l.MACs > 0 {
-					b.ReportMetric(2*float64(l.MACs)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-				}
-				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/img")
-			})
-			src = dst
+				in := src
+				b.Run(fmt.Sprintf("%s/%s/wino-%s", preset, l.Name, wino), func(b *testing.B) {
+					for i := 0; i < b.N; i++ {
+						o.forward(st, dst, in, mb)
+					}
+					if l.MACs > 0 {
+						b.ReportMetric(2*float64(l.MACs)*float64(b.N*mb)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+					}
+					b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*mb), "us/img")
+				})
+				src = dst
+			}
+			net.Close()
 		}
-		net.Close()
 	}
 }
 

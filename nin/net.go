@@ -33,7 +33,27 @@ type Options struct {
 	Mode       Mode // default ModeAuto
 	MicroBatch int  // images per stream step (default: enough for ~1000 first-layer output pixels)
 	TileBytes  int  // im2col tile budget per stream in bytes (default 2 MiB)
+	// Winograd selects which stride-1 3×3 and 5×5 convs run as Winograd
+	// F(2×2, r×r) instead of im2col + GEMM (default WinogradAuto).
+	Winograd Winograd
 }
+
+// Winograd is the Winograd switch of a Net.
+type Winograd string
+
+const (
+	// WinogradAuto uses Winograd where it pays on this layer's shapes: at
+	// least 16 input channels (the GEMM depth) and 16 tiles per micro-batch.
+	WinogradAuto Winograd = "auto"
+	// WinogradOff runs every conv as im2col + GEMM.
+	WinogradOff Winograd = "off"
+	// WinogradOn uses Winograd for every stride-1 3×3 and 5×5 conv.
+	WinogradOn Winograd = "on"
+)
+
+// winoM is the output tile size: F(2×2, 3×3) and F(2×2, 5×5), whose float32
+// error stays under 1e-5 of the output scale (native.TestWinoConvMatchesDirect).
+const winoM = 2
 
 // Net is a network built for inference: every buffer is allocated once for
 // Options.MaxBatch and Forward allocates nothing. A Net is used by one
@@ -60,6 +80,8 @@ type stream struct {
 	a, b   []float32 // (mb, maxAct) ping-pong activations, NHWC per image
 	col    []float32 // (tileRows, maxK) im2col tile
 	logits []float32 // (mb, classes)
+	wv     []float32 // (a·a, chunk, Cin) Winograd input transform
+	wm     []float32 // (a·a, chunk, Cout) Winograd products
 }
 
 type job struct {
@@ -109,6 +131,63 @@ func (o *convOp) forward(st *stream, dst, src []float32, n int) {
 	}
 }
 
+// winoOp is a stride-1 k×k conv + bias + ReLU as Winograd F(m×m, k×k): per
+// chunk of tiles, the input transform, one GEMM per transform position
+// (a·a of them, each (tiles, Cin) × (Cin, Cout)) and the output transform
+// with bias and ReLU fused.
+//
+//	src: (n, H, W, Cin)  dst: (n, OH, OW, Cout)
+type winoOp struct {
+	name   string
+	w      native.Wino // N is set per call
+	p      *ConvParams
+	u      []float32 // (a·a, Cout, Cin) transformed filters
+	at, bt []float32 // (m, a) and (a, a) transforms
+	relu   bool
+	chunk  int // tiles per chunk
+}
+
+func (o *winoOp) forward(st *stream, dst, src []float32, n int) {
+	w := o.w
+	w.G.N = n
+	cin, cout, aa := o.p.Cin, o.p.Cout, w.A*w.A
+	tiles := w.Tiles()
+	for t0 := 0; t0 < tiles; t0 += o.chunk {
+		nt := min(o.chunk, tiles-t0)
+		v, m := st.wv[:aa*nt*cin], st.wm[:aa*nt*cout]
+		native.WinoIn(v, src, w, o.bt, t0, nt)
+		for pos := 0; pos < aa; pos++ {
+			blas.Sgemm(false, true, nt, cout, cin, 1, v[pos*nt*cin:(pos+1)*nt*cin], cin,
+				o.u[pos*cout*cin:(pos+1)*cout*cin], cin, 0, m[pos*nt*cout:(pos+1)*nt*cout], cout)
+		}
+		native.WinoOut(dst, m, w, cout, o.at, o.p.B, o.relu, t0, nt)
+	}
+}
+
+// newWinoOp builds the Winograd form of a conv, or returns nil when the
+// switch and the layer's shapes say im2col + GEMM.
+func newWinoOp(l Layer, g native.Geom, p *ConvParams, relu bool, opt Options) (*winoOp, error) {
+	if opt.Winograd == WinogradOff || l.s != 1 || (l.k != 3 && l.k != 5) {
+		return nil, nil
+	}
+	tilesPerImage := ((l.Out.H + winoM - 1) / winoM) * ((l.Out.W + winoM - 1) / winoM)
+	if opt.Winograd == WinogradAuto && (p.Cin < 16 || tilesPerImage*opt.MicroBatch < 16) {
+		return nil, nil
+	}
+	at, gm, bt, err := native.WinoMatrices(winoM, l.k)
+	if err != nil {
+		return nil, err
+	}
+	g.N = opt.MicroBatch
+	w := native.NewWino(g, winoM)
+	aa := w.A * w.A
+	o := &winoOp{name: l.Name, w: w, p: p, relu: relu, at: native.Float32s(at), bt: native.Float32s(bt),
+		u: make([]float32, aa*p.Cout*p.Cin)}
+	native.WinoFilter(o.u, p.W, p.Cout, l.k, p.Cin, gm)
+	o.chunk = min(w.Tiles(), max(8, opt.TileBytes/(4*aa*(p.Cin+p.Cout))))
+	return o, nil
+}
+
 // poolOp is Caffe max or average pooling.
 //
 //	src: (n, H, W, C)  dst: (n, OH, OW, C)
@@ -148,6 +227,9 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	if opt.TileBytes == 0 {
 		opt.TileBytes = 2 << 20
 	}
+	if opt.Winograd == "" {
+		opt.Winograd = WinogradAuto
+	}
 	switch {
 	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:
 		return nil, fmt.Errorf("nin: max batch %d out of range 1..65536", opt.MaxBatch)
@@ -155,6 +237,8 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		return nil, fmt.Errorf("nin: threads %d out of range 1..256", opt.Threads)
 	case opt.Mode != ModeAuto && opt.Mode != ModeStreams && opt.Mode != ModeBLAS:
 		return nil, fmt.Errorf("nin: mode %q: want auto, streams or blas", opt.Mode)
+	case opt.Winograd != WinogradAuto && opt.Winograd != WinogradOff && opt.Winograd != WinogradOn:
+		return nil, fmt.Errorf("nin: winograd %q: want auto, off or on", opt.Winograd)
 	case opt.MicroBatch < 0 || opt.TileBytes < 4096:
 		return nil, fmt.Errorf("nin: bad micro-batch %d or tile budget %d", opt.MicroBatch, opt.TileBytes)
 	}
@@ -169,7 +253,7 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	if len(m.Params.Convs) == 0 || len(m.Params.Data) == 0 {
 		return nil, errors.New("nin: model has no parameters")
 	}
-	maxAct, maxCol := net.inLen, 0
+	maxAct, maxCol, maxWV, maxWM := net.inLen, 0, 0, 0
 	ci := 0
 	for i, l := range layers {
 		maxAct = max(maxAct, l.Out.Len())
@@ -185,7 +269,18 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 				return nil, fmt.Errorf("nin: parameters of %s do not match the spec", l.Name)
 			}
 			lastConv := i+1 < len(layers) && layers[i+1].kind == kindGAP
-			o := &convOp{g: g, p: p, relu: !(lastConv && m.Spec.NoFinalReLU), oneByOne: l.k == 1 && l.s == 1 && l.p == 0}
+			relu := !(lastConv && m.Spec.NoFinalReLU)
+			wo, err := newWinoOp(l, g, p, relu, opt)
+			if err != nil {
+				return nil, fmt.Errorf("nin: %s: %w", l.Name, err)
+			}
+			if wo != nil {
+				aa := wo.w.A * wo.w.A
+				maxWV, maxWM = max(maxWV, aa*wo.chunk*p.Cin), max(maxWM, aa*wo.chunk*p.Cout)
+				net.ops = append(net.ops, wo)
+				continue
+			}
+			o := &convOp{g: g, p: p, relu: relu, oneByOne: l.k == 1 && l.s == 1 && l.p == 0}
 			rowsPerImage := l.Out.H * l.Out.W
 			rows := rowsPerImage * opt.MicroBatch
 			width := l.GemmK
@@ -211,6 +306,8 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 			b:      make([]float32, mb*maxAct),
 			col:    make([]float32, maxCol),
 			logits: make([]float32, mb*net.classes),
+			wv:     make([]float32, maxWV),
+			wm:     make([]float32, maxWM),
 		}
 		net.streams = append(net.streams, st)
 	}
@@ -241,6 +338,17 @@ func (n *Net) Options() Options { return n.opt }
 
 // Layers returns the planned layers.
 func (n *Net) Layers() []Layer { return n.layers }
+
+// WinogradLayers names the convs that run as Winograd F(2×2, k×k).
+func (n *Net) WinogradLayers() []string {
+	var names []string
+	for _, o := range n.ops {
+		if w, ok := o.(*winoOp); ok {
+			names = append(names, w.name)
+		}
+	}
+	return names
+}
 
 // Classes is the number of outputs per image.
 func (n *Net) Classes() int { return n.classes }

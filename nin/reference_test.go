@@ -258,10 +258,20 @@ func TestForwardMatchesReference(t *testing.T) {
 				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS},
 				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10},
 				{MaxBatch: 3, Threads: 1},
+				{MaxBatch: 3, Threads: 2, Winograd: WinogradOff},
+				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn},
+				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, Winograd: WinogradOn},
+				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn},
 			} {
 				net, err := NewNet(m, opt)
 				if err != nil {
 					t.Fatal(err)
+				}
+				switch wl := net.WinogradLayers(); {
+				case opt.Winograd == WinogradOff && len(wl) > 0:
+					t.Fatalf("winograd off, but %v run as Winograd", wl)
+				case opt.Winograd == WinogradOn && len(wl) < 2:
+					t.Fatalf("winograd on, but only %v run as Winograd", wl)
 				}
 				for _, b := range []int{1, batch} {
 					c := net.Classes()

@@ -53,6 +53,7 @@ const (
 	flagThreads   = "threads"
 	flagJSON      = "json"
 	flagPreset    = "preset"
+	flagWinograd  = "winograd"
 	flagModel     = "model"
 	flagSeed      = "seed"
 	flagOut       = "out"
@@ -164,4 +165,10 @@ func isCLIUsage(err error) bool {
 		}
 	}
 	return false
+}
+
+// winogradFlag is --winograd, shared by the commands that run the forward pass.
+func winogradFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagWinograd, Value: "auto",
+		Usage: "stride-1 3x3/5x5 convs as Winograd F(2x2,k): auto (where the layer shapes pay), on (all) or off (im2col + GEMM)"}
 }

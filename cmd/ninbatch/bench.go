@@ -34,6 +34,7 @@ Examples:
 			&cli.StringFlag{Name: "mode", Value: string(nin.ModeAuto), Usage: "auto, streams (one 1-thread OpenBLAS stream per core) or blas (one stream, OpenBLAS threads)"},
 			&cli.IntFlag{Name: "micro-batch", Usage: "images per stream step (0 = automatic)"},
 			&cli.IntFlag{Name: "tile-kib", Usage: "im2col tile budget in KiB (0 = automatic)"},
+			winogradFlag(),
 			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},
 			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
@@ -44,18 +45,19 @@ Examples:
 }
 
 type benchResult struct {
-	Model         string  `json:"model"`
-	Batch         int     `json:"batch"`
-	Threads       int     `json:"threads"`
-	Mode          string  `json:"mode"`
-	MicroBatch    int     `json:"micro_batch"`
-	Reps          int     `json:"reps"`
-	ImgPerSec     float64 `json:"img_per_s"`      // median
-	ImgPerSecBest float64 `json:"img_per_s_best"` // best rep
-	GFLOPs        float64 `json:"gflop_per_s"`    // median
-	GFLOPsBest    float64 `json:"gflop_per_s_best"`
-	GFLOPPerImage float64 `json:"gflop_per_image"`
-	BLAS          string  `json:"blas"`
+	Model         string   `json:"model"`
+	Batch         int      `json:"batch"`
+	Threads       int      `json:"threads"`
+	Mode          string   `json:"mode"`
+	Winograd      []string `json:"winograd_layers"`
+	MicroBatch    int      `json:"micro_batch"`
+	Reps          int      `json:"reps"`
+	ImgPerSec     float64  `json:"img_per_s"`      // median
+	ImgPerSecBest float64  `json:"img_per_s_best"` // best rep
+	GFLOPs        float64  `json:"gflop_per_s"`    // median
+	GFLOPsBest    float64  `json:"gflop_per_s_best"`
+	GFLOPPerImage float64  `json:"gflop_per_image"`
+	BLAS          string   `json:"blas"`
 }
 
 func runBench(c *cli.Context) error {
@@ -72,7 +74,7 @@ func runBench(c *cli.Context) error {
 		return usageErr("--batch, --reps and --rep-seconds must be positive")
 	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Mode: nin.Mode(c.String("mode")),
-		MicroBatch: c.Int("micro-batch"), TileBytes: c.Int("tile-kib") << 10})
+		MicroBatch: c.Int("micro-batch"), TileBytes: c.Int("tile-kib") << 10, Winograd: nin.Winograd(c.String(flagWinograd))})
 	if err != nil {
 		return asUsage(err)
 	}
@@ -117,7 +119,7 @@ func runBench(c *cli.Context) error {
 	slices.Sort(sorted)
 	opt := net.Options()
 	res := benchResult{
-		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), MicroBatch: opt.MicroBatch, Reps: reps,
+		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
 		ImgPerSec: sorted[len(sorted)/2], ImgPerSecBest: sorted[len(sorted)-1], GFLOPPerImage: gflop,
 		BLAS: blas.Backend + " " + blas.CoreName(),
 	}

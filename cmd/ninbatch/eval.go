@@ -26,6 +26,7 @@ confusion matrix (rows: true class, columns: predicted).
 Example:
    ninbatch eval --model models/nin-mnist.nin data/mnist/test.parquet`,
 		Flags: []cli.Flag{
+			winogradFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 			&cli.IntFlag{Name: flagBatch, Value: 64},
@@ -55,7 +56,7 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	batch := c.Int(flagBatch)
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd))})
 	if err != nil {
 		return asUsage(err)
 	}

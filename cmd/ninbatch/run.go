@@ -36,6 +36,7 @@ Rows whose image cannot be read are kept with an error (--on-error record), drop
 Example:
    ninbatch run --model models/nin-mnist.nin --out scored/ data/mnist/test.parquet`,
 		Flags: []cli.Flag{
+			winogradFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file (.nin)"},
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output directory"},
 			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "rows per inference batch"},
@@ -121,7 +122,7 @@ func runRun(c *cli.Context) error {
 	if workers <= 0 {
 		workers = threads
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd))})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -36,12 +36,13 @@ type benchRequest struct {
 	Batch   int     `json:"batch"`
 	Threads int     `json:"threads"`
 	Mode    string  `json:"mode"`
+	Wino    string  `json:"winograd"`
 	Target  float64 `json:"target"`
 	Inner   int     `json:"inner"`
 }
 
 func (s *benchServer) get(r benchRequest) (*servedNet, error) {
-	key := fmt.Sprintf("%s/%d/%d/%s", r.Preset, r.Batch, r.Threads, r.Mode)
+	key := fmt.Sprintf("%s/%d/%d/%s/%s", r.Preset, r.Batch, r.Threads, r.Mode, r.Wino)
 	if n, ok := s.nets[key]; ok {
 		return n, nil
 	}
@@ -49,7 +50,7 @@ func (s *benchServer) get(r benchRequest) (*servedNet, error) {
 	if err != nil {
 		return nil, err
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Mode: nin.Mode(r.Mode)})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Mode: nin.Mode(r.Mode), Winograd: nin.Winograd(r.Wino)})
 	if err != nil {
 		return nil, err
 	}

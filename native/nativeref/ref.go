@@ -223,3 +223,64 @@ func SoftmaxXent(probs, dlogits, logits []float32, labels []int32, n, c int, sca
 	}
 	return loss
 }
+
+// Wino mirrors native.Wino.
+type Wino struct {
+	G      Geom
+	M, A   int
+	TH, TW int
+}
+
+// WinoIn: v[ξ·A+ν, t−t0, c] = Σ_{k,l} Bᵀ[ξ,k]·d[k,l]·Bᵀ[ν,l], d the A×A patch
+// of tile t at rows ty·M−P+k, cols tx·M−P+l (zero outside).
+func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
+	g, a := w.G, w.A
+	for tt := 0; tt < nt; tt++ {
+		t := t0 + tt
+		img, ty, tx := t/(w.TH*w.TW), (t/w.TW)%w.TH, t%w.TW
+		for c := 0; c < g.C; c++ {
+			for xi := 0; xi < a; xi++ {
+				for nu := 0; nu < a; nu++ {
+					var s float64
+					for k := 0; k < a; k++ {
+						for l := 0; l < a; l++ {
+							d, _ := g.at(in, img, ty*w.M-g.P+k, tx*w.M-g.P+l, c)
+							s += float64(bt[xi*a+k]) * float64(d) * float64(bt[nu*a+l])
+						}
+					}
+					v[((xi*a+nu)*nt+tt)*g.C+c] = float32(s)
+				}
+			}
+		}
+	}
+}
+
+// WinoOut: out[img, ty·M+i, tx·M+j, co] = act(Σ_{k,l} Aᵀ[i,k]·X[k,l]·Aᵀ[j,l] + bias[co]),
+// X[k,l] = mm[k·A+l, t−t0, co], for the in-image outputs of tiles [t0, t0+nt).
+func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool, t0, nt int) {
+	g, a := w.G, w.A
+	for tt := 0; tt < nt; tt++ {
+		t := t0 + tt
+		img, ty, tx := t/(w.TH*w.TW), (t/w.TW)%w.TH, t%w.TW
+		for i := 0; i < w.M; i++ {
+			for j := 0; j < w.M; j++ {
+				y, x := ty*w.M+i, tx*w.M+j
+				if y >= g.OH || x >= g.OW {
+					continue
+				}
+				for co := 0; co < cout; co++ {
+					s := float64(bias[co])
+					for k := 0; k < a; k++ {
+						for l := 0; l < a; l++ {
+							s += float64(at[i*a+k]) * float64(mm[((k*a+l)*nt+tt)*cout+co]) * float64(at[j*a+l])
+						}
+					}
+					if relu && !(s > 0) {
+						s = 0
+					}
+					out[((img*g.OH+y)*g.OW+x)*cout+co] = float32(s)
+				}
+			}
+		}
+	}
+}
