@@ -22,6 +22,12 @@ func BenchmarkSgemm(b *testing.B) {
 		{"imagenet_cccp8", 36, 1024, 1000},
 		{"mnist_conv1", 784, 25, 96},
 		{"mnist_conv2", 196, 1200, 128},
+		// Winograd F(2x2,5x5) products, one per transform position:
+		// M = tiles, K = Cin, N = Cout
+		{"wino_cifar_conv2", 64, 96, 192},
+		{"wino_cifar_conv2_mb4", 256, 96, 192},
+		{"wino_imagenet_conv2", 196, 96, 256},
+		{"wino_mnist_conv2_mb2", 98, 48, 128},
 	}
 	prev := Threads()
 	defer SetThreads(prev)

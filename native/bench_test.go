@@ -121,3 +121,44 @@ func BenchmarkGAPSoftmax(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWino times the Winograd transforms on NIN's shapes (one
+// micro-batch of tiles), in GB/s of transform output plus input.
+func BenchmarkWino(b *testing.B) {
+	for _, s := range []struct {
+		name                string
+		n, hw, cin, cout, k int
+	}{
+		{"cifar_conv2", 1, 16, 96, 192, 5},
+		{"cifar_conv3", 1, 8, 192, 192, 3},
+		{"imagenet_conv2", 1, 27, 96, 256, 5},
+		{"mnist_conv2", 2, 14, 48, 128, 5},
+	} {
+		p := s.k / 2
+		g := Geom{N: s.n, H: s.hw, W: s.hw, C: s.cin, K: s.k, S: 1, P: p, OH: s.hw, OW: s.hw}
+		w := NewWino(g, 2)
+		at64, _, bt64, _ := WinoMatrices(2, s.k)
+		at, bt := Float32s(at64), Float32s(bt64)
+		T, aa := w.Tiles(), w.A*w.A
+		r := rand.New(rand.NewPCG(1, 1))
+		in := randSlice(r, g.InLen())
+		v := make([]float32, aa*WinoStride(T, s.cin))
+		mm := randSlice(r, aa*WinoStride(T, s.cout))
+		out := make([]float32, s.n*s.hw*s.hw*s.cout)
+		bias := randSlice(r, s.cout)
+		b.Run(s.name+"/in", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				WinoIn(v, in, w, bt, 0, T)
+			}
+			b.ReportMetric(float64(len(v)+len(in))*4*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*s.n), "us/img")
+		})
+		b.Run(s.name+"/out", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				WinoOut(out, mm, w, s.cout, at, bias, true, 0, T)
+			}
+			b.ReportMetric(float64(len(mm)+len(out))*4*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*s.n), "us/img")
+		})
+	}
+}

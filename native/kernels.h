@@ -71,16 +71,18 @@ void nb_mul(float *x, const float *m, int64_t len);
 // (zero outside the image).
 #define NB_WINO_MAXA 8
 
-// Input transform of tiles [t0, t0+nt): v[ξ·a+ν, t−t0, ci] = (Bᵀ d B)[ξ, ν]
-// for the patch d of channel ci.  in: (n, h, w, c)  bt: (a, a)  v: (a·a, nt, c)
+// Input transform of tiles [t0, t0+nt): v[(ξ·a+ν)·vs + (t−t0)·c + ci] =
+// (Bᵀ d B)[ξ, ν] for the patch d of channel ci; vs ≥ nt·c is the stride
+// between transform positions (padded off multiples of 4 KiB, or the a·a
+// stores of a tile all land in one cache set).  in: (n, h, w, c)  bt: (a, a)
 void nb_wino_in(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
                 int64_t th, int64_t tw, int64_t m, int64_t a, const float *bt,
-                int64_t t0, int64_t nt, float *v);
+                int64_t t0, int64_t nt, int64_t vs, float *v);
 
 // Output transform of tiles [t0, t0+nt) with the fused epilogue:
 // out[img, ty·m+i, tx·m+j, co] = act((Aᵀ M A)[i, j] + bias[co]) for the
-// in-image part of the tile, M[ξ, ν] = mm[ξ·a+ν, t−t0, co].
-// mm: (a·a, nt, cout)  at: (m, a)  out: (n, oh, ow, cout)
+// in-image part of the tile, M[ξ, ν] = mm[(ξ·a+ν)·ms + (t−t0)·cout + co],
+// ms ≥ nt·cout.  at: (m, a)  out: (n, oh, ow, cout)
 void nb_wino_out(const float *mm, int64_t oh, int64_t ow, int64_t cout,
                  int64_t th, int64_t tw, int64_t m, int64_t a, const float *at,
-                 const float *bias, int relu, int64_t t0, int64_t nt, float *out);
+                 const float *bias, int relu, int64_t t0, int64_t nt, int64_t ms, float *out);

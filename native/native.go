@@ -413,11 +413,23 @@ func (w Wino) checkRange(t0, nt int) {
 	}
 }
 
+// WinoStride is the stride between transform positions for nt tiles of
+// c channels: nt·c, padded by 64 bytes when it is a multiple of 4 KiB (the
+// a·a values of one tile would otherwise share one cache set).
+func WinoStride(nt, c int) int {
+	s := nt * c
+	if s%1024 == 0 {
+		s += 16
+	}
+	return s
+}
+
 // WinoIn writes the input transform of tiles [t0, t0+nt).
 //
 //	in: (N, H, W, C)
 //	bt: (A, A) the transform Bᵀ, row-major
-//	v:  (A·A, nt, C), v[ξ·A+ν, t−t0, c] = (Bᵀ d B)[ξ, ν] of tile t's patch d
+//	v:  (A·A, vs) with vs = WinoStride(nt, C): v[(ξ·A+ν)·vs + (t−t0)·C + c] =
+//	    (Bᵀ d B)[ξ, ν] of tile t's patch d
 func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
 	w.checkRange(t0, nt)
 	g := w.G
@@ -427,7 +439,8 @@ func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
 	if len(bt) < w.A*w.A {
 		panic("native: short bt")
 	}
-	if len(v) < w.A*w.A*nt*g.C {
+	vs := WinoStride(nt, g.C)
+	if len(v) < (w.A*w.A-1)*vs+nt*g.C {
 		panic("native: short v")
 	}
 	if nt == 0 {
@@ -435,14 +448,15 @@ func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
 	}
 	C.nb_wino_in(f32(in), C.int64_t(g.H), C.int64_t(g.W), C.int64_t(g.C), C.int64_t(g.P),
 		C.int64_t(w.TH), C.int64_t(w.TW), C.int64_t(w.M), C.int64_t(w.A), f32(bt),
-		C.int64_t(t0), C.int64_t(nt), f32(v))
+		C.int64_t(t0), C.int64_t(nt), C.int64_t(vs), f32(v))
 }
 
 // WinoOut writes the output transform of tiles [t0, t0+nt) with bias and
 // optional ReLU fused: out[img, ty·M+i, tx·M+j, co] = act((Aᵀ X A)[i, j] + bias[co])
-// where X[ξ, ν] = mm[ξ·A+ν, t−t0, co]; tile parts outside the image are dropped.
+// where X[ξ, ν] = mm[(ξ·A+ν)·ms + (t−t0)·cout + co], ms = WinoStride(nt, cout);
+// tile parts outside the image are dropped.
 //
-//	mm:   (A·A, nt, cout)
+//	mm:   (A·A, ms)
 //	at:   (M, A) the transform Aᵀ, row-major
 //	bias: (cout)
 //	out:  (N, OH, OW, cout)
@@ -452,7 +466,7 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 	switch {
 	case cout < 1:
 		panic("native: bad cout")
-	case len(mm) < w.A*w.A*nt*cout:
+	case len(mm) < (w.A*w.A-1)*WinoStride(nt, cout)+nt*cout:
 		panic("native: short mm")
 	case len(at) < w.M*w.A:
 		panic("native: short at")
@@ -470,5 +484,5 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 	}
 	C.nb_wino_out(f32(mm), C.int64_t(g.OH), C.int64_t(g.OW), C.int64_t(cout),
 		C.int64_t(w.TH), C.int64_t(w.TW), C.int64_t(w.M), C.int64_t(w.A), f32(at), f32(bias), r,
-		C.int64_t(t0), C.int64_t(nt), f32(out))
+		C.int64_t(t0), C.int64_t(nt), C.int64_t(WinoStride(nt, cout)), f32(out))
 }

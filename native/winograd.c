@@ -1,122 +1,194 @@
 // Winograd F(m×m, r×r) input and output transforms (see kernels.h).
 //
-// Both loop over tiles and, inside a tile, over channel blocks of WCB so the
-// a×a×WCB patch and its half-transformed copy stay in L1; every innermost
-// loop runs over contiguous channels (NHWC) and vectorizes. Zero entries of
-// the transform matrices are skipped (Bᵀ and Aᵀ are about half zeros).
+// Each tile is transformed 8 channels at a time, the whole a×a patch held as
+// 8-float vectors: Bᵀ d B (input) and Aᵀ X A (output) are a few dozen
+// broadcast multiply-adds per vector, zero matrix entries skipped. The body
+// is specialised for the tile sizes in use (a = 4, 6 with m = 2, 4) so the
+// loops unroll, and compiled twice: AVX2+FMA, picked at run time when the
+// CPU has it, and the x86-64 baseline.
 #include "kernels.h"
 
 #include <string.h>
 
-#define WCB 64
+#pragma GCC diagnostic ignored "-Wpsabi"  // v8 helpers are always inlined; no ABI crosses a call
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define NB_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define NB_CLONES
-#endif
+typedef float v8 __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
-NB_CLONES
-void nb_wino_in(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
-                int64_t th, int64_t tw, int64_t m, int64_t a, const float *bt,
-                int64_t t0, int64_t nt, float *v) {
-    float d[NB_WINO_MAXA * NB_WINO_MAXA * WCB];   // (a, a, cb) input patch
-    float t1[NB_WINO_MAXA * NB_WINO_MAXA * WCB];  // (a, a, cb) Bᵀ d
-    float acc[WCB];
-    const int64_t vstride = nt * c;  // between transform positions in v
+#define INLINE static inline __attribute__((always_inline))
+
+// Loads and stores of n ≤ 8 floats; the full vector is the common, fast case.
+INLINE v8 ld8(const float *p, int64_t n) {
+    v8 v = {0};
+    if (n == 8) memcpy(&v, p, sizeof v);
+    else memcpy(&v, p, (size_t)n * sizeof(float));
+    return v;
+}
+
+#define st8(p, v, n)                                              \
+    do {                                                          \
+        const v8 st8_v = (v);                                     \
+        if ((n) == 8) memcpy((p), &st8_v, sizeof st8_v);          \
+        else memcpy((p), &st8_v, (size_t)(n) * sizeof(float));    \
+    } while (0)
+
+INLINE void wino_in_body(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
+                         int64_t th, int64_t tw, const int64_t m, const int64_t a, const float *bt,
+                         int64_t t0, int64_t nt, const int64_t vstride, float *v) {
     const int64_t plane = th * tw;
     for (int64_t tt = 0; tt < nt; tt++) {
         const int64_t t = t0 + tt;
         const int64_t img = t / plane, r = t % plane;
         const int64_t iy0 = (r / tw) * m - p, ix0 = (r % tw) * m - p;
         const float *base = in + img * h * w * c;
-        for (int64_t c0 = 0; c0 < c; c0 += WCB) {
-            const int64_t cb = c - c0 < WCB ? c - c0 : WCB;
+        for (int64_t q = 0; q < c; q += 8) {
+            const int64_t nq = c - q < 8 ? c - q : 8;
+            v8 d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
             for (int64_t i = 0; i < a; i++) {
                 const int64_t y = iy0 + i;
                 for (int64_t j = 0; j < a; j++) {
                     const int64_t x = ix0 + j;
-                    float *dd = d + (i * a + j) * WCB;
-                    if (y < 0 || y >= h || x < 0 || x >= w)
-                        memset(dd, 0, (size_t)cb * sizeof(float));
-                    else
-                        memcpy(dd, base + (y * w + x) * c + c0, (size_t)cb * sizeof(float));
+                    if (y < 0 || y >= h || x < 0 || x >= w) {
+                        d[i][j] = (v8){0};
+                    } else {
+                        d[i][j] = ld8(base + (y * w + x) * c + q, nq);
+                    }
                 }
             }
-            // t1[i, j] = Σ_k Bᵀ[i, k] d[k, j]
             for (int64_t i = 0; i < a; i++) {
                 for (int64_t j = 0; j < a; j++) {
-                    float *o = t1 + (i * a + j) * WCB;
-                    for (int64_t q = 0; q < cb; q++) o[q] = 0;
+                    v8 s = {0};
                     for (int64_t k = 0; k < a; k++) {
                         const float b = bt[i * a + k];
-                        if (b == 0) continue;
-                        const float *s = d + (k * a + j) * WCB;
-                        for (int64_t q = 0; q < cb; q++) o[q] += b * s[q];
+                        if (b != 0) s += b * d[k][j];
                     }
+                    t1[i][j] = s;
                 }
             }
-            // v[i, j] = Σ_k t1[i, k] Bᵀ[j, k]
+            float *o = v + tt * c + q;
             for (int64_t i = 0; i < a; i++) {
                 for (int64_t j = 0; j < a; j++) {
-                    for (int64_t q = 0; q < cb; q++) acc[q] = 0;
+                    v8 s = {0};
                     for (int64_t k = 0; k < a; k++) {
                         const float b = bt[j * a + k];
-                        if (b == 0) continue;
-                        const float *s = t1 + (i * a + k) * WCB;
-                        for (int64_t q = 0; q < cb; q++) acc[q] += b * s[q];
+                        if (b != 0) s += b * t1[i][k];
                     }
-                    memcpy(v + (i * a + j) * vstride + tt * c + c0, acc, (size_t)cb * sizeof(float));
+                    st8(o + (i * a + j) * vstride, s, nq);
                 }
             }
         }
     }
 }
 
-NB_CLONES
-void nb_wino_out(const float *mm, int64_t oh, int64_t ow, int64_t cout,
-                 int64_t th, int64_t tw, int64_t m, int64_t a, const float *at,
-                 const float *bias, int relu, int64_t t0, int64_t nt, float *out) {
-    float t1[NB_WINO_MAXA * NB_WINO_MAXA * WCB];  // (m, a, cb) Aᵀ M
-    float acc[WCB];
-    const int64_t mstride = nt * cout;
+INLINE void wino_out_body(const float *mm, int64_t oh, int64_t ow, int64_t cout,
+                          int64_t th, int64_t tw, const int64_t m, const int64_t a, const float *at,
+                          const float *bias, int relu, int64_t t0, int64_t nt, const int64_t mstride,
+                          float *out) {
     const int64_t plane = th * tw;
     for (int64_t tt = 0; tt < nt; tt++) {
         const int64_t t = t0 + tt;
         const int64_t img = t / plane, r = t % plane;
         const int64_t oy0 = (r / tw) * m, ox0 = (r % tw) * m;
+        const int64_t mi = oh - oy0 < m ? oh - oy0 : m, mj = ow - ox0 < m ? ow - ox0 : m;
         float *obase = out + img * oh * ow * cout;
-        for (int64_t c0 = 0; c0 < cout; c0 += WCB) {
-            const int64_t cb = cout - c0 < WCB ? cout - c0 : WCB;
-            const float *src = mm + tt * cout + c0;
-            // t1[i, j] = Σ_k Aᵀ[i, k] M[k, j]
+        for (int64_t q = 0; q < cout; q += 8) {
+            const int64_t nq = cout - q < 8 ? cout - q : 8;
+            const float *src = mm + tt * cout + q;
+            v8 x[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
+            for (int64_t k = 0; k < a; k++)
+                for (int64_t j = 0; j < a; j++) x[k][j] = ld8(src + (k * a + j) * mstride, nq);
             for (int64_t i = 0; i < m; i++) {
                 for (int64_t j = 0; j < a; j++) {
-                    float *o = t1 + (i * a + j) * WCB;
-                    for (int64_t q = 0; q < cb; q++) o[q] = 0;
+                    v8 s = {0};
                     for (int64_t k = 0; k < a; k++) {
                         const float b = at[i * a + k];
-                        if (b == 0) continue;
-                        const float *s = src + (k * a + j) * mstride;
-                        for (int64_t q = 0; q < cb; q++) o[q] += b * s[q];
+                        if (b != 0) s += b * x[k][j];
                     }
+                    t1[i][j] = s;
                 }
             }
-            // y[i, j] = act(Σ_k t1[i, k] Aᵀ[j, k] + bias)
-            for (int64_t i = 0; i < m && oy0 + i < oh; i++) {
-                for (int64_t j = 0; j < m && ox0 + j < ow; j++) {
-                    for (int64_t q = 0; q < cb; q++) acc[q] = bias[c0 + q];
+            const v8 bv = ld8(bias + q, nq);
+            for (int64_t i = 0; i < mi; i++) {
+                for (int64_t j = 0; j < mj; j++) {
+                    v8 s = bv;
                     for (int64_t k = 0; k < a; k++) {
                         const float b = at[j * a + k];
-                        if (b == 0) continue;
-                        const float *s = t1 + (i * a + k) * WCB;
-                        for (int64_t q = 0; q < cb; q++) acc[q] += b * s[q];
+                        if (b != 0) s += b * t1[i][k];
                     }
-                    if (relu)
-                        for (int64_t q = 0; q < cb; q++) acc[q] = acc[q] > 0 ? acc[q] : 0;
-                    memcpy(obase + ((oy0 + i) * ow + ox0 + j) * cout + c0, acc, (size_t)cb * sizeof(float));
+                    if (relu) s = (v8)((v8i)s & (s > (v8){0}));  // NaN → 0, as nb_bias_act
+                    st8(obase + ((oy0 + i) * ow + ox0 + j) * cout + q, s, nq);
                 }
             }
         }
     }
+}
+
+// The transforms of native.WinoMatrices for the tile sizes in use, as
+// float32 (TestWinoTablesMatchGo keeps them equal, bit for bit). A call whose
+// matrix equals one of these runs a body with the table constant-folded:
+// loops unrolled, zero entries gone at compile time.
+static const float AT_2_3[8] = {1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f, -1.0f, 1.0f};
+static const float BT_2_3[16] = {1.0f, 0.0f, -1.0f, 0.0f, 0.0f, 0.5f, 0.5f, 0.0f, 0.0f, -0.5f, 0.5f, 0.0f, 0.0f, -1.0f, 0.0f, 1.0f};
+static const float AT_2_5[12] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f, -1.0f, 2.0f, -2.0f, 1.0f};
+static const float BT_6[36] = {1.0f, 0.0f, -1.25f, 0.0f, 0.25f, 0.0f, 0.0f, 0.6666667f, 0.6666667f, -0.16666667f, -0.16666667f, 0.0f, 0.0f, -0.6666667f, 0.6666667f, 0.16666667f, -0.16666667f, 0.0f, 0.0f, -0.083333336f, -0.041666668f, 0.083333336f, 0.041666668f, 0.0f, 0.0f, 0.083333336f, -0.041666668f, -0.083333336f, 0.041666668f, 0.0f, 0.0f, 4.0f, 0.0f, -5.0f, -0.0f, 1.0f};
+static const float AT_4_3[24] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f, -1.0f, 2.0f, -2.0f, 0.0f, 0.0f, 1.0f, 1.0f, 4.0f, 4.0f, 0.0f, 0.0f, 1.0f, -1.0f, 8.0f, -8.0f, 1.0f};
+
+// Specialisations: constant (m, a) and matrices let the compiler unroll the
+// transforms and drop the zero entries.
+#define SAME(x, table) (memcmp((x), (table), sizeof(table)) == 0)
+#define WINO_IN_CASES(fn)                                                              \
+    if (a == 4 && SAME(bt, BT_2_3)) fn(in, h, w, c, p, th, tw, m, 4, BT_2_3, t0, nt, vs, v);  \
+    else if (a == 6 && SAME(bt, BT_6)) fn(in, h, w, c, p, th, tw, m, 6, BT_6, t0, nt, vs, v); \
+    else fn(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
+#define WINO_OUT_CASES(fn)                                                                          \
+    if (m == 2 && a == 4 && SAME(at, AT_2_3))                                                       \
+        fn(mm, oh, ow, cout, th, tw, 2, 4, AT_2_3, bias, relu, t0, nt, ms, out);                         \
+    else if (m == 2 && a == 6 && SAME(at, AT_2_5))                                                  \
+        fn(mm, oh, ow, cout, th, tw, 2, 6, AT_2_5, bias, relu, t0, nt, ms, out);                         \
+    else if (m == 4 && a == 6 && SAME(at, AT_4_3))                                                  \
+        fn(mm, oh, ow, cout, th, tw, 4, 6, AT_4_3, bias, relu, t0, nt, ms, out);                         \
+    else fn(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
+
+#define IN_ARGS const float *in, int64_t h, int64_t w, int64_t c, int64_t p, int64_t th, int64_t tw, \
+                int64_t m, int64_t a, const float *bt, int64_t t0, int64_t nt, int64_t vs, float *v
+#define OUT_ARGS const float *mm, int64_t oh, int64_t ow, int64_t cout, int64_t th, int64_t tw, \
+                 int64_t m, int64_t a, const float *at, const float *bias, int relu, int64_t t0,   \
+                 int64_t nt, int64_t ms, float *out
+
+static void wino_in_base(IN_ARGS) { WINO_IN_CASES(wino_in_body) }
+static void wino_out_base(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NB_HAVE_AVX2_PATH 1
+__attribute__((target("avx2,fma"))) static void wino_in_avx2(IN_ARGS) { WINO_IN_CASES(wino_in_body) }
+__attribute__((target("avx2,fma"))) static void wino_out_avx2(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
+
+static int have_avx2(void) {
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return have;
+}
+#endif
+
+void nb_wino_in(IN_ARGS) {
+#ifdef NB_HAVE_AVX2_PATH
+    if (have_avx2()) {
+        wino_in_avx2(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
+        return;
+    }
+#endif
+    wino_in_base(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
+}
+
+void nb_wino_out(OUT_ARGS) {
+#ifdef NB_HAVE_AVX2_PATH
+    if (have_avx2()) {
+        wino_out_avx2(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
+        return;
+    }
+#endif
+    wino_out_base(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
 }

@@ -107,10 +107,10 @@ func TestWinoInOutConformance(t *testing.T) {
 		for _, rg := range [][2]int{{0, T}, {T / 3, (T + 1) / 2}} {
 			t0, nt := rg[0], rg[1]-rg[0]
 			aa := w.A * w.A
-			got := randSlice(r, aa*nt*w.G.C+3)
+			got := randSlice(r, aa*WinoStride(nt, w.G.C)+3)
 			want := slices.Clone(got)
 			WinoIn(got, in, w, bt, t0, nt)
-			nativeref.WinoIn(want, in, refWino(w), bt, t0, nt)
+			nativeref.WinoIn(want, in, refWino(w), bt, t0, nt, WinoStride(nt, w.G.C))
 			if i, ok := closeTo(got, want, 2e-5); !ok {
 				t.Fatalf("WinoIn %s tiles [%d,+%d): v[%d] = %g, want %g", name, t0, nt, i, got[i], want[i])
 			}
@@ -118,14 +118,14 @@ func TestWinoInOutConformance(t *testing.T) {
 				t.Fatalf("WinoIn %s modified its input", name)
 			}
 			cout := w.G.C%5 + 2
-			mm := randSlice(r, aa*nt*cout)
+			mm := randSlice(r, aa*WinoStride(nt, cout))
 			bias := randSlice(r, cout)
 			for _, relu := range []bool{false, true} {
 				n := w.G.N * w.G.OH * w.G.OW * cout
 				gotO := randSlice(r, n)
 				wantO := slices.Clone(gotO)
 				WinoOut(gotO, mm, w, cout, at, bias, relu, t0, nt)
-				nativeref.WinoOut(wantO, mm, refWino(w), cout, at, bias, relu, t0, nt)
+				nativeref.WinoOut(wantO, mm, refWino(w), cout, at, bias, relu, t0, nt, WinoStride(nt, cout))
 				if i, ok := closeTo(gotO, wantO, 2e-5); !ok {
 					t.Fatalf("WinoOut %s relu=%v tiles [%d,+%d): out[%d] = %g, want %g", name, relu, t0, nt, i, gotO[i], wantO[i])
 				}
@@ -155,17 +155,18 @@ func TestWinoConvMatchesDirect(t *testing.T) {
 		aa, T := w.A*w.A, w.Tiles()
 		u := make([]float32, aa*cout*g.C)
 		WinoFilter(u, wt, cout, g.K, g.C, g64)
-		v := make([]float32, aa*T*g.C)
+		vs, ms := WinoStride(T, g.C), WinoStride(T, cout)
+		v := make([]float32, aa*vs)
 		WinoIn(v, in, w, bt, 0, T)
-		mm := make([]float32, aa*T*cout)
+		mm := make([]float32, aa*ms)
 		for pos := 0; pos < aa; pos++ {
 			for tt := 0; tt < T; tt++ {
 				for co := 0; co < cout; co++ {
 					var s float32
 					for ci := 0; ci < g.C; ci++ {
-						s += v[(pos*T+tt)*g.C+ci] * u[(pos*cout+co)*g.C+ci]
+						s += v[pos*vs+tt*g.C+ci] * u[(pos*cout+co)*g.C+ci]
 					}
-					mm[(pos*T+tt)*cout+co] = s
+					mm[pos*ms+tt*cout+co] = s
 				}
 			}
 		}

@@ -2,6 +2,9 @@ package nin
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"syscall"
 	"testing"
 
 	"github.com/ninbatch/ninbatch/blas"
@@ -55,7 +58,9 @@ func BenchmarkLayers(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
 		m := randomModel(b, preset, 1)
 		for _, wino := range []Winograd{WinogradOff, WinogradOn} {
-			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Mode: ModeStreams, Winograd: wino})
+			tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
+			envMB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))
+			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Mode: ModeStreams, Winograd: wino, TileBytes: tileKiB << 10, MicroBatch: envMB})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -77,9 +82,13 @@ func BenchmarkLayers(b *testing.B) {
 				}
 				in := src
 				b.Run(fmt.Sprintf("%s/%s/wino-%s", preset, l.Name, wino), func(b *testing.B) {
+					cpu0 := cpuSeconds()
 					for i := 0; i < b.N; i++ {
 						o.forward(st, dst, in, mb)
 					}
+					// CPU time of this single-threaded loop: a steadier figure
+					// than wall time on a shared machine.
+					b.ReportMetric((cpuSeconds()-cpu0)*1e6/float64(b.N*mb), "cpu-us/img")
 					if l.MACs > 0 {
 						b.ReportMetric(2*float64(l.MACs)*float64(b.N*mb)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 					}
@@ -120,4 +129,13 @@ func BenchmarkTrainStep(b *testing.B) {
 			})
 		}
 	}
+}
+
+// cpuSeconds is the process's user + system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }

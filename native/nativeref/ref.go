@@ -231,9 +231,9 @@ type Wino struct {
 	TH, TW int
 }
 
-// WinoIn: v[ξ·A+ν, t−t0, c] = Σ_{k,l} Bᵀ[ξ,k]·d[k,l]·Bᵀ[ν,l], d the A×A patch
+// WinoIn: v[(ξ·A+ν)·vs + (t−t0)·C + c] = Σ_{k,l} Bᵀ[ξ,k]·d[k,l]·Bᵀ[ν,l], d the A×A patch
 // of tile t at rows ty·M−P+k, cols tx·M−P+l (zero outside).
-func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
+func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt, vs int) {
 	g, a := w.G, w.A
 	for tt := 0; tt < nt; tt++ {
 		t := t0 + tt
@@ -248,7 +248,7 @@ func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
 							s += float64(bt[xi*a+k]) * float64(d) * float64(bt[nu*a+l])
 						}
 					}
-					v[((xi*a+nu)*nt+tt)*g.C+c] = float32(s)
+					v[(xi*a+nu)*vs+tt*g.C+c] = float32(s)
 				}
 			}
 		}
@@ -256,8 +256,8 @@ func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
 }
 
 // WinoOut: out[img, ty·M+i, tx·M+j, co] = act(Σ_{k,l} Aᵀ[i,k]·X[k,l]·Aᵀ[j,l] + bias[co]),
-// X[k,l] = mm[k·A+l, t−t0, co], for the in-image outputs of tiles [t0, t0+nt).
-func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool, t0, nt int) {
+// X[k,l] = mm[(k·A+l)·ms + (t−t0)·cout + co], for the in-image outputs of tiles [t0, t0+nt).
+func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool, t0, nt, ms int) {
 	g, a := w.G, w.A
 	for tt := 0; tt < nt; tt++ {
 		t := t0 + tt
@@ -272,7 +272,7 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 					s := float64(bias[co])
 					for k := 0; k < a; k++ {
 						for l := 0; l < a; l++ {
-							s += float64(at[i*a+k]) * float64(mm[((k*a+l)*nt+tt)*cout+co]) * float64(at[j*a+l])
+							s += float64(at[i*a+k]) * float64(mm[(k*a+l)*ms+tt*cout+co]) * float64(at[j*a+l])
 						}
 					}
 					if relu && !(s > 0) {
