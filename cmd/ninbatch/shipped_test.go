@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ninbatch/ninbatch/pipeline"
+)
+
+// mnistDir fetches MNIST through the Go module proxy (scripts/fetch-mnist.sh)
+// or skips; NINBATCH_REQUIRE_MNIST=1 (CI) turns the skip into a failure.
+func mnistDir(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("bash", "../../scripts/fetch-mnist.sh").Output()
+	if err != nil {
+		if os.Getenv("NINBATCH_REQUIRE_MNIST") != "" {
+			t.Fatalf("fetching MNIST: %v", err)
+		}
+		t.Skipf("MNIST not reachable through the Go module proxy: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestShippedModelWinogradSwitch: the shipped model's accuracy and
+// confusion matrix on the 10,000 MNIST test images are identical with
+// Winograd off, on and auto (issue 6).
+func TestShippedModelWinogradSwitch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("scores 3 × 10,000 images")
+	}
+	dir := t.TempDir()
+	if code, _, e := runCLI(t, "dataset", "mnist", "--from", mnistDir(t), "--out", dir); code != 0 {
+		t.Fatalf("dataset mnist: exit %d: %s", code, e)
+	}
+	var first pipeline.EvalResult
+	for i, w := range []string{"off", "on", "auto"} {
+		code, o, e := runCLI(t, "eval", "--model", "../../models/nin-mnist.nin", "--json", "--winograd", w, filepath.Join(dir, "test.parquet"))
+		if code != 0 {
+			t.Fatalf("eval --winograd %s: exit %d: %s", w, code, e)
+		}
+		var r pipeline.EvalResult
+		if err := json.Unmarshal([]byte(o), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.N != 10000 {
+			t.Fatalf("eval scored %d images", r.N)
+		}
+		t.Logf("winograd %s: top-1 error %.2f%%, log-loss %.6f", w, 100*r.Error, r.LogLoss)
+		if i == 0 {
+			first = r
+			continue
+		}
+		if r.Top1 != first.Top1 || !reflect.DeepEqual(r.Confusion, first.Confusion) {
+			t.Errorf("winograd %s: accuracy %.4f / confusion differ from winograd off (%.4f)", w, r.Top1, first.Top1)
+		}
+	}
+}
