@@ -35,10 +35,11 @@ import torch  # noqa: E402
 
 
 class NinbatchWorker:
-    def __init__(self, binary, mode):
+    def __init__(self, binary, mode, winograd):
         self.p = subprocess.Popen([binary, "--log-format", "json", "bench", "--serve"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
         self.mode = mode
+        self.winograd = winograd
 
     def call(self, **msg):
         self.p.stdin.write(json.dumps(msg) + "\n")
@@ -49,7 +50,7 @@ class NinbatchWorker:
         return res
 
     def runner(self, model, batch, threads, target):
-        args = dict(preset=model, batch=batch, threads=threads, mode=self.mode)
+        args = dict(preset=model, batch=batch, threads=threads, mode=self.mode, winograd=self.winograd)
         inner = self.call(cmd="calib", target=target, **args)["inner"]
         return inner, (lambda n: self.call(cmd="time", inner=n, **args)["sec"])
 
@@ -90,6 +91,7 @@ def main():
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--target", type=float, default=0.15)
     ap.add_argument("--mode", default="auto", help="ninbatch threading mode: auto, streams or blas")
+    ap.add_argument("--winograd", default="auto", help="ninbatch Winograd switch: auto, on or off")
     ap.add_argument("--binary", default=os.path.join(ROOT, "bin", "ninbatch"))
     ap.add_argument("--out", default=None, help="also write all samples as JSON")
     a = ap.parse_args()
@@ -100,7 +102,7 @@ def main():
     ceil = sgemm_bench.ceiling(tuple(threads))
     fma = {r["threads"]: r["gflops_max"] for r in sgemm_bench.fma_peak()}
     ort = bi.OrtWorker() if "ort" in engines else None
-    nb = NinbatchWorker(a.binary, a.mode)
+    nb = NinbatchWorker(a.binary, a.mode, a.winograd)
     rows, dump = [], []
     try:
         for t in threads:
@@ -115,7 +117,7 @@ def main():
         if ort:
             ort.close()
     print(f"ninbatch vs peers, interleaved ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), "
-          f"medians of {a.reps} reps; ninbatch mode {a.mode}\n")
+          f"medians of {a.reps} reps; ninbatch mode {a.mode}, winograd {a.winograd}\n")
     print("| model | batch | threads | ninbatch img/s | ORT img/s | torch-best img/s | nb/ORT | nb/torch | "
           "nb GFLOP/s | % sgemm ceil | % FMA peak |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

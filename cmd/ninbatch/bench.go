@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -58,6 +59,9 @@ type benchResult struct {
 	GFLOPsBest    float64  `json:"gflop_per_s_best"`
 	GFLOPPerImage float64  `json:"gflop_per_image"`
 	BLAS          string   `json:"blas"`
+	// CPU time (all threads) per image over the timed reps: on a shared
+	// machine a steadier comparison between settings than img/s.
+	CPUMsPerImage float64 `json:"cpu_ms_per_image"`
 }
 
 func runBench(c *cli.Context) error {
@@ -106,6 +110,7 @@ func runBench(c *cli.Context) error {
 	per := time.Since(t0).Seconds() / float64(calls)
 	inner := max(1, int(c.Float64("rep-seconds")/per+0.5))
 	rates := make([]float64, reps)
+	cpu0 := cpuSeconds()
 	for i := range rates {
 		t := time.Now()
 		for j := 0; j < inner; j++ {
@@ -115,19 +120,29 @@ func runBench(c *cli.Context) error {
 		}
 		rates[i] = float64(inner*batch) / time.Since(t).Seconds()
 	}
+	cpuPerImage := (cpuSeconds() - cpu0) / float64(reps*inner*batch)
 	sorted := slices.Clone(rates)
 	slices.Sort(sorted)
 	opt := net.Options()
 	res := benchResult{
 		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
 		ImgPerSec: sorted[len(sorted)/2], ImgPerSecBest: sorted[len(sorted)-1], GFLOPPerImage: gflop,
-		BLAS: blas.Backend + " " + blas.CoreName(),
+		BLAS: blas.Backend + " " + blas.CoreName(), CPUMsPerImage: cpuPerImage * 1e3,
 	}
 	res.GFLOPs, res.GFLOPsBest = res.ImgPerSec*gflop, res.ImgPerSecBest*gflop
 	if c.Bool(flagJSON) {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
-	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s (%d reps x %d calls, %s)\n",
-		src, batch, threads, res.Mode, res.MicroBatch, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, reps, inner, res.BLAS)
+	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d, winograd %v): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s; %.2f CPU ms/image (%d reps x %d calls, %s)\n",
+		src, batch, threads, res.Mode, res.MicroBatch, res.Winograd, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, res.CPUMsPerImage, reps, inner, res.BLAS)
 	return nil
+}
+
+// cpuSeconds is the process's user + system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
