@@ -1,8 +1,10 @@
 package nbio
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -35,6 +37,8 @@ func TestFuzzSoak(t *testing.T) {
 			}
 		}
 		os.WriteFile(os.TempDir()+"/ninbatch-soak-last", d, 0o644)
+		var before runtime.MemStats
+		runtime.ReadMemStats(&before)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -47,6 +51,15 @@ func TestFuzzSoak(t *testing.T) {
 			t.Fatalf("hang after %d inputs", n)
 		}
 		n++
+		var after runtime.MemStats
+		runtime.ReadMemStats(&after)
+		if a := after.TotalAlloc - before.TotalAlloc; a > 256<<20 {
+			// keep the input for a memory profile: allocation is bounded by
+			// MaxAllocation per buffer, not per input
+			p := fmt.Sprintf("%s/ninbatch-soak-alloc-%d", os.TempDir(), a>>20)
+			os.WriteFile(p, d, 0o644)
+			t.Logf("input %d allocated %d MB (saved to %s)", n, a>>20, p)
+		}
 		if n%1000 == 0 {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
@@ -54,4 +67,27 @@ func TestFuzzSoak(t *testing.T) {
 		}
 	}
 	t.Logf("%d inputs ok", n)
+}
+
+// TestHostileInputsAllocateLittle: inputs TestFuzzSoak caught making
+// arrow-go allocate 0.5–2 GiB (an IPC message length read from the file)
+// are rejected with at most a few MB allocated.
+func TestHostileInputsAllocateLittle(t *testing.T) {
+	files, _ := filepath.Glob("testdata/hostile/*")
+	if len(files) == 0 {
+		t.Fatal("no hostile inputs in testdata/hostile")
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		fuzzInputBody(t, data)
+		runtime.ReadMemStats(&after)
+		if a := after.TotalAlloc - before.TotalAlloc; a > 16<<20 {
+			t.Errorf("%s: allocated %d MB", f, a>>20)
+		}
+	}
 }

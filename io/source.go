@@ -366,11 +366,19 @@ type ipcSource struct {
 	closed  bool
 }
 
+// ipcOptions bound what a hostile IPC file can make arrow-go allocate: the
+// stream reader otherwise makes a buffer of any metadata length it reads
+// (2 GiB from four corrupt bytes, found by TestFuzzSoak). A record batch
+// body is one allocation, so it gets the same cap as any buffer.
+func ipcOptions(mem memory.Allocator) []ipc.Option {
+	return []ipc.Option{ipc.WithAllocator(mem), ipc.WithMetadataSizeLimit(64 << 20), ipc.WithBodySizeLimit(int64(MaxAllocation))}
+}
+
 func openArrowFile(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
 	if err := checkArrowFooter(f); err != nil {
 		return nil, err
 	}
-	r, err := ipc.NewFileReader(f, ipc.WithAllocator(mem))
+	r, err := ipc.NewFileReader(f, ipcOptions(mem)...)
 	if err != nil {
 		return nil, fmt.Errorf("not a readable Arrow IPC file: %w", err)
 	}
@@ -395,7 +403,10 @@ func openArrowStream(f *os.File, path string, columns []string, batchSize int, m
 	if err := checkArrowStreamSchema(f); err != nil {
 		return nil, err
 	}
-	r, err := ipc.NewReader(bufio.NewReaderSize(f, 1<<20), ipc.WithAllocator(mem))
+	// NewReader drops the size limits on the message reader it builds
+	// (arrow-go v18.8), so build that one ourselves.
+	opts := ipcOptions(mem)
+	r, err := ipc.NewReaderFromMessageReader(ipc.NewMessageReader(bufio.NewReaderSize(f, 1<<20), opts...), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("not a readable Arrow IPC stream: %w", err)
 	}
