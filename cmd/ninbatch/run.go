@@ -45,7 +45,7 @@ Example:
 			&cli.IntFlag{Name: "topk", Value: 5, Usage: "entries in the topk column (0 = no column)"},
 			&cli.StringFlag{Name: "on-error", Value: "record", Usage: "bad rows: record (keep with error), skip (drop) or fail (stop)"},
 			&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd, snappy or none"},
-			&cli.IntFlag{Name: "row-group-rows", Value: 65536, Usage: "rows per output row group (at most)"},
+			&cli.IntFlag{Name: "row-group-rows", Value: 16384, Usage: "rows per output row group (at most); the writer buffers one row group, so this bounds memory"},
 			&cli.StringFlag{Name: "summary", Usage: "write a JSON summary (counts, timings, img/s) to this file"},
 			&cli.IntFlag{Name: "decode-workers", Usage: "image decoding goroutines (default: --threads)"},
 			&cli.StringFlag{Name: "shard", Usage: "I/N: score only shard I (0-based) of N; N workers together cover every input once"},
