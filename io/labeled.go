@@ -115,30 +115,20 @@ func (l *Labeled) load(path, imageCol, labelCol string, p *Preprocess, classes, 
 	defer src.Close()
 	row := 0
 	sz := p.Len()
-	for {
-		rec, err := src.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	return EachBatch(src, func(rec arrow.RecordBatch) error {
 		n := int(rec.NumRows())
 		ir, err := NewImageReader(rec.Column(0), ic.Kind)
 		if err != nil {
-			rec.Release()
 			return fmt.Errorf("%s column %s: %w", path, ic.Name, err)
 		}
 		lr, err := LabelReader(rec.Column(1))
 		if err != nil {
-			rec.Release()
 			return fmt.Errorf("%s column %s: %w", path, labelCol, err)
 		}
 		base := len(l.Labels)
 		for i := 0; i < n; i++ {
 			v, ok := lr(i)
 			if !ok || v < 0 || int(v) >= classes {
-				rec.Release()
 				return fmt.Errorf("%s row %d column %s: label %d (null=%v) is not in 0..%d", path, row+i, labelCol, v, !ok, classes-1)
 			}
 			l.Labels = append(l.Labels, int32(v))
@@ -157,7 +147,6 @@ func (l *Labeled) load(path, imageCol, labelCol string, p *Preprocess, classes, 
 			}(k)
 		}
 		wg.Wait()
-		rec.Release()
 		for i, e := range errs {
 			if e != nil {
 				return fmt.Errorf("%s row %d column %s: %w", path, row+i, ic.Name, e)
@@ -165,7 +154,8 @@ func (l *Labeled) load(path, imageCol, labelCol string, p *Preprocess, classes, 
 		}
 		row += n
 		l.N += n
-	}
+		return nil
+	})
 }
 
 // Truncate keeps the first n images (the fingerprint records the cut).
