@@ -31,8 +31,8 @@ type Options struct {
 	MaxBatch   int  // largest batch Forward accepts (default 64)
 	Threads    int  // cores to use (default runtime.NumCPU())
 	Mode       Mode // default ModeAuto
-	MicroBatch int  // images per stream step (default: enough for ~1000 first-layer output pixels)
-	TileBytes  int  // im2col tile budget per stream in bytes (default 2 MiB)
+	MicroBatch int  // images per stream step (default 8, at most MaxBatch)
+	TileBytes  int  // im2col tile budget per stream in bytes (default 4 MiB)
 	// Winograd selects which stride-1 3×3 and 5×5 convs run as Winograd
 	// F(2×2, r×r) instead of im2col + GEMM (default WinogradAuto).
 	Winograd Winograd
@@ -87,6 +87,7 @@ type stream struct {
 type job struct {
 	x, probs, logits []float32
 	n                int
+	mb               int // images per micro-batch for this job
 }
 
 // op is one inference layer: it reads src and writes dst for n images.
@@ -232,7 +233,7 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		opt.Mode = ModeAuto
 	}
 	if opt.TileBytes == 0 {
-		opt.TileBytes = 2 << 20
+		opt.TileBytes = 4 << 20
 	}
 	if opt.Winograd == "" {
 		opt.Winograd = WinogradAuto
@@ -250,8 +251,15 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		return nil, fmt.Errorf("nin: bad micro-batch %d or tile budget %d", opt.MicroBatch, opt.TileBytes)
 	}
 	if opt.MicroBatch == 0 {
-		px := layers[0].Out.H * layers[0].Out.W
-		opt.MicroBatch = max(1, min(16, (1000+px-1)/px))
+		// 8 images per step: the Winograd products are GEMMs with M =
+		// tiles × micro-batch and K = Cin, and OpenBLAS runs them far below
+		// its peak when M is small (64 tiles for one nin-cifar10 image).
+		// A sweep at batch 64 on 2 threads (docs/benchmarks.md, session 3)
+		// against the old rule of ~1000 first-layer pixels (1–2 images):
+		// CPU per image fell 10–15% on nin-cifar10, 25% on nin-mnist and
+		// 25–30% on nin-imagenet; 4, 6, 8 and 16 were within noise of each
+		// other except on nin-imagenet, where 16 lost.
+		opt.MicroBatch = 8
 	}
 	opt.MicroBatch = min(opt.MicroBatch, opt.MaxBatch)
 
@@ -385,8 +393,13 @@ func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
 	if batch == 0 {
 		return nil
 	}
-	j := job{x: x, probs: probs, logits: logits, n: batch}
+	j := job{x: x, probs: probs, logits: logits, n: batch, mb: n.opt.MicroBatch}
 	useStreams := n.work != nil && (n.opt.Mode == ModeStreams || batch >= n.opt.Threads)
+	if useStreams {
+		// split a small batch evenly over the streams (16 images on 2
+		// streams with micro-batch 8 is one step each; 10 is 5 + 5, not 8 + 2)
+		j.mb = min(j.mb, (batch+len(n.streams)-1)/len(n.streams))
+	}
 	if !useStreams {
 		blas.SetThreads(n.opt.Threads)
 		n.next.Store(0)
@@ -413,7 +426,7 @@ func (n *Net) worker(st *stream, work <-chan job) {
 
 // drain takes micro-batches off the shared counter until the batch is done.
 func (n *Net) drain(st *stream, j job) {
-	mb := n.opt.MicroBatch
+	mb := j.mb
 	for {
 		i0 := int(n.next.Add(1)-1) * mb
 		if i0 >= j.n {
