@@ -38,7 +38,6 @@ void nb_gap(const float *in, int64_t n, int64_t hw, int64_t c, float *out);
 // Row-wise numerically stable softmax.  in, out: (n, c); may alias.
 void nb_softmax(const float *in, int64_t n, int64_t c, float *out);
 
-#endif
 
 // ---- backward passes ----
 
@@ -86,3 +85,16 @@ void nb_wino_in(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
 void nb_wino_out(const float *mm, int64_t oh, int64_t ow, int64_t cout,
                  int64_t th, int64_t tw, int64_t m, int64_t a, const float *at,
                  const float *bias, int relu, int64_t t0, int64_t nt, int64_t ms, float *out);
+
+// ---- direct convolution for few input channels ----
+// Rows [r0, r0+nr) of conv(in) + bias (ReLU when relu != 0), NHWC:
+// out[(r−r0)·cout + j] for output pixel r = (img, oy, ox) over (n, oh, ow).
+// wt: (k·k·c, ws) — row (ky·k + kx)·c + ci holds the cout weights of that tap,
+// ws ≥ cout is a multiple of 8 and the padding is zero.  in: (n, h, w, c)
+// pad: scratch of (h+2p)·(w+2p)·c floats when p > 0 (unused otherwise).
+void nb_conv_direct(const float *in, int64_t h, int64_t w, int64_t c, int64_t k, int64_t s,
+                    int64_t p, int64_t oh, int64_t ow, const float *wt, int64_t ws,
+                    const float *bias, int64_t cout, int relu, int64_t r0, int64_t nr,
+                    float *pad, float *out);
+
+#endif

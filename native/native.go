@@ -486,3 +486,71 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 		C.int64_t(w.TH), C.int64_t(w.TW), C.int64_t(w.M), C.int64_t(w.A), f32(at), f32(bias), r,
 		C.int64_t(t0), C.int64_t(nt), C.int64_t(WinoStride(nt, cout)), f32(out))
 }
+
+// DirectWeights lays out conv weights for ConvDirect: w is (cout, k·k·c)
+// (OHWI, the im2col GEMM's layout); wt is (k·k·c, ws) with ws = cout
+// rounded up to 8 and zero padding.
+func DirectWeights(w []float32, cout, kkc int) (wt []float32, ws int) {
+	if cout < 1 || kkc < 1 || len(w) < cout*kkc {
+		panic("native: bad direct-conv weights")
+	}
+	ws = (cout + 7) &^ 7
+	wt = make([]float32, kkc*ws)
+	for o := 0; o < cout; o++ {
+		for t := 0; t < kkc; t++ {
+			wt[t*ws+o] = w[o*kkc+t]
+		}
+	}
+	return wt, ws
+}
+
+// ConvDirect writes rows [r0, r0+nr) of a conv + bias (+ ReLU) computed
+// directly, without im2col: the fast path for inputs with few channels,
+// where the im2col GEMM's K = k·k·C is OpenBLAS's weak shape.
+//
+//	in:   (N, H, W, C)
+//	wt:   (K·K·C, ws) from DirectWeights
+//	bias: (cout)
+//	out:  (nr, cout), row r − r0 is output pixel r of (N, OH, OW)
+//	pad:  scratch of DirectPadLen(g) floats
+func ConvDirect(out, in, wt []float32, ws int, bias []float32, g Geom, cout int, relu bool, r0, nr int, pad []float32) {
+	g.check()
+	switch {
+	case cout < 1 || ws < cout || ws%8 != 0:
+		panic("native: bad cout or weight stride")
+	case r0 < 0 || nr < 0 || r0+nr > g.Rows():
+		panic("native: bad row range")
+	case len(in) < g.InLen():
+		panic("native: short in")
+	case len(wt) < g.Cols()*ws:
+		panic("native: short weights")
+	case len(bias) < cout:
+		panic("native: short bias")
+	case len(out) < nr*cout:
+		panic("native: short out")
+	case len(pad) < DirectPadLen(g):
+		panic("native: short pad")
+	}
+	if nr == 0 {
+		return
+	}
+	var pp *C.float
+	if g.P > 0 {
+		pp = f32(pad)
+	}
+	r := C.int(0)
+	if relu {
+		r = 1
+	}
+	C.nb_conv_direct(f32(in), C.int64_t(g.H), C.int64_t(g.W), C.int64_t(g.C), C.int64_t(g.K),
+		C.int64_t(g.S), C.int64_t(g.P), C.int64_t(g.OH), C.int64_t(g.OW), f32(wt), C.int64_t(ws),
+		f32(bias), C.int64_t(cout), r, C.int64_t(r0), C.int64_t(nr), pp, f32(out))
+}
+
+// DirectPadLen is the scratch ConvDirect needs: one zero-padded image.
+func DirectPadLen(g Geom) int {
+	if g.P == 0 {
+		return 0
+	}
+	return (g.H + 2*g.P) * (g.W + 2*g.P) * g.C
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -262,6 +263,8 @@ func TestForwardMatchesReference(t *testing.T) {
 				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn},
 				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, Winograd: WinogradOn},
 				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn},
+				{MaxBatch: 3, Threads: 2, Direct: DirectOff},
+				{MaxBatch: 3, Threads: 1, Direct: DirectOff, Winograd: WinogradOff},
 			} {
 				net, err := NewNet(m, opt)
 				if err != nil {
@@ -272,6 +275,12 @@ func TestForwardMatchesReference(t *testing.T) {
 					t.Fatalf("winograd off, but %v run as Winograd", wl)
 				case opt.Winograd == WinogradOn && len(wl) < 2:
 					t.Fatalf("winograd on, but only %v run as Winograd", wl)
+				}
+				// every preset's first conv reads 1 or 3 channels (Winograd
+				// on takes the stride-1 ones first)
+				wantDirect := opt.Direct != DirectOff && (opt.Winograd != WinogradOn || name == "nin-imagenet")
+				if dl := net.DirectLayers(); wantDirect != (len(dl) > 0) {
+					t.Fatalf("direct %q, but direct layers %v", opt.Direct, dl)
 				}
 				for _, b := range []int{1, batch} {
 					c := net.Classes()
@@ -337,5 +346,49 @@ func TestForwardArgumentErrors(t *testing.T) {
 	net.Close()
 	if err := net.Forward(x, 1, p, nil); err == nil {
 		t.Error("Forward on closed net accepted")
+	}
+}
+
+// TestReloadFollowsParams: after the parameters change in place, Reload
+// makes a net's output equal a freshly built net's, Winograd and direct
+// layers included; without it they differ (the derived weights are copies).
+func TestReloadFollowsParams(t *testing.T) {
+	m := randomModel(t, "nin-mnist", 3)
+	opt := Options{MaxBatch: 2, Threads: 1}
+	net, err := NewNet(m, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	if len(net.WinogradLayers()) == 0 || len(net.DirectLayers()) == 0 {
+		t.Fatalf("winograd %v direct %v", net.WinogradLayers(), net.DirectLayers())
+	}
+	x := randomInput(2, net.InputLen(), 5)
+	c := net.Classes()
+	forward := func(n *Net) []float32 {
+		p, l := make([]float32, 2*c), make([]float32, 2*c)
+		if err := n.Forward(x, 2, p, l); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	before := forward(net)
+	for i := range m.Params.Data {
+		m.Params.Data[i] *= 0.9 - 0.2*float32(i%3)
+	}
+	stale := forward(net)
+	net.Reload()
+	got := forward(net)
+	fresh, err := NewNet(m, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	want := forward(fresh)
+	if !slices.Equal(got, want) {
+		t.Fatalf("after Reload %v, fresh net %v", got, want)
+	}
+	if slices.Equal(stale, want) || slices.Equal(before, want) {
+		t.Fatal("the parameter change did not change the output: the test proves nothing")
 	}
 }

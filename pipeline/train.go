@@ -206,6 +206,7 @@ func (tr *Trainer) Run(ctx context.Context) error {
 			tr.Hooks.Warn(fmt.Sprintf("epoch %d: loss %.6f is still ln(%d): the network is not learning yet", epoch+1, m.TrainLoss, classes))
 		}
 		if tr.Val != nil {
+			net.Reload() // the Winograd and direct-kernel weights are copies of the trained ones
 			ev, err := Evaluate(net, tr.Val, tr.Prep, 256)
 			if err != nil {
 				return err

@@ -54,6 +54,7 @@ const (
 	flagJSON      = "json"
 	flagPreset    = "preset"
 	flagWinograd  = "winograd"
+	flagDirect    = "direct-conv"
 	flagModel     = "model"
 	flagSeed      = "seed"
 	flagOut       = "out"
@@ -165,6 +166,12 @@ func isCLIUsage(err error) bool {
 		}
 	}
 	return false
+}
+
+// directFlag is --direct-conv, shared by the commands that run the forward pass.
+func directFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagDirect, Value: "auto",
+		Usage: "convs over fewer than 8 input channels (the first conv) with the direct kernel: auto or off (im2col + GEMM)"}
 }
 
 // winogradFlag is --winograd, shared by the commands that run the forward pass.

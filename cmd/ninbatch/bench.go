@@ -36,6 +36,7 @@ Examples:
 			&cli.IntFlag{Name: "micro-batch", Usage: "images per stream step (0 = 8)"},
 			&cli.IntFlag{Name: "tile-kib", Usage: "im2col tile budget in KiB (0 = 4096)"},
 			winogradFlag(),
+			directFlag(),
 			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},
 			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
@@ -51,6 +52,7 @@ type benchResult struct {
 	Threads       int      `json:"threads"`
 	Mode          string   `json:"mode"`
 	Winograd      []string `json:"winograd_layers"`
+	Direct        []string `json:"direct_layers"`
 	MicroBatch    int      `json:"micro_batch"`
 	Reps          int      `json:"reps"`
 	ImgPerSec     float64  `json:"img_per_s"`      // median
@@ -78,7 +80,8 @@ func runBench(c *cli.Context) error {
 		return usageErr("--batch, --reps and --rep-seconds must be positive")
 	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Mode: nin.Mode(c.String("mode")),
-		MicroBatch: c.Int("micro-batch"), TileBytes: c.Int("tile-kib") << 10, Winograd: nin.Winograd(c.String(flagWinograd))})
+		MicroBatch: c.Int("micro-batch"), TileBytes: c.Int("tile-kib") << 10, Winograd: nin.Winograd(c.String(flagWinograd)),
+		Direct: nin.DirectConv(c.String(flagDirect))})
 	if err != nil {
 		return asUsage(err)
 	}
@@ -125,7 +128,7 @@ func runBench(c *cli.Context) error {
 	slices.Sort(sorted)
 	opt := net.Options()
 	res := benchResult{
-		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
+		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradLayers(), Direct: net.DirectLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
 		ImgPerSec: sorted[len(sorted)/2], ImgPerSecBest: sorted[len(sorted)-1], GFLOPPerImage: gflop,
 		BLAS: blas.Backend + " " + blas.CoreName(), CPUMsPerImage: cpuPerImage * 1e3,
 	}

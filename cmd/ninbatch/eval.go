@@ -27,6 +27,7 @@ Example:
    ninbatch eval --model models/nin-mnist.nin data/mnist/test.parquet`,
 		Flags: []cli.Flag{
 			winogradFlag(),
+			directFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 			&cli.IntFlag{Name: flagBatch, Value: 64},
@@ -56,7 +57,8 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	batch := c.Int(flagBatch)
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd))})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
+		Direct: nin.DirectConv(c.String(flagDirect))})
 	if err != nil {
 		return asUsage(err)
 	}

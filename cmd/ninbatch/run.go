@@ -37,6 +37,7 @@ Example:
    ninbatch run --model models/nin-mnist.nin --out scored/ data/mnist/test.parquet`,
 		Flags: []cli.Flag{
 			winogradFlag(),
+			directFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file (.nin)"},
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output directory"},
 			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "rows per inference batch"},
@@ -122,7 +123,8 @@ func runRun(c *cli.Context) error {
 	if workers <= 0 {
 		workers = threads
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd))})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
+		Direct: nin.DirectConv(c.String(flagDirect))})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -27,9 +27,10 @@ func mnistDir(t *testing.T) string {
 }
 
 // TestShippedModelWinogradSwitch: the shipped model's accuracy and
-// confusion matrix on the 10,000 MNIST test images are identical with
-// Winograd off, on and auto (issue 6), and its error is the ≤ 0.60% it
-// ships with (issue 4).
+// confusion matrix on the 10,000 MNIST test images are identical with every
+// fast-path switch (Winograd off, on, auto; the direct first-conv kernel
+// off with Winograd off: the plain im2col + GEMM net) (issue 6), and its
+// error is the ≤ 0.60% it ships with (issue 4).
 func TestShippedModelWinogradSwitch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scores 3 × 10,000 images")
@@ -39,8 +40,9 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 		t.Fatalf("dataset mnist: exit %d: %s", code, e)
 	}
 	var first pipeline.EvalResult
-	for i, w := range []string{"off", "on", "auto"} {
-		code, o, e := runCLI(t, "eval", "--model", "../../models/nin-mnist.nin", "--json", "--winograd", w, filepath.Join(dir, "test.parquet"))
+	for i, w := range []string{"off", "on", "auto", "off --direct-conv off"} {
+		args := append([]string{"eval", "--model", "../../models/nin-mnist.nin", "--json", "--winograd"}, strings.Fields(w)...)
+		code, o, e := runCLI(t, append(args, filepath.Join(dir, "test.parquet"))...)
 		if code != 0 {
 			t.Fatalf("eval --winograd %s: exit %d: %s", w, code, e)
 		}

@@ -284,3 +284,30 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 		}
 	}
 }
+
+// ConvDirect is the textbook convolution: rows [r0, r0+nr) of conv(in) with
+// weights w (cout, k·k·c) in OHWI order, plus bias, ReLU when relu, each
+// output accumulated in float64.
+func ConvDirect(out, in, w, bias []float32, g Geom, cout int, relu bool, r0, nr int) {
+	for r := r0; r < r0+nr; r++ {
+		img, q := r/(g.OH*g.OW), r%(g.OH*g.OW)
+		oy, ox := q/g.OW, q%g.OW
+		for o := 0; o < cout; o++ {
+			s := float64(bias[o])
+			for ky := 0; ky < g.K; ky++ {
+				for kx := 0; kx < g.K; kx++ {
+					for ci := 0; ci < g.C; ci++ {
+						x, ok := g.at(in, img, oy*g.S-g.P+ky, ox*g.S-g.P+kx, ci)
+						if ok {
+							s += float64(x) * float64(w[o*g.K*g.K*g.C+(ky*g.K+kx)*g.C+ci])
+						}
+					}
+				}
+			}
+			if relu && s < 0 {
+				s = 0
+			}
+			out[(r-r0)*cout+o] = float32(s)
+		}
+	}
+}
