@@ -14,8 +14,9 @@ import (
 type Mode string
 
 const (
-	// ModeAuto runs streams when the batch has at least Threads images and
-	// one OpenBLAS-threaded stream otherwise (batch 1 on 2 cores).
+	// ModeAuto runs streams when the batch has at least Threads images;
+	// otherwise (batch 1 on 2 cores) one stream whose conv calls are each
+	// split over all the workers, OpenBLAS at 1 thread in every part.
 	ModeAuto Mode = "auto"
 	// ModeStreams runs one single-threaded stream per core: each stream
 	// takes whole micro-batches of images through the whole network with
@@ -89,10 +90,44 @@ type Net struct {
 	gapHW   int // spatial size of the last feature map
 
 	streams []*stream
-	work    []chan job
+	work    []chan task
 	done    chan struct{}
 	next    atomic.Int64
 	closed  bool
+
+	// what the workers run: the batch of the current Forward (streams), or
+	// the layer call being split over them (batch < threads)
+	cur job
+	sp  splitCall
+}
+
+// task is what a worker is told to do: drain the current job's
+// micro-batches, or run its part of the current split layer call.
+type task uint8
+
+const (
+	taskDrain task = iota
+	taskPart
+)
+
+// splitCall is one layer call whose rows (or tiles) are divided among all
+// workers: at batch < threads, one image's layers run on every core with
+// OpenBLAS at 1 thread, instead of OpenBLAS splitting each small GEMM.
+type splitCall struct {
+	o        partOp
+	dst, src []float32
+	n, parts int
+}
+
+// partOp is a layer whose call can be split: part p of parts computes a
+// disjoint share of dst, with the scratch buffers of stream st.
+type partOp interface {
+	forwardPart(st *stream, dst, src []float32, n, part, parts int)
+}
+
+// share is part p of [0, total) cut into parts nearly equal pieces.
+func share(total, part, parts int) (lo, hi int) {
+	return total * part / parts, total * (part + 1) / parts
 }
 
 // stream is one worker's private buffers for a micro-batch of mb images.
@@ -102,6 +137,8 @@ type stream struct {
 	logits []float32 // (mb, classes)
 	wv     []float32 // (a·a, WinoStride(chunk, Cin)) Winograd input transform
 	wm     []float32 // (a·a, WinoStride(chunk, Cout)) Winograd products
+	idx    int       // worker index: the part this stream computes in a split call
+	split  bool      // layer calls on this stream are split over all workers
 }
 
 type job struct {
@@ -131,17 +168,23 @@ type convOp struct {
 }
 
 func (o *convOp) forward(st *stream, dst, src []float32, n int) {
+	o.forwardPart(st, dst, src, n, 0, 1)
+}
+
+// forwardPart computes output rows share(rows, part, parts).
+func (o *convOp) forwardPart(st *stream, dst, src []float32, n, part, parts int) {
 	g := o.g
 	g.N = n
 	rows, cout := g.Rows(), o.p.Cout
+	lo, hi := share(rows, part, parts)
 	if o.wt != nil {
-		native.ConvDirect(dst[:rows*cout], src, o.wt, o.ws, o.p.B, g, cout, o.relu, 0, rows, st.col)
+		native.ConvDirect(dst[lo*cout:hi*cout], src, o.wt, o.ws, o.p.B, g, cout, o.relu, lo, hi-lo, st.col)
 		return
 	}
 	if o.oneByOne {
 		cin := o.p.Cin
-		for r0 := 0; r0 < rows; r0 += o.tileRows {
-			nr := min(o.tileRows, rows-r0)
+		for r0 := lo; r0 < hi; r0 += o.tileRows {
+			nr := min(o.tileRows, hi-r0)
 			out := dst[r0*cout : (r0+nr)*cout]
 			blas.Sgemm(false, true, nr, cout, cin, 1, src[r0*cin:(r0+nr)*cin], cin, o.p.W, cin, 0, out, cout)
 			native.BiasAct(out, nr, cout, o.p.B, o.relu)
@@ -149,8 +192,8 @@ func (o *convOp) forward(st *stream, dst, src []float32, n int) {
 		return
 	}
 	k := g.Cols()
-	for r0 := 0; r0 < rows; r0 += o.tileRows {
-		nr := min(o.tileRows, rows-r0)
+	for r0 := lo; r0 < hi; r0 += o.tileRows {
+		nr := min(o.tileRows, hi-r0)
 		col := st.col[:nr*k]
 		native.Im2col(col, src, g, r0, nr)
 		out := dst[r0*cout : (r0+nr)*cout]
@@ -178,12 +221,17 @@ type winoOp struct {
 }
 
 func (o *winoOp) forward(st *stream, dst, src []float32, n int) {
+	o.forwardPart(st, dst, src, n, 0, 1)
+}
+
+// forwardPart computes the output tiles share(tiles, part, parts).
+func (o *winoOp) forwardPart(st *stream, dst, src []float32, n, part, parts int) {
 	w := o.w
 	w.G.N = n
 	cin, cout, aa := o.p.Cin, o.p.Cout, w.A*w.A
-	tiles := w.Tiles()
-	for t0 := 0; t0 < tiles; t0 += o.chunk {
-		nt := min(o.chunk, tiles-t0)
+	lo, hi := share(w.Tiles(), part, parts)
+	for t0 := lo; t0 < hi; t0 += o.chunk {
+		nt := min(o.chunk, hi-t0)
 		vs, ms := native.WinoStride(nt, cin), native.WinoStride(nt, cout)
 		v, m := st.wv[:aa*vs], st.wm[:aa*ms]
 		native.WinoIn(v, src, w, o.bt, t0, nt)
@@ -364,13 +412,14 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 			logits: make([]float32, mb*net.classes),
 			wv:     make([]float32, maxWV),
 			wm:     make([]float32, maxWM),
+			idx:    i,
 		}
 		net.streams = append(net.streams, st)
 	}
 	if opt.Threads > 1 && opt.Mode != ModeBLAS {
 		net.done = make(chan struct{}, opt.Threads)
 		for _, st := range net.streams {
-			ch := make(chan job)
+			ch := make(chan task)
 			net.work = append(net.work, ch)
 			go net.worker(st, ch)
 		}
@@ -469,28 +518,63 @@ func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
 		// streams with micro-batch 8 is one step each; 10 is 5 + 5, not 8 + 2)
 		j.mb = min(j.mb, (batch+len(n.streams)-1)/len(n.streams))
 	}
-	if !useStreams {
-		blas.SetThreads(n.opt.Threads)
-		n.next.Store(0)
-		n.drain(n.streams[0], j)
-		return nil
-	}
-	blas.SetThreads(1)
 	n.next.Store(0)
-	for _, ch := range n.work {
-		ch <- j
-	}
-	for range n.work {
-		<-n.done
+	switch {
+	case useStreams:
+		blas.SetThreads(1)
+		n.cur = j
+		for _, ch := range n.work {
+			ch <- taskDrain
+		}
+		for range n.work {
+			<-n.done
+		}
+		n.cur = job{}
+	case n.work != nil:
+		// fewer images than workers: each layer call is split over all of
+		// them, caller included (worker 0's stream is the caller's)
+		blas.SetThreads(1)
+		st := n.streams[0]
+		st.split = true
+		n.drain(st, j)
+		st.split = false
+	default:
+		blas.SetThreads(n.opt.Threads)
+		n.drain(n.streams[0], j)
 	}
 	return nil
 }
 
-func (n *Net) worker(st *stream, work <-chan job) {
-	for j := range work {
-		n.drain(st, j)
+func (n *Net) worker(st *stream, work <-chan task) {
+	for t := range work {
+		switch t {
+		case taskDrain:
+			n.drain(st, n.cur)
+		case taskPart:
+			n.sp.o.forwardPart(st, n.sp.dst, n.sp.src, n.sp.n, st.idx, n.sp.parts)
+		}
 		n.done <- struct{}{}
 	}
+}
+
+// layer runs one op for m images on st, split over all workers when st is
+// in split mode and the op can be split.
+func (n *Net) layer(st *stream, o op, dst, src []float32, m int) {
+	po, ok := o.(partOp)
+	if !st.split || !ok {
+		o.forward(st, dst, src, m)
+		return
+	}
+	parts := len(n.work)
+	n.sp = splitCall{o: po, dst: dst, src: src, n: m, parts: parts}
+	for _, ch := range n.work[1:] {
+		ch <- taskPart
+	}
+	po.forwardPart(st, dst, src, m, 0, parts)
+	for range n.work[1:] {
+		<-n.done
+	}
+	n.sp = splitCall{}
 }
 
 // drain takes micro-batches off the shared counter until the batch is done.
@@ -515,7 +599,7 @@ func (n *Net) micro(st *stream, x []float32, m int, probs, logits []float32) {
 	src := x
 	dst := st.a
 	for _, o := range n.ops {
-		o.forward(st, dst, src, m)
+		n.layer(st, o, dst, src, m)
 		src = dst
 		if &dst[0] == &st.a[0] {
 			dst = st.b

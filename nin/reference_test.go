@@ -305,21 +305,26 @@ func TestForwardMatchesReference(t *testing.T) {
 // TestForwardNoAllocs: the steady-state forward allocates nothing.
 func TestForwardNoAllocs(t *testing.T) {
 	m := randomModel(t, "nin-mnist", 1)
-	for _, mode := range []Mode{ModeStreams, ModeBLAS} {
-		net, err := NewNet(m, Options{MaxBatch: 8, Threads: 2, Mode: mode})
+	// batch 1 in auto mode is the split path (every layer call divided
+	// over the workers)
+	for _, c := range []struct {
+		mode  Mode
+		batch int
+	}{{ModeStreams, 8}, {ModeBLAS, 8}, {ModeAuto, 1}, {ModeAuto, 8}} {
+		net, err := NewNet(m, Options{MaxBatch: 8, Threads: 2, Mode: c.mode})
 		if err != nil {
 			t.Fatal(err)
 		}
 		x := randomInput(8, net.InputLen(), 1)
 		probs := make([]float32, 8*net.Classes())
 		allocs := testing.AllocsPerRun(5, func() {
-			if err := net.Forward(x, 8, probs, nil); err != nil {
+			if err := net.Forward(x, c.batch, probs, nil); err != nil {
 				t.Fatal(err)
 			}
 		})
 		net.Close()
 		if allocs != 0 {
-			t.Errorf("mode %s: Forward allocates %.1f times per call", mode, allocs)
+			t.Errorf("mode %s batch %d: Forward allocates %.1f times per call", c.mode, c.batch, allocs)
 		}
 	}
 }
