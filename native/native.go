@@ -491,17 +491,27 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 // (OHWI, the im2col GEMM's layout); wt is (k·k·c, ws) with ws = cout
 // rounded up to 8 and zero padding.
 func DirectWeights(w []float32, cout, kkc int) (wt []float32, ws int) {
-	if cout < 1 || kkc < 1 || len(w) < cout*kkc {
+	if cout < 1 || kkc < 1 {
 		panic("native: bad direct-conv weights")
 	}
 	ws = (cout + 7) &^ 7
 	wt = make([]float32, kkc*ws)
-	for o := 0; o < cout; o++ {
-		for t := 0; t < kkc; t++ {
-			wt[t*ws+o] = w[o*kkc+t]
+	DirectWeightsInto(wt, w, cout, kkc)
+	return wt, ws
+}
+
+// DirectWeightsInto rewrites wt, laid out by DirectWeights, from w.
+func DirectWeightsInto(wt, w []float32, cout, kkc int) {
+	ws := (cout + 7) &^ 7
+	if cout < 1 || kkc < 1 || len(w) < cout*kkc || len(wt) < kkc*ws {
+		panic("native: bad direct-conv weights")
+	}
+	for t := 0; t < kkc; t++ {
+		row := wt[t*ws : (t+1)*ws]
+		for o := 0; o < cout; o++ {
+			row[o] = w[o*kkc+t]
 		}
 	}
-	return wt, ws
 }
 
 // ConvDirect writes rows [r0, r0+nr) of a conv + bias (+ ReLU) computed

@@ -264,3 +264,64 @@ func TestDeadFinalReLUDetected(t *testing.T) {
 		t.Fatalf("expected the dead-ReLU state: loss %g alive %g", res.Loss, res.AliveFrac)
 	}
 }
+
+// TestTrainerFastForward: the training forward with the Winograd and direct
+// kernels gives the loss and gradients of the plain im2col forward, on a
+// real preset (nin-mnist: a direct first conv and two Winograd 5×5 convs),
+// and it follows the weights as they change between steps.
+func TestTrainerFastForward(t *testing.T) {
+	const n = 4
+	mk := func(w Winograd, d DirectConv) (*Trainer, *Model) {
+		m := randomModel(t, "nin-mnist", 21)
+		tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 3, Momentum: 0.9, NoDropout: true, Winograd: w, Direct: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr, m
+	}
+	fast, _ := mk(WinogradAuto, DirectAuto)
+	plain, _ := mk(WinogradOff, DirectOff)
+	nf, nd := 0, 0
+	for _, o := range fast.fast {
+		switch o := o.(type) {
+		case *winoOp:
+			nf++
+		case *convOp:
+			if o.wt != nil {
+				nd++
+			}
+		}
+	}
+	if nf != 2 || nd != 1 {
+		t.Fatalf("fast trainer has %d Winograd and %d direct convs, want 2 and 1", nf, nd)
+	}
+	for _, o := range plain.fast {
+		if o != nil {
+			t.Fatal("plain trainer has fast ops")
+		}
+	}
+	x := randomInput(n, fast.inLen, 8)
+	labels := []int32{1, 7, 3, 0}
+	for step := 0; step < 3; step++ { // the later steps run on updated weights
+		rf, err := fast.Step(x, labels, n, 0.05, uint64(step))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rp, err := plain.Step(x, labels, n, 0.05, uint64(step))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := math.Abs(rf.Loss-rp.Loss) / rp.Loss; d > 1e-4 {
+			t.Fatalf("step %d: loss %g (fast) vs %g (plain)", step, rf.Loss, rp.Loss)
+		}
+		var num, den float64
+		for i, g := range plain.streams[0].grads.Data {
+			d := float64(fast.streams[0].grads.Data[i] - g)
+			num += d * d
+			den += float64(g) * float64(g)
+		}
+		if den == 0 || math.Sqrt(num/den) > 1e-3 {
+			t.Fatalf("step %d: gradients differ by %.2e relative (norm %.3g)", step, math.Sqrt(num/den), math.Sqrt(den))
+		}
+	}
+}

@@ -462,13 +462,18 @@ func (n *Net) WinogradLayers() []string {
 // the parameters directly.
 func (n *Net) Reload() {
 	for _, o := range n.ops {
-		switch o := o.(type) {
-		case *winoOp:
-			native.WinoFilter(o.u, o.p.W, o.p.Cout, o.k, o.p.Cin, o.gm)
-		case *convOp:
-			if o.wt != nil {
-				o.wt, o.ws = native.DirectWeights(o.p.W, o.p.Cout, o.g.Cols())
-			}
+		reloadOp(o)
+	}
+}
+
+// reloadOp recomputes an op's weights derived from its parameters, in place.
+func reloadOp(o op) {
+	switch o := o.(type) {
+	case *winoOp:
+		native.WinoFilter(o.u, o.p.W, o.p.Cout, o.k, o.p.Cin, o.gm)
+	case *convOp:
+		if o.wt != nil {
+			native.DirectWeightsInto(o.wt, o.p.W, o.p.Cout, o.g.Cols())
 		}
 	}
 }

@@ -19,6 +19,13 @@ type TrainOptions struct {
 	Seed        uint64  // dropout masks derive from (Seed, step, image)
 	NoDropout   bool    // disable dropout (debugging, gradient checks)
 	TileBytes   int     // im2col tile budget (default 2 MiB)
+	// Winograd and Direct pick the forward pass of k×k convs as in
+	// inference (defaults WinogradAuto and DirectAuto). The backward pass
+	// always uses im2col GEMMs. The derived weights (Winograd-transformed
+	// filters, transposed direct weights) are rebuilt from the parameters
+	// before every forward pass.
+	Winograd Winograd
+	Direct   DirectConv
 }
 
 // Trainer trains a model's parameters in place with SGD + momentum.
@@ -36,6 +43,7 @@ type Trainer struct {
 	classes int
 	lastCv  int // index of the last conv layer
 	streams []*tstream
+	fast    []op // per layer: the forward op of a Winograd or direct conv, else nil
 }
 
 // tstream is one data-parallel worker: activations of up to n images.
@@ -51,6 +59,7 @@ type tstream struct {
 	probs   []float32   // (n, classes)
 	dlogits []float32   // (n, classes)
 	grads   *Params     // this stream's gradient sums
+	fs      *stream     // scratch of the fast forward ops (col as pad, wv, wm)
 	tiles   []int       // per layer: rows per im2col/GEMM tile (k×k convs)
 	loss    float64
 	correct int
@@ -95,20 +104,69 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	}
 	t := &Trainer{spec: m.Spec, layers: layers, params: m.Params, vel: vel, opt: opt,
 		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes()}
+	if opt.Winograd == "" {
+		opt.Winograd = WinogradAuto
+	}
+	if opt.Direct == "" {
+		opt.Direct = DirectAuto
+	}
+	if opt.Winograd != WinogradAuto && opt.Winograd != WinogradOff && opt.Winograd != WinogradOn {
+		return nil, fmt.Errorf("nin: winograd %q: want auto, off or on", opt.Winograd)
+	}
+	if opt.Direct != DirectAuto && opt.Direct != DirectOff {
+		return nil, fmt.Errorf("nin: direct-conv %q: want auto or off", opt.Direct)
+	}
+	t.opt = opt
+	per := (opt.MaxBatch + opt.Threads - 1) / opt.Threads
+	t.fast = make([]op, len(layers))
+	var maxPad, maxWV, maxWM int
+	ci := 0
 	for i, l := range layers {
-		if l.kind == kindConv {
-			t.lastCv = i
+		if l.kind != kindConv {
+			continue
+		}
+		t.lastCv = i
+		p := &m.Params.Convs[ci]
+		ci++
+		if l.oneByOne() {
+			continue
+		}
+		g := l.geom(per)
+		relu := !(i+1 < len(layers) && layers[i+1].kind == kindGAP && m.Spec.NoFinalReLU)
+		wo, err := newWinoOp(l, g, p, relu, Options{Winograd: opt.Winograd, MicroBatch: per, TileBytes: opt.TileBytes})
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("nin: %s: %w", l.Name, err)
+		case wo != nil:
+			aa := wo.w.A * wo.w.A
+			maxWV = max(maxWV, aa*native.WinoStride(wo.chunk, p.Cin))
+			maxWM = max(maxWM, aa*native.WinoStride(wo.chunk, p.Cout))
+			t.fast[i] = wo
+		case opt.Direct == DirectAuto && p.Cin <= directMaxCin:
+			o := &convOp{g: g, p: p, relu: relu, name: l.Name}
+			o.wt, o.ws = native.DirectWeights(p.W, p.Cout, l.GemmK)
+			maxPad = max(maxPad, native.DirectPadLen(g))
+			t.fast[i] = o
 		}
 	}
-	per := (opt.MaxBatch + opt.Threads - 1) / opt.Threads
 	for s := 0; s < opt.Threads; s++ {
 		st, err := t.newStream(per)
 		if err != nil {
 			return nil, err
 		}
+		st.fs = &stream{col: make([]float32, maxPad), wv: make([]float32, maxWV), wm: make([]float32, maxWM)}
 		t.streams = append(t.streams, st)
 	}
 	return t, nil
+}
+
+// reload rebuilds the fast ops' derived weights from the parameters.
+func (t *Trainer) reload() {
+	for _, o := range t.fast {
+		if o != nil {
+			reloadOp(o)
+		}
+	}
 }
 
 func (t *Trainer) newStream(n int) (*tstream, error) {
@@ -163,7 +221,11 @@ func (t *Trainer) forward(st *tstream, x []float32, labels []int32, n, first int
 			p := t.convParams(i)
 			out := st.acts[i][:n*l.Out.Len()]
 			relu := !(i == t.lastCv && t.spec.NoFinalReLU)
-			t.convForward(st, out, src, p, l, n, st.tiles[i], relu)
+			if f := t.fast[i]; f != nil {
+				f.forward(st.fs, out, src, n)
+			} else {
+				t.convForward(st, out, src, p, l, n, st.tiles[i], relu)
+			}
 			src = out
 		case kindPool:
 			out := st.acts[i][:n*l.Out.Len()]
@@ -369,6 +431,7 @@ func (t *Trainer) checkBatch(x []float32, labels []int32, n int) error {
 // streams[0].grads (mean-loss gradients).
 func (t *Trainer) gradients(x []float32, labels []int32, n int, step uint64) StepResult {
 	blas.SetThreads(1)
+	t.reload()
 	scale := float32(1 / float64(n))
 	parts := t.split(n)
 	var wg sync.WaitGroup
@@ -447,6 +510,7 @@ func (t *Trainer) Velocity() *Params { return t.vel }
 // without touching gradients or weights; used by gradient checks.
 func (t *Trainer) lossAt(x []float32, labels []int32, n int, step uint64) float64 {
 	blas.SetThreads(1)
+	t.reload()
 	st := t.streams[0]
 	t.forward(st, x, labels, n, 0, step, 1)
 	return st.loss / float64(n)
