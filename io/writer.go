@@ -100,7 +100,8 @@ func CreateParquet(path string, sc *arrow.Schema, opt WriterOptions, mem memory.
 
 // floatLeaves lists the dotted paths of the schema's float and double leaf
 // columns. Those are written without dictionary encoding: scores are
-// nearly all distinct, so a dictionary only makes the file bigger, and
+// nearly all distinct, so a dictionary only makes the file bigger (a
+// 20,000-row nin-cifar10 output shrank by 26% without it), and
 // while a row group is buffered its hash table of every distinct value cost
 // about 1.2 KB of heap per output row (16,384-row groups peaked at 27 MB of
 // writer heap with dictionaries, 7 MB without).
