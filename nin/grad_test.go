@@ -265,10 +265,11 @@ func TestDeadFinalReLUDetected(t *testing.T) {
 	}
 }
 
-// TestTrainerFastForward: the training forward with the Winograd and direct
-// kernels gives the loss and gradients of the plain im2col forward, on a
-// real preset (nin-mnist: a direct first conv and two Winograd 5×5 convs),
-// and it follows the weights as they change between steps.
+// TestTrainerFastForward: the training pass with the Winograd and direct
+// kernels (forward) and Winograd input gradients (backward) gives the loss
+// and gradients of the plain im2col pass, on a real preset (nin-mnist: a
+// direct first conv and two Winograd 5×5 convs), and it follows the
+// weights as they change between steps.
 func TestTrainerFastForward(t *testing.T) {
 	const n = 4
 	mk := func(w Winograd, d DirectConv) (*Trainer, *Model) {
@@ -294,6 +295,15 @@ func TestTrainerFastForward(t *testing.T) {
 	}
 	if nf != 2 || nd != 1 {
 		t.Fatalf("fast trainer has %d Winograd and %d direct convs, want 2 and 1", nf, nd)
+	}
+	nb := 0
+	for _, o := range fast.bwd {
+		if o != nil {
+			nb++
+		}
+	}
+	if nb != 2 {
+		t.Fatalf("fast trainer has %d Winograd input-gradient convs, want 2", nb)
 	}
 	for _, o := range plain.fast {
 		if o != nil {

@@ -44,6 +44,9 @@ type Trainer struct {
 	lastCv  int // index of the last conv layer
 	streams []*tstream
 	fast    []op // per layer: the forward op of a Winograd or direct conv, else nil
+	// per layer: the input gradient of a stride-1 conv as a Winograd conv of
+	// the output gradient with the flipped, transposed filters, else nil
+	bwd []*winoOp
 }
 
 // tstream is one data-parallel worker: activations of up to n images.
@@ -119,6 +122,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	t.opt = opt
 	per := (opt.MaxBatch + opt.Threads - 1) / opt.Threads
 	t.fast = make([]op, len(layers))
+	t.bwd = make([]*winoOp, len(layers))
 	var maxPad, maxWV, maxWM int
 	ci := 0
 	for i, l := range layers {
@@ -148,6 +152,19 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 			maxPad = max(maxPad, native.DirectPadLen(g))
 			t.fast[i] = o
 		}
+		if ci == 1 { // the first conv needs no input gradient
+			continue
+		}
+		bo, err := newWinoBackward(l, p, per, opt)
+		if err != nil {
+			return nil, fmt.Errorf("nin: %s backward: %w", l.Name, err)
+		}
+		if bo != nil {
+			aa := bo.w.A * bo.w.A
+			maxWV = max(maxWV, aa*native.WinoStride(bo.chunk, bo.p.Cin))
+			maxWM = max(maxWM, aa*native.WinoStride(bo.chunk, bo.p.Cout))
+			t.bwd[i] = bo
+		}
 	}
 	for s := 0; s < opt.Threads; s++ {
 		st, err := t.newStream(per)
@@ -165,6 +182,48 @@ func (t *Trainer) reload() {
 	for _, o := range t.fast {
 		if o != nil {
 			reloadOp(o)
+		}
+	}
+	for i, o := range t.bwd {
+		if o != nil {
+			flipTranspose(o.p.W, t.convParams(i))
+			reloadOp(o)
+		}
+	}
+}
+
+// newWinoBackward builds the input-gradient op of a stride-1 conv: the
+// gradient w.r.t. the input is the conv, with padding k−1−p, of the output
+// gradient (n, OH, OW, Cout) with the filters flipped in space and with
+// in/out channels swapped, which has the shape of a forward Winograd conv.
+// nil when the layer is not eligible (the same rule as the forward pass:
+// stride 1, 3×3 or 5×5, and for auto at least 16 channels — here Cout).
+func newWinoBackward(l Layer, p *ConvParams, n int, opt TrainOptions) (*winoOp, error) {
+	if l.s != 1 || (l.k != 3 && l.k != 5) {
+		return nil, nil
+	}
+	bl := l
+	bl.In, bl.Out = l.Out, l.In
+	bl.p = l.k - 1 - l.p
+	bl.Name = l.Name + " (input gradient)"
+	bp := &ConvParams{Name: p.Name, Cout: p.Cin, K: p.K, Cin: p.Cout,
+		W: make([]float32, len(p.W)), B: make([]float32, p.Cin)}
+	flipTranspose(bp.W, p)
+	return newWinoOp(bl, bl.geom(n), bp, false, Options{Winograd: opt.Winograd, MicroBatch: n, TileBytes: opt.TileBytes})
+}
+
+// flipTranspose writes p's filters flipped in space with the channel axes
+// swapped: wt[ci][ky][kx][co] = W[co][k−1−ky][k−1−kx][ci] (both OHWI).
+func flipTranspose(wt []float32, p *ConvParams) {
+	k, cin, cout := p.K, p.Cin, p.Cout
+	for co := 0; co < cout; co++ {
+		for ky := 0; ky < k; ky++ {
+			for kx := 0; kx < k; kx++ {
+				src := p.W[((co*k+ky)*k+kx)*cin:][:cin]
+				for ci, v := range src {
+					wt[((ci*k+(k-1-ky))*k+(k-1-kx))*cout+co] = v
+				}
+			}
 		}
 	}
 }
@@ -304,7 +363,12 @@ func (t *Trainer) backward(st *tstream, x []float32, n int) {
 			if i > 0 {
 				din = dnext[:n*l.In.Len()]
 			}
-			t.convBackward(st, din, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i])
+			if bo := t.bwd[i]; bo != nil && din != nil {
+				t.convBackward(st, nil, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i])
+				bo.forward(st.fs, din, dcur, n)
+			} else {
+				t.convBackward(st, din, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i])
+			}
 			dcur, dnext = din, dcur[:cap(dcur)]
 		case kindPool:
 			din := dnext[:n*l.In.Len()]
