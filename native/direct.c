@@ -127,19 +127,11 @@ static void direct_base(DIRECT_ARGS) { DIRECT_BODY }
 #define NB_HAVE_AVX2_PATH 1
 __attribute__((target("avx2,fma"))) static void direct_avx2(DIRECT_ARGS) { DIRECT_BODY }
 
-static int have_avx2(void) {
-    static int have = -1;
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return have;
-}
 #endif
 
 void nb_conv_direct(DIRECT_ARGS) {
 #ifdef NB_HAVE_AVX2_PATH
-    if (have_avx2()) {
+    if (nb_have_avx2_fma()) {
         direct_avx2(in, h, w, c, k, s, p, oh, ow, wt, ws, bias, cout, relu, r0, nr, pad, out);
         return;
     }

@@ -70,6 +70,12 @@ void nb_mul(float *x, const float *m, int64_t len);
 // (zero outside the image).
 #define NB_WINO_MAXA 8
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// 1 when the CPU has AVX2 and FMA: the kernels built for them may run
+// (checked once; defined in winograd.c).
+int nb_have_avx2_fma(void);
+#endif
+
 // Input transform of tiles [t0, t0+nt): v[(ξ·a+ν)·vs + (t−t0)·c + ci] =
 // (Bᵀ d B)[ξ, ν] for the patch d of channel ci; vs ≥ nt·c is the stride
 // between transform positions (padded off multiples of 4 KiB, or the a·a

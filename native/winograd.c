@@ -163,7 +163,7 @@ static void wino_out_base(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(IN_ARGS) { WINO_IN_CASES(wino_in_body) }
 __attribute__((target("avx2,fma"))) static void wino_out_avx2(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
 
-static int have_avx2(void) {
+int nb_have_avx2_fma(void) {
     static int have = -1;
     if (have < 0) {
         __builtin_cpu_init();
@@ -175,7 +175,7 @@ static int have_avx2(void) {
 
 void nb_wino_in(IN_ARGS) {
 #ifdef NB_HAVE_AVX2_PATH
-    if (have_avx2()) {
+    if (nb_have_avx2_fma()) {
         wino_in_avx2(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
         return;
     }
@@ -185,7 +185,7 @@ void nb_wino_in(IN_ARGS) {
 
 void nb_wino_out(OUT_ARGS) {
 #ifdef NB_HAVE_AVX2_PATH
-    if (have_avx2()) {
+    if (nb_have_avx2_fma()) {
         wino_out_avx2(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
         return;
     }

@@ -69,6 +69,24 @@ const (
 	DirectOff DirectConv = "off"
 )
 
+// fastPathDefaults fills in and checks the Winograd and direct-conv
+// switches (shared by Net and Trainer).
+func fastPathDefaults(w *Winograd, d *DirectConv) error {
+	if *w == "" {
+		*w = WinogradAuto
+	}
+	if *d == "" {
+		*d = DirectAuto
+	}
+	switch {
+	case *w != WinogradAuto && *w != WinogradOff && *w != WinogradOn:
+		return fmt.Errorf("nin: winograd %q: want auto, off or on", *w)
+	case *d != DirectAuto && *d != DirectOff:
+		return fmt.Errorf("nin: direct-conv %q: want auto or off", *d)
+	}
+	return nil
+}
+
 // directMaxCin is the largest input channel count DirectAuto takes.
 const directMaxCin = 7
 
@@ -312,11 +330,8 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	if opt.TileBytes == 0 {
 		opt.TileBytes = 4 << 20
 	}
-	if opt.Winograd == "" {
-		opt.Winograd = WinogradAuto
-	}
-	if opt.Direct == "" {
-		opt.Direct = DirectAuto
+	if err := fastPathDefaults(&opt.Winograd, &opt.Direct); err != nil {
+		return nil, err
 	}
 	switch {
 	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:
@@ -325,10 +340,6 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		return nil, fmt.Errorf("nin: threads %d out of range 1..256", opt.Threads)
 	case opt.Mode != ModeAuto && opt.Mode != ModeStreams && opt.Mode != ModeBLAS:
 		return nil, fmt.Errorf("nin: mode %q: want auto, streams or blas", opt.Mode)
-	case opt.Winograd != WinogradAuto && opt.Winograd != WinogradOff && opt.Winograd != WinogradOn:
-		return nil, fmt.Errorf("nin: winograd %q: want auto, off or on", opt.Winograd)
-	case opt.Direct != DirectAuto && opt.Direct != DirectOff:
-		return nil, fmt.Errorf("nin: direct-conv %q: want auto or off", opt.Direct)
 	case opt.MicroBatch < 0 || opt.TileBytes < 4096:
 		return nil, fmt.Errorf("nin: bad micro-batch %d or tile budget %d", opt.MicroBatch, opt.TileBytes)
 	}

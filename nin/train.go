@@ -101,25 +101,15 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	case !(opt.WeightDecay >= 0 && opt.WeightDecay < 1):
 		return nil, fmt.Errorf("nin: weight decay %g out of range [0, 1)", opt.WeightDecay)
 	}
+	if err := fastPathDefaults(&opt.Winograd, &opt.Direct); err != nil {
+		return nil, err
+	}
 	vel, err := NewParams(&m.Spec)
 	if err != nil {
 		return nil, err
 	}
 	t := &Trainer{spec: m.Spec, layers: layers, params: m.Params, vel: vel, opt: opt,
 		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes()}
-	if opt.Winograd == "" {
-		opt.Winograd = WinogradAuto
-	}
-	if opt.Direct == "" {
-		opt.Direct = DirectAuto
-	}
-	if opt.Winograd != WinogradAuto && opt.Winograd != WinogradOff && opt.Winograd != WinogradOn {
-		return nil, fmt.Errorf("nin: winograd %q: want auto, off or on", opt.Winograd)
-	}
-	if opt.Direct != DirectAuto && opt.Direct != DirectOff {
-		return nil, fmt.Errorf("nin: direct-conv %q: want auto or off", opt.Direct)
-	}
-	t.opt = opt
 	per := (opt.MaxBatch + opt.Threads - 1) / opt.Threads
 	t.fast = make([]op, len(layers))
 	t.bwd = make([]*winoOp, len(layers))
