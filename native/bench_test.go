@@ -122,8 +122,8 @@ func BenchmarkGAPSoftmax(b *testing.B) {
 	}
 }
 
-// BenchmarkWino times the Winograd transforms on NIN's shapes (one
-// micro-batch of tiles), in GB/s of transform output plus input.
+// BenchmarkWino times the Winograd transforms F(2×2) and F(4×4) on NIN's
+// shapes (one micro-batch of tiles), in GB/s of transform output plus input.
 func BenchmarkWino(b *testing.B) {
 	for _, s := range []struct {
 		name                string
@@ -134,31 +134,33 @@ func BenchmarkWino(b *testing.B) {
 		{"imagenet_conv2", 1, 27, 96, 256, 5},
 		{"mnist_conv2", 2, 14, 48, 128, 5},
 	} {
-		p := s.k / 2
-		g := Geom{N: s.n, H: s.hw, W: s.hw, C: s.cin, K: s.k, S: 1, P: p, OH: s.hw, OW: s.hw}
-		w := NewWino(g, 2)
-		at64, _, bt64, _ := WinoMatrices(2, s.k)
-		at, bt := Float32s(at64), Float32s(bt64)
-		T, aa := w.Tiles(), w.A*w.A
-		r := rand.New(rand.NewPCG(1, 1))
-		in := randSlice(r, g.InLen())
-		v := make([]float32, aa*WinoStride(T, s.cin))
-		mm := randSlice(r, aa*WinoStride(T, s.cout))
-		out := make([]float32, s.n*s.hw*s.hw*s.cout)
-		bias := randSlice(r, s.cout)
-		b.Run(s.name+"/in", func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				WinoIn(v, in, w, bt, 0, T)
-			}
-			b.ReportMetric(float64(len(v)+len(in))*4*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
-			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*s.n), "us/img")
-		})
-		b.Run(s.name+"/out", func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				WinoOut(out, mm, w, s.cout, at, bias, true, 0, T)
-			}
-			b.ReportMetric(float64(len(mm)+len(out))*4*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
-			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*s.n), "us/img")
-		})
+		for _, m := range []int{2, 4} {
+			p := s.k / 2
+			g := Geom{N: s.n, H: s.hw, W: s.hw, C: s.cin, K: s.k, S: 1, P: p, OH: s.hw, OW: s.hw}
+			w := NewWino(g, m)
+			at64, _, bt64, _ := WinoMatrices(m, s.k)
+			at, bt := Float32s(at64), Float32s(bt64)
+			T, aa := w.Tiles(), w.A*w.A
+			r := rand.New(rand.NewPCG(1, 1))
+			in := randSlice(r, g.InLen())
+			v := make([]float32, aa*WinoStride(T, s.cin))
+			mm := randSlice(r, aa*WinoStride(T, s.cout))
+			out := make([]float32, s.n*s.hw*s.hw*s.cout)
+			bias := randSlice(r, s.cout)
+			b.Run(fmt.Sprintf("%s/F%d/in", s.name, m), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					WinoIn(v, in, w, bt, 0, T)
+				}
+				b.ReportMetric(float64(len(v)+len(in))*4*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*s.n), "us/img")
+			})
+			b.Run(fmt.Sprintf("%s/F%d/out", s.name, m), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					WinoOut(out, mm, w, s.cout, at, bias, true, 0, T)
+				}
+				b.ReportMetric(float64(len(mm)+len(out))*4*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*s.n), "us/img")
+			})
+		}
 	}
 }

@@ -74,6 +74,11 @@ void nb_mul(float *x, const float *m, int64_t len);
 // 1 when the CPU has AVX2 and FMA: the kernels built for them may run
 // (checked once; defined in winograd.c).
 int nb_have_avx2_fma(void);
+
+// nb_wino_table returns the float32 transform table the Winograd kernels
+// specialise on: kind 0 = Aᵀ, 1 = Bᵀ of F(m, r); NULL when none is built in.
+// *len receives its length.
+const float *nb_wino_table(int kind, int m, int r, int *len);
 #endif
 
 // Input transform of tiles [t0, t0+nt): v[(ξ·a+ν)·vs + (t−t0)·c + ci] =

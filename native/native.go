@@ -430,6 +430,18 @@ func WinoStride(nt, c int) int {
 //	bt: (A, A) the transform Bᵀ, row-major
 //	v:  (A·A, vs) with vs = WinoStride(nt, C): v[(ξ·A+ν)·vs + (t−t0)·C + c] =
 //	    (Bᵀ d B)[ξ, ν] of tile t's patch d
+//
+// winoTable is the built-in float32 table of Aᵀ (kind 0) or Bᵀ (kind 1) of
+// F(m, r) that the kernels specialise on, nil if none.
+func winoTable(kind, m, r int) []float32 {
+	var n C.int
+	p := C.nb_wino_table(C.int(kind), C.int(m), C.int(r), &n)
+	if p == nil {
+		return nil
+	}
+	return append([]float32(nil), unsafe.Slice((*float32)(unsafe.Pointer(p)), int(n))...)
+}
+
 func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
 	w.checkRange(t0, nt)
 	g := w.G

@@ -131,7 +131,26 @@ static const float AT_2_3[8] = {1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f, -1.0f, 1.0f}
 static const float BT_2_3[16] = {1.0f, 0.0f, -1.0f, 0.0f, 0.0f, 0.5f, 0.5f, 0.0f, 0.0f, -0.5f, 0.5f, 0.0f, 0.0f, -1.0f, 0.0f, 1.0f};
 static const float AT_2_5[12] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f, -1.0f, 2.0f, -2.0f, 1.0f};
 static const float BT_6[36] = {1.0f, 0.0f, -1.25f, 0.0f, 0.25f, 0.0f, 0.0f, 0.6666667f, 0.6666667f, -0.16666667f, -0.16666667f, 0.0f, 0.0f, -0.6666667f, 0.6666667f, 0.16666667f, -0.16666667f, 0.0f, 0.0f, -0.083333336f, -0.041666668f, 0.083333336f, 0.041666668f, 0.0f, 0.0f, 0.083333336f, -0.041666668f, -0.083333336f, 0.041666668f, 0.0f, 0.0f, 4.0f, 0.0f, -5.0f, -0.0f, 1.0f};
+static const float AT_4_5[32] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f, -1.0f, 2.0f, -2.0f, 0.5f, -0.5f, 0.0f, 0.0f, 1.0f, 1.0f, 4.0f, 4.0f, 0.25f, 0.25f, 0.0f, 0.0f, 1.0f, -1.0f, 8.0f, -8.0f, 0.125f, -0.125f, 1.0f};
+static const float BT_8[64] = {1.0f, 0.0f, -5.25f, 0.0f, 5.25f, 0.0f, -1.0f, 0.0f, 0.0f, -0.222222224f, -0.222222224f, 0.944444418f, 0.944444418f, -0.222222224f, -0.222222224f, 0.0f, 0.0f, 0.222222224f, -0.222222224f, -0.944444418f, 0.944444418f, 0.222222224f, -0.222222224f, 0.0f, 0.0f, 0.00555555569f, 0.00277777785f, -0.027777778f, -0.013888889f, 0.0222222228f, 0.0111111114f, 0.0f, 0.0f, -0.00555555569f, 0.00277777785f, 0.027777778f, -0.013888889f, -0.0222222228f, 0.0111111114f, 0.0f, 0.0f, 1.42222226f, 2.84444451f, -1.77777779f, -3.55555558f, 0.355555564f, 0.711111128f, 0.0f, 0.0f, -1.42222226f, 2.84444451f, 1.77777779f, -3.55555558f, -0.355555564f, 0.711111128f, 0.0f, 0.0f, -1.0f, 0.0f, 5.25f, -0.0f, -5.25f, 0.0f, 1.0f};
 static const float AT_4_3[24] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f, -1.0f, 2.0f, -2.0f, 0.0f, 0.0f, 1.0f, 1.0f, 4.0f, 4.0f, 0.0f, 0.0f, 1.0f, -1.0f, 8.0f, -8.0f, 1.0f};
+
+const float *nb_wino_table(int kind, int m, int r, int *len) {
+#define NB_TABLE(t) do { *len = (int)(sizeof(t) / sizeof(float)); return t; } while (0)
+    if (kind == 0) {
+        if (m == 2 && r == 3) NB_TABLE(AT_2_3);
+        if (m == 2 && r == 5) NB_TABLE(AT_2_5);
+        if (m == 4 && r == 3) NB_TABLE(AT_4_3);
+        if (m == 4 && r == 5) NB_TABLE(AT_4_5);
+    } else {
+        if (m == 2 && r == 3) NB_TABLE(BT_2_3);
+        if ((m == 2 && r == 5) || (m == 4 && r == 3)) NB_TABLE(BT_6);
+        if (m == 4 && r == 5) NB_TABLE(BT_8);
+    }
+#undef NB_TABLE
+    *len = 0;
+    return NULL;
+}
 
 // Specialisations: constant (m, a) and matrices let the compiler unroll the
 // transforms and drop the zero entries.
@@ -139,6 +158,7 @@ static const float AT_4_3[24] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f,
 #define WINO_IN_CASES(fn)                                                              \
     if (a == 4 && SAME(bt, BT_2_3)) fn(in, h, w, c, p, th, tw, m, 4, BT_2_3, t0, nt, vs, v);  \
     else if (a == 6 && SAME(bt, BT_6)) fn(in, h, w, c, p, th, tw, m, 6, BT_6, t0, nt, vs, v); \
+    else if (a == 8 && SAME(bt, BT_8)) fn(in, h, w, c, p, th, tw, m, 8, BT_8, t0, nt, vs, v); \
     else fn(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
 #define WINO_OUT_CASES(fn)                                                                          \
     if (m == 2 && a == 4 && SAME(at, AT_2_3))                                                       \
@@ -147,6 +167,8 @@ static const float AT_4_3[24] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 0.0f, 0.0f, 1.0f,
         fn(mm, oh, ow, cout, th, tw, 2, 6, AT_2_5, bias, relu, t0, nt, ms, out);                         \
     else if (m == 4 && a == 6 && SAME(at, AT_4_3))                                                  \
         fn(mm, oh, ow, cout, th, tw, 4, 6, AT_4_3, bias, relu, t0, nt, ms, out);                         \
+    else if (m == 4 && a == 8 && SAME(at, AT_4_5))                                                  \
+        fn(mm, oh, ow, cout, th, tw, 4, 8, AT_4_5, bias, relu, t0, nt, ms, out);                         \
     else fn(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
 
 #define IN_ARGS const float *in, int64_t h, int64_t w, int64_t c, int64_t p, int64_t th, int64_t tw, \

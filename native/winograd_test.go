@@ -208,3 +208,32 @@ func TestWinoConvMatchesDirect(t *testing.T) {
 		t.Logf("%s: worst error %.2e relative to max |output|", k, v)
 	}
 }
+
+// TestWinoTablesMatchGo: the C kernels run a specialised, constant-folded
+// body only when the matrix passed in equals their built-in table bit for
+// bit; a table that drifted from WinoMatrices would silently fall back to
+// the slow generic body (or, worse, be used for the wrong transform).
+func TestWinoTablesMatchGo(t *testing.T) {
+	for _, c := range [][2]int{{2, 3}, {2, 5}, {4, 3}, {4, 5}} {
+		at, _, bt, err := WinoMatrices(c[0], c[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for kind, want := range [][]float32{Float32s(at), Float32s(bt)} {
+			got := winoTable(kind, c[0], c[1])
+			bits := func(x []float32) []uint32 { // memcmp in the C dispatch: -0 ≠ 0
+				b := make([]uint32, len(x))
+				for i, v := range x {
+					b[i] = math.Float32bits(v)
+				}
+				return b
+			}
+			if !slices.Equal(bits(got), bits(want)) {
+				t.Errorf("F(%d,%d) table %d: C %v, Go %v", c[0], c[1], kind, got, want)
+			}
+		}
+	}
+	if winoTable(0, 6, 3) != nil {
+		t.Error("F(6,3) has no built-in table")
+	}
+}

@@ -35,8 +35,11 @@ type Options struct {
 	MicroBatch int  // images per stream step (default 8, at most MaxBatch)
 	TileBytes  int  // im2col tile budget per stream in bytes (default 4 MiB)
 	// Winograd selects which stride-1 3×3 and 5×5 convs run as Winograd
-	// F(2×2, r×r) instead of im2col + GEMM (default WinogradAuto).
+	// F(m×m, r×r) instead of im2col + GEMM (default WinogradAuto).
 	Winograd Winograd
+	// WinoTile is the Winograd output tile m: 2 or 4, or 0 to pick per
+	// layer the one with fewer multiplications (see winoTile).
+	WinoTile int
 	// Direct selects the direct kernel for convs over few input channels
 	// (default DirectAuto).
 	Direct DirectConv
@@ -71,7 +74,7 @@ const (
 
 // fastPathDefaults fills in and checks the Winograd and direct-conv
 // switches (shared by Net and Trainer).
-func fastPathDefaults(w *Winograd, d *DirectConv) error {
+func fastPathDefaults(w *Winograd, d *DirectConv, tile int) error {
 	if *w == "" {
 		*w = WinogradAuto
 	}
@@ -83,6 +86,8 @@ func fastPathDefaults(w *Winograd, d *DirectConv) error {
 		return fmt.Errorf("nin: winograd %q: want auto, off or on", *w)
 	case *d != DirectAuto && *d != DirectOff:
 		return fmt.Errorf("nin: direct-conv %q: want auto or off", *d)
+	case tile != 0 && tile != 2 && tile != 4:
+		return fmt.Errorf("nin: Winograd tile %d: want 2 or 4 (0 = per layer)", tile)
 	}
 	return nil
 }
@@ -90,9 +95,27 @@ func fastPathDefaults(w *Winograd, d *DirectConv) error {
 // directMaxCin is the largest input channel count DirectAuto takes.
 const directMaxCin = 7
 
-// winoM is the output tile size: F(2×2, 3×3) and F(2×2, 5×5), whose float32
-// error stays under 1e-5 of the output scale (native.TestWinoConvMatchesDirect).
-const winoM = 2
+// winoTile is the Winograd output tile m of a k×k stride-1 conv with an
+// oh × ow output: forced when 2 or 4, else the m of F(2×2, k×k) and
+// F(4×4, k×k) that needs fewer multiplications, tiles·(m+k−1)², counting the
+// padding of partial edge tiles (ties go to 2: cheaper transforms, smaller
+// error). The float32 error of all four stays within 1e-5 of the output's
+// scale (native.TestWinoConvMatchesDirect: 4e-7 F(2,3), 7e-6 F(4,3),
+// 6e-6 F(2,5), 1e-5 F(4,5)). F(4×4, 5×5) multiplies 2.25× less than
+// F(2×2, 5×5) on a 16×16 map, and 6.25× less than the direct conv.
+func winoTile(k, oh, ow, forced int) int {
+	if forced != 0 {
+		return forced
+	}
+	cost := func(m int) int {
+		a := m + k - 1
+		return ((oh + m - 1) / m) * ((ow + m - 1) / m) * a * a
+	}
+	if cost(4) < cost(2) {
+		return 4
+	}
+	return 2
+}
 
 // Net is a network built for inference: every buffer is allocated once for
 // Options.MaxBatch and Forward allocates nothing. A Net is used by one
@@ -267,6 +290,7 @@ func newWinoOp(l Layer, g native.Geom, p *ConvParams, relu bool, opt Options) (*
 	if opt.Winograd == WinogradOff || l.s != 1 || (l.k != 3 && l.k != 5) {
 		return nil, nil
 	}
+	winoM := winoTile(l.k, l.Out.H, l.Out.W, opt.WinoTile)
 	tilesPerImage := ((l.Out.H + winoM - 1) / winoM) * ((l.Out.W + winoM - 1) / winoM)
 	if opt.Winograd == WinogradAuto && (p.Cin < 16 || tilesPerImage*opt.MicroBatch < 16) {
 		return nil, nil
@@ -330,7 +354,7 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	if opt.TileBytes == 0 {
 		opt.TileBytes = 4 << 20
 	}
-	if err := fastPathDefaults(&opt.Winograd, &opt.Direct); err != nil {
+	if err := fastPathDefaults(&opt.Winograd, &opt.Direct, opt.WinoTile); err != nil {
 		return nil, err
 	}
 	switch {
@@ -455,7 +479,7 @@ func (n *Net) Options() Options { return n.opt }
 // Layers returns the planned layers.
 func (n *Net) Layers() []Layer { return n.layers }
 
-// WinogradLayers names the convs that run as Winograd F(2×2, k×k).
+// WinogradLayers names the convs that run as Winograd F(m×m, k×k).
 func (n *Net) WinogradLayers() []string {
 	var names []string
 	for _, o := range n.ops {
@@ -464,6 +488,17 @@ func (n *Net) WinogradLayers() []string {
 		}
 	}
 	return names
+}
+
+// WinogradForms describes each Winograd conv as "name F(m×m,k×k)".
+func (n *Net) WinogradForms() []string {
+	var forms []string
+	for _, o := range n.ops {
+		if w, ok := o.(*winoOp); ok {
+			forms = append(forms, fmt.Sprintf("%s F(%dx%d,%dx%d)", w.name, w.w.M, w.w.M, w.k, w.k))
+		}
+	}
+	return forms
 }
 
 // Reload recomputes the weight layouts the net derives from the model's

@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -263,6 +264,9 @@ func TestForwardMatchesReference(t *testing.T) {
 				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn},
 				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, Winograd: WinogradOn},
 				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn},
+				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 2},
+				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 4},
+				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn, WinoTile: 4},
 				{MaxBatch: 3, Threads: 2, Direct: DirectOff},
 				{MaxBatch: 3, Threads: 1, Direct: DirectOff, Winograd: WinogradOff},
 			} {
@@ -275,6 +279,13 @@ func TestForwardMatchesReference(t *testing.T) {
 					t.Fatalf("winograd off, but %v run as Winograd", wl)
 				case opt.Winograd == WinogradOn && len(wl) < 2:
 					t.Fatalf("winograd on, but only %v run as Winograd", wl)
+				}
+				if opt.WinoTile != 0 {
+					for _, f := range net.WinogradForms() {
+						if !strings.Contains(f, fmt.Sprintf("F(%dx%d,", opt.WinoTile, opt.WinoTile)) {
+							t.Fatalf("wino tile %d, but %s", opt.WinoTile, f)
+						}
+					}
 				}
 				// every preset's first conv reads 1 or 3 channels (Winograd
 				// on takes the stride-1 ones first)
@@ -395,5 +406,28 @@ func TestReloadFollowsParams(t *testing.T) {
 	}
 	if slices.Equal(stale, want) || slices.Equal(before, want) {
 		t.Fatal("the parameter change did not change the output: the test proves nothing")
+	}
+}
+
+// TestWinoTileChoice: per layer, the auto tile is the one with fewer
+// multiplications, counting padded edge tiles; 2 and 4 force it.
+func TestWinoTileChoice(t *testing.T) {
+	for _, c := range []struct{ k, hw, forced, want int }{
+		{5, 16, 0, 4}, // nin-cifar10 conv2: 16·64 = 1024 against 64·36 = 2304
+		{3, 8, 0, 4},  // nin-cifar10 conv3: 4·36 = 144 against 16·16 = 256
+		{5, 14, 0, 4}, // nin-mnist conv2: 16·64 against 49·36
+		{5, 27, 0, 4}, // nin-imagenet conv2: 49·64 = 3136 against 196·36 = 7056
+		{3, 6, 0, 2},  // nin-imagenet conv4: 4·36 = 144 ties 9·16 = 144
+		{3, 2, 0, 2},  // one F(2,3) tile: 16 against 36
+		{3, 6, 4, 4},
+		{5, 16, 2, 2},
+	} {
+		if got := winoTile(c.k, c.hw, c.hw, c.forced); got != c.want {
+			t.Errorf("k %d map %d forced %d: tile %d, want %d", c.k, c.hw, c.forced, got, c.want)
+		}
+	}
+	m := randomModel(t, "nin-mnist", 1)
+	if _, err := NewNet(m, Options{MaxBatch: 1, Threads: 1, WinoTile: 3}); err == nil {
+		t.Error("Winograd tile 3 accepted")
 	}
 }

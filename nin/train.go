@@ -19,12 +19,14 @@ type TrainOptions struct {
 	Seed        uint64  // dropout masks derive from (Seed, step, image)
 	NoDropout   bool    // disable dropout (debugging, gradient checks)
 	TileBytes   int     // im2col tile budget (default 2 MiB)
-	// Winograd and Direct pick the forward pass of k×k convs as in
-	// inference (defaults WinogradAuto and DirectAuto). The backward pass
-	// always uses im2col GEMMs. The derived weights (Winograd-transformed
+	// Winograd, WinoTile and Direct pick the forward pass of k×k convs as
+	// in inference (defaults WinogradAuto and DirectAuto); the input
+	// gradients of the Winograd-eligible convs run as Winograd convs too,
+	// the weight gradients as im2col GEMMs. The derived weights (Winograd-transformed
 	// filters, transposed direct weights) are rebuilt from the parameters
 	// before every forward pass.
 	Winograd Winograd
+	WinoTile int // Winograd output tile: 2, 4 or 0 (per layer, as Options.WinoTile)
 	Direct   DirectConv
 }
 
@@ -101,7 +103,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	case !(opt.WeightDecay >= 0 && opt.WeightDecay < 1):
 		return nil, fmt.Errorf("nin: weight decay %g out of range [0, 1)", opt.WeightDecay)
 	}
-	if err := fastPathDefaults(&opt.Winograd, &opt.Direct); err != nil {
+	if err := fastPathDefaults(&opt.Winograd, &opt.Direct, opt.WinoTile); err != nil {
 		return nil, err
 	}
 	vel, err := NewParams(&m.Spec)
@@ -127,7 +129,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 		}
 		g := l.geom(per)
 		relu := !(i+1 < len(layers) && layers[i+1].kind == kindGAP && m.Spec.NoFinalReLU)
-		wo, err := newWinoOp(l, g, p, relu, Options{Winograd: opt.Winograd, MicroBatch: per, TileBytes: opt.TileBytes})
+		wo, err := newWinoOp(l, g, p, relu, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: per, TileBytes: opt.TileBytes})
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("nin: %s: %w", l.Name, err)
@@ -199,7 +201,7 @@ func newWinoBackward(l Layer, p *ConvParams, n int, opt TrainOptions) (*winoOp, 
 	bp := &ConvParams{Name: p.Name, Cout: p.Cin, K: p.K, Cin: p.Cout,
 		W: make([]float32, len(p.W)), B: make([]float32, p.Cin)}
 	flipTranspose(bp.W, p)
-	return newWinoOp(bl, bl.geom(n), bp, false, Options{Winograd: opt.Winograd, MicroBatch: n, TileBytes: opt.TileBytes})
+	return newWinoOp(bl, bl.geom(n), bp, false, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: n, TileBytes: opt.TileBytes})
 }
 
 // flipTranspose writes p's filters flipped in space with the channel axes

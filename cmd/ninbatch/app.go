@@ -55,6 +55,7 @@ const (
 	flagPreset    = "preset"
 	flagWinograd  = "winograd"
 	flagDirect    = "direct-conv"
+	flagWinoTile  = "wino-tile"
 	flagModel     = "model"
 	flagSeed      = "seed"
 	flagOut       = "out"
@@ -177,5 +178,23 @@ func directFlag() cli.Flag {
 // winogradFlag is --winograd, shared by the commands that run the forward pass.
 func winogradFlag() cli.Flag {
 	return &cli.StringFlag{Name: flagWinograd, Value: "auto",
-		Usage: "stride-1 3x3/5x5 convs as Winograd F(2x2,k): auto (where the layer shapes pay), on (all) or off (im2col + GEMM)"}
+		Usage: "stride-1 3x3/5x5 convs as Winograd F(m x m,k x k): auto (where the layer shapes pay), on (all) or off (im2col + GEMM)"}
+}
+
+// winoTileFlag is --wino-tile, shared by the commands that run the forward pass.
+func winoTileFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagWinoTile, Value: "auto",
+		Usage: "Winograd output tile m: auto (per layer, fewer multiplications), 2 or 4"}
+}
+
+// winoTile parses --wino-tile: 0 for auto.
+func winoTile(c *cli.Context) (int, error) {
+	switch v := c.String(flagWinoTile); v {
+	case "auto":
+		return 0, nil
+	case "2", "4":
+		return int(v[0] - '0'), nil
+	default:
+		return 0, usageErr("--%s %q: want auto, 2 or 4", flagWinoTile, v)
+	}
 }

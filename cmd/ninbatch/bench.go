@@ -37,6 +37,7 @@ Examples:
 			&cli.IntFlag{Name: "tile-kib", Usage: "im2col tile budget in KiB (0 = 4096)"},
 			winogradFlag(),
 			directFlag(),
+			winoTileFlag(),
 			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},
 			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
@@ -79,9 +80,13 @@ func runBench(c *cli.Context) error {
 	if batch < 1 || reps < 1 || c.Float64("rep-seconds") <= 0 {
 		return usageErr("--batch, --reps and --rep-seconds must be positive")
 	}
+	tile, err := winoTile(c)
+	if err != nil {
+		return err
+	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Mode: nin.Mode(c.String("mode")),
 		MicroBatch: c.Int("micro-batch"), TileBytes: c.Int("tile-kib") << 10, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect))})
+		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile})
 	if err != nil {
 		return asUsage(err)
 	}
@@ -128,7 +133,7 @@ func runBench(c *cli.Context) error {
 	slices.Sort(sorted)
 	opt := net.Options()
 	res := benchResult{
-		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradLayers(), Direct: net.DirectLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
+		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradForms(), Direct: net.DirectLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
 		ImgPerSec: sorted[len(sorted)/2], ImgPerSecBest: sorted[len(sorted)-1], GFLOPPerImage: gflop,
 		BLAS: blas.Backend + " " + blas.CoreName(), CPUMsPerImage: cpuPerImage * 1e3,
 	}

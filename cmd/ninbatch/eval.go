@@ -28,6 +28,7 @@ Example:
 		Flags: []cli.Flag{
 			winogradFlag(),
 			directFlag(),
+			winoTileFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 			&cli.IntFlag{Name: flagBatch, Value: 64},
@@ -57,8 +58,12 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	batch := c.Int(flagBatch)
+	tile, err := winoTile(c)
+	if err != nil {
+		return err
+	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect))})
+		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile})
 	if err != nil {
 		return asUsage(err)
 	}

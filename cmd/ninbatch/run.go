@@ -38,6 +38,7 @@ Example:
 		Flags: []cli.Flag{
 			winogradFlag(),
 			directFlag(),
+			winoTileFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file (.nin)"},
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output directory"},
 			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "rows per inference batch"},
@@ -123,8 +124,12 @@ func runRun(c *cli.Context) error {
 	if workers <= 0 {
 		workers = threads
 	}
+	tile, err := winoTile(c)
+	if err != nil {
+		return err
+	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect))})
+		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -40,7 +40,7 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 		t.Fatalf("dataset mnist: exit %d: %s", code, e)
 	}
 	var first pipeline.EvalResult
-	for i, w := range []string{"off", "on", "auto", "off --direct-conv off"} {
+	for i, w := range []string{"off", "on", "auto", "on --wino-tile 2", "on --wino-tile 4", "off --direct-conv off"} {
 		args := append([]string{"eval", "--model", "../../models/nin-mnist.nin", "--json", "--winograd"}, strings.Fields(w)...)
 		code, o, e := runCLI(t, append(args, filepath.Join(dir, "test.parquet"))...)
 		if code != 0 {
