@@ -44,8 +44,10 @@ INLINE void wino_in_body(const float *in, int64_t h, int64_t w, int64_t c, int64
         for (int64_t q = 0; q < c; q += 8) {
             const int64_t nq = c - q < 8 ? c - q : 8;
             v8 d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
+            #pragma GCC unroll 8
             for (int64_t i = 0; i < a; i++) {
                 const int64_t y = iy0 + i;
+                #pragma GCC unroll 8
                 for (int64_t j = 0; j < a; j++) {
                     const int64_t x = ix0 + j;
                     if (y < 0 || y >= h || x < 0 || x >= w) {
@@ -55,9 +57,12 @@ INLINE void wino_in_body(const float *in, int64_t h, int64_t w, int64_t c, int64
                     }
                 }
             }
+            #pragma GCC unroll 8
             for (int64_t i = 0; i < a; i++) {
+                #pragma GCC unroll 8
                 for (int64_t j = 0; j < a; j++) {
                     v8 s = {0};
+                    #pragma GCC unroll 8
                     for (int64_t k = 0; k < a; k++) {
                         const float b = bt[i * a + k];
                         if (b != 0) s += b * d[k][j];
@@ -66,9 +71,12 @@ INLINE void wino_in_body(const float *in, int64_t h, int64_t w, int64_t c, int64
                 }
             }
             float *o = v + tt * c + q;
+            #pragma GCC unroll 8
             for (int64_t i = 0; i < a; i++) {
+                #pragma GCC unroll 8
                 for (int64_t j = 0; j < a; j++) {
                     v8 s = {0};
+                    #pragma GCC unroll 8
                     for (int64_t k = 0; k < a; k++) {
                         const float b = bt[j * a + k];
                         if (b != 0) s += b * t1[i][k];
@@ -95,11 +103,16 @@ INLINE void wino_out_body(const float *mm, int64_t oh, int64_t ow, int64_t cout,
             const int64_t nq = cout - q < 8 ? cout - q : 8;
             const float *src = mm + tt * cout + q;
             v8 x[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
+            #pragma GCC unroll 8
             for (int64_t k = 0; k < a; k++)
+                #pragma GCC unroll 8
                 for (int64_t j = 0; j < a; j++) x[k][j] = ld8(src + (k * a + j) * mstride, nq);
+            #pragma GCC unroll 8
             for (int64_t i = 0; i < m; i++) {
+                #pragma GCC unroll 8
                 for (int64_t j = 0; j < a; j++) {
                     v8 s = {0};
+                    #pragma GCC unroll 8
                     for (int64_t k = 0; k < a; k++) {
                         const float b = at[i * a + k];
                         if (b != 0) s += b * x[k][j];
@@ -111,6 +124,7 @@ INLINE void wino_out_body(const float *mm, int64_t oh, int64_t ow, int64_t cout,
             for (int64_t i = 0; i < mi; i++) {
                 for (int64_t j = 0; j < mj; j++) {
                     v8 s = bv;
+                    #pragma GCC unroll 8
                     for (int64_t k = 0; k < a; k++) {
                         const float b = at[j * a + k];
                         if (b != 0) s += b * t1[i][k];

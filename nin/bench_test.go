@@ -57,7 +57,7 @@ func BenchmarkForward(b *testing.B) {
 func BenchmarkLayers(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
 		m := randomModel(b, preset, 1)
-		for _, wino := range []Winograd{WinogradOff, WinogradOn} {
+		for _, wino := range []Winograd{WinogradOff, WinogradAuto} {
 			tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
 			envMB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))
 			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Mode: ModeStreams, Winograd: wino, TileBytes: tileKiB << 10, MicroBatch: envMB})
