@@ -74,12 +74,12 @@ void nb_mul(float *x, const float *m, int64_t len);
 // 1 when the CPU has AVX2 and FMA: the kernels built for them may run
 // (checked once; defined in winograd.c).
 int nb_have_avx2_fma(void);
+#endif
 
 // nb_wino_table returns the float32 transform table the Winograd kernels
 // specialise on: kind 0 = Aᵀ, 1 = Bᵀ of F(m, r); NULL when none is built in.
 // *len receives its length.
 const float *nb_wino_table(int kind, int m, int r, int *len);
-#endif
 
 // Input transform of tiles [t0, t0+nt): v[(ξ·a+ν)·vs + (t−t0)·c + ci] =
 // (Bᵀ d B)[ξ, ν] for the patch d of channel ci; vs ≥ nt·c is the stride
@@ -96,6 +96,27 @@ void nb_wino_in(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
 void nb_wino_out(const float *mm, int64_t oh, int64_t ow, int64_t cout,
                  int64_t th, int64_t tw, int64_t m, int64_t a, const float *at,
                  const float *bias, int relu, int64_t t0, int64_t nt, int64_t ms, float *out);
+
+// Output-gradient transform for the weight gradient, tiles [t0, t0+nt):
+// yh[(ξ·a+ν)·ys + (t−t0)·c + co] = (A D Aᵀ)[ξ, ν] for the m × m tile D of dy
+// at rows ty·m + [0, m), cols tx·m + [0, m) (zero outside the map), A = (Aᵀ)ᵀ.
+// This is the gradient of the products M[ξ, ν] that nb_wino_out maps to
+// that tile, so Σ_t yh[ξν]ᵀ·v[ξν] is the gradient of the transformed filters.
+// dy: (n, oh, ow, c)  at: (m, a)
+void nb_wino_dy(const float *dy, int64_t oh, int64_t ow, int64_t c,
+                int64_t th, int64_t tw, int64_t m, int64_t a, const float *at,
+                int64_t t0, int64_t nt, int64_t ys, float *yh);
+
+// Filter transform in double: u[ξ·a+ν, co, ci] = Σ_{k,l} g[ξ,k]·w[co, k, l,
+// ci]·g[ν,l].  w: (cout, r, r, cin)  g: (a, r)  u: (a·a, cout, cin)
+void nb_wino_filter(float *u, const float *w, int64_t cout, int64_t r, int64_t cin, int64_t a,
+                    const double *g);
+
+// Filter gradient from transformed-filter gradients, the adjoint of the
+// filter transform, in double: dw[co, k, l, ci] += Σ_{ξ,ν} g[ξ,k]·du[ξ·a+ν,
+// co, ci]·g[ν,l].  du: (a·a, cout, cin)  g: (a, r)  dw: (cout, r, r, cin)
+void nb_wino_filter_grad(float *dw, const float *du, int64_t cout, int64_t r, int64_t cin,
+                         int64_t a, const double *g);
 
 // ---- direct convolution for few input channels ----
 // Rows [r0, r0+nr) of conv(in) + bias (ReLU when relu != 0), NHWC:

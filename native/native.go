@@ -424,13 +424,6 @@ func WinoStride(nt, c int) int {
 	return s
 }
 
-// WinoIn writes the input transform of tiles [t0, t0+nt).
-//
-//	in: (N, H, W, C)
-//	bt: (A, A) the transform Bᵀ, row-major
-//	v:  (A·A, vs) with vs = WinoStride(nt, C): v[(ξ·A+ν)·vs + (t−t0)·C + c] =
-//	    (Bᵀ d B)[ξ, ν] of tile t's patch d
-//
 // winoTable is the built-in float32 table of Aᵀ (kind 0) or Bᵀ (kind 1) of
 // F(m, r) that the kernels specialise on, nil if none.
 func winoTable(kind, m, r int) []float32 {
@@ -442,6 +435,12 @@ func winoTable(kind, m, r int) []float32 {
 	return append([]float32(nil), unsafe.Slice((*float32)(unsafe.Pointer(p)), int(n))...)
 }
 
+// WinoIn writes the input transform of tiles [t0, t0+nt).
+//
+//	in: (N, H, W, C)
+//	bt: (A, A) the transform Bᵀ, row-major
+//	v:  (A·A, vs) with vs = WinoStride(nt, C): v[(ξ·A+ν)·vs + (t−t0)·C + c] =
+//	    (Bᵀ d B)[ξ, ν] of tile t's patch d
 func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
 	w.checkRange(t0, nt)
 	g := w.G
@@ -497,6 +496,63 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 	C.nb_wino_out(f32(mm), C.int64_t(g.OH), C.int64_t(g.OW), C.int64_t(cout),
 		C.int64_t(w.TH), C.int64_t(w.TW), C.int64_t(w.M), C.int64_t(w.A), f32(at), f32(bias), r,
 		C.int64_t(t0), C.int64_t(nt), C.int64_t(WinoStride(nt, cout)), f32(out))
+}
+
+// WinoDy writes the output-gradient transform of tiles [t0, t0+nt) for the
+// weight gradient: yh[(ξ·A+ν)·ys + (t−t0)·cout + co] = (A D Aᵀ)[ξ, ν] for
+// tile t's M × M block D of dy (zero outside the map), ys = WinoStride(nt,
+// cout). With v from WinoIn, the gradient of the transformed filters is
+// dU[ξν] = Σ_t yh[ξν]ᵀ · v[ξν] (one GEMM per position), and WinoFilterGrad
+// maps it back to the filters.
+//
+//	dy: (N, OH, OW, cout)  at: (M, A)  yh: (A·A, ys)
+func WinoDy(yh, dy []float32, w Wino, cout int, at []float32, t0, nt int) {
+	w.checkRange(t0, nt)
+	g := w.G
+	ys := WinoStride(nt, cout)
+	switch {
+	case cout < 1:
+		panic("native: bad cout")
+	case len(dy) < g.N*g.OH*g.OW*cout:
+		panic("native: short dy")
+	case len(at) < w.M*w.A:
+		panic("native: short at")
+	case len(yh) < (w.A*w.A-1)*ys+nt*cout:
+		panic("native: short yh")
+	}
+	if nt == 0 {
+		return
+	}
+	C.nb_wino_dy(f32(dy), C.int64_t(g.OH), C.int64_t(g.OW), C.int64_t(cout),
+		C.int64_t(w.TH), C.int64_t(w.TW), C.int64_t(w.M), C.int64_t(w.A), f32(at),
+		C.int64_t(t0), C.int64_t(nt), C.int64_t(ys), f32(yh))
+}
+
+// WinoFilter transforms OHWI conv weights for Winograd, in double:
+// u[ξ·a+ν, co, ci] = Σ_{k,l} G[ξ,k]·w[co, k, l, ci]·G[ν,l].
+//
+//	w: (cout, r, r, cin)  g: (a, r)  u: (a·a, cout, cin)
+func WinoFilter(u, w []float32, cout, r, cin int, g []float64) {
+	a := len(g) / r
+	if cout < 1 || cin < 1 || r < 1 || len(g) != a*r || a > C.NB_WINO_MAXA || len(w) < cout*r*r*cin || len(u) < a*a*cout*cin {
+		panic("native: bad Winograd filter shapes")
+	}
+	C.nb_wino_filter(f32(u), f32(w), C.int64_t(cout), C.int64_t(r), C.int64_t(cin), C.int64_t(a),
+		(*C.double)(unsafe.Pointer(&g[0])))
+}
+
+// WinoFilterGrad adds to dw the filter gradient of transformed-filter
+// gradients du, in float64: the adjoint of WinoFilter,
+// dw[co, k, l, ci] += Σ_{ξ,ν} G[ξ,k]·du[ξ·a+ν, co, ci]·G[ν,l].
+//
+//	du: (a·a, cout, cin)  g: (a, r)  dw: (cout, r, r, cin)
+func WinoFilterGrad(dw, du []float32, cout, r, cin int, g []float64) {
+	a := len(g) / r
+	if cout < 1 || cin < 1 || r < 1 || len(g) != a*r || a > C.NB_WINO_MAXA || len(dw) < cout*r*r*cin || len(du) < a*a*cout*cin {
+		panic("native: bad Winograd filter-gradient shapes")
+	}
+	C.nb_wino_filter_grad(f32(dw), f32(du), C.int64_t(cout), C.int64_t(r), C.int64_t(cin), C.int64_t(a),
+		(*C.double)(unsafe.Pointer(&g[0])))
 }
 
 // DirectWeights lays out conv weights for ConvDirect: w is (cout, k·k·c)

@@ -137,6 +137,58 @@ INLINE void wino_out_body(const float *mm, int64_t oh, int64_t ow, int64_t cout,
     }
 }
 
+INLINE void wino_dy_body(const float *dy, int64_t oh, int64_t ow, int64_t c,
+                         int64_t th, int64_t tw, const int64_t m, const int64_t a, const float *at,
+                         int64_t t0, int64_t nt, const int64_t ys, float *yh) {
+    const int64_t plane = th * tw;
+    for (int64_t tt = 0; tt < nt; tt++) {
+        const int64_t t = t0 + tt;
+        const int64_t img = t / plane, r = t % plane;
+        const int64_t oy0 = (r / tw) * m, ox0 = (r % tw) * m;
+        const int64_t mi = oh - oy0 < m ? oh - oy0 : m, mj = ow - ox0 < m ? ow - ox0 : m;
+        const float *base = dy + img * oh * ow * c;
+        for (int64_t q = 0; q < c; q += 8) {
+            const int64_t nq = c - q < 8 ? c - q : 8;
+            v8 d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
+#pragma GCC unroll 8
+            for (int64_t i = 0; i < m; i++) {
+#pragma GCC unroll 8
+                for (int64_t j = 0; j < m; j++) {
+                    d[i][j] = (i < mi && j < mj) ? ld8(base + ((oy0 + i) * ow + ox0 + j) * c + q, nq) : (v8){0};
+                }
+            }
+            // t1 = A D: t1[ξ][j] = Σ_i Aᵀ[i][ξ]·D[i][j]
+#pragma GCC unroll 8
+            for (int64_t xi = 0; xi < a; xi++) {
+#pragma GCC unroll 8
+                for (int64_t j = 0; j < m; j++) {
+                    v8 s = {0};
+#pragma GCC unroll 8
+                    for (int64_t i = 0; i < m; i++) {
+                        const float b = at[i * a + xi];
+                        if (b != 0) s += b * d[i][j];
+                    }
+                    t1[xi][j] = s;
+                }
+            }
+            float *o = yh + tt * c + q;
+#pragma GCC unroll 8
+            for (int64_t xi = 0; xi < a; xi++) {
+#pragma GCC unroll 8
+                for (int64_t nu = 0; nu < a; nu++) {
+                    v8 s = {0};
+#pragma GCC unroll 8
+                    for (int64_t j = 0; j < m; j++) {
+                        const float b = at[j * a + nu];
+                        if (b != 0) s += b * t1[xi][j];
+                    }
+                    st8(o + (xi * a + nu) * ys, s, nq);
+                }
+            }
+        }
+    }
+}
+
 // The transforms of native.WinoMatrices for the tile sizes in use, as
 // float32 (TestWinoTablesMatchGo keeps them equal, bit for bit). A call whose
 // matrix equals one of these runs a body with the table constant-folded:
@@ -185,6 +237,15 @@ const float *nb_wino_table(int kind, int m, int r, int *len) {
         fn(mm, oh, ow, cout, th, tw, 4, 8, AT_4_5, bias, relu, t0, nt, ms, out);                         \
     else fn(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
 
+#define WINO_DY_CASES(fn)                                                                  \
+    if (m == 2 && a == 4 && SAME(at, AT_2_3)) fn(dy, oh, ow, c, th, tw, 2, 4, AT_2_3, t0, nt, ys, yh); \
+    else if (m == 2 && a == 6 && SAME(at, AT_2_5)) fn(dy, oh, ow, c, th, tw, 2, 6, AT_2_5, t0, nt, ys, yh); \
+    else if (m == 4 && a == 6 && SAME(at, AT_4_3)) fn(dy, oh, ow, c, th, tw, 4, 6, AT_4_3, t0, nt, ys, yh); \
+    else if (m == 4 && a == 8 && SAME(at, AT_4_5)) fn(dy, oh, ow, c, th, tw, 4, 8, AT_4_5, t0, nt, ys, yh); \
+    else fn(dy, oh, ow, c, th, tw, m, a, at, t0, nt, ys, yh);
+#define DY_ARGS const float *dy, int64_t oh, int64_t ow, int64_t c, int64_t th, int64_t tw, int64_t m, \
+                int64_t a, const float *at, int64_t t0, int64_t nt, int64_t ys, float *yh
+
 #define IN_ARGS const float *in, int64_t h, int64_t w, int64_t c, int64_t p, int64_t th, int64_t tw, \
                 int64_t m, int64_t a, const float *bt, int64_t t0, int64_t nt, int64_t vs, float *v
 #define OUT_ARGS const float *mm, int64_t oh, int64_t ow, int64_t cout, int64_t th, int64_t tw, \
@@ -193,11 +254,13 @@ const float *nb_wino_table(int kind, int m, int r, int *len) {
 
 static void wino_in_base(IN_ARGS) { WINO_IN_CASES(wino_in_body) }
 static void wino_out_base(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
+static void wino_dy_base(DY_ARGS) { WINO_DY_CASES(wino_dy_body) }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define NB_HAVE_AVX2_PATH 1
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(IN_ARGS) { WINO_IN_CASES(wino_in_body) }
 __attribute__((target("avx2,fma"))) static void wino_out_avx2(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
+__attribute__((target("avx2,fma"))) static void wino_dy_avx2(DY_ARGS) { WINO_DY_CASES(wino_dy_body) }
 
 int nb_have_avx2_fma(void) {
     static int have = -1;
@@ -227,4 +290,129 @@ void nb_wino_out(OUT_ARGS) {
     }
 #endif
     wino_out_base(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
+}
+
+void nb_wino_dy(DY_ARGS) {
+#ifdef NB_HAVE_AVX2_PATH
+    if (nb_have_avx2_fma()) {
+        wino_dy_avx2(dy, oh, ow, c, th, tw, m, a, at, t0, nt, ys, yh);
+        return;
+    }
+#endif
+    wino_dy_base(dy, oh, ow, c, th, tw, m, a, at, t0, nt, ys, yh);
+}
+
+// Four input channels at a time, their double lanes side by side, so the
+// loops over (ξ, ν, k, l) run on vectors of 4 (the du reads for 4
+// consecutive ci are contiguous).
+typedef double v4d __attribute__((vector_size(32)));
+
+INLINE void filter_grad_body(float *dw, const float *du, int64_t cout, int64_t r, int64_t cin,
+                             int64_t a, const double *g) {
+    for (int64_t co = 0; co < cout; co++) {
+        for (int64_t c0 = 0; c0 < cin; c0 += 4) {
+            const int64_t nc = cin - c0 < 4 ? cin - c0 : 4;
+            v4d tmp[NB_WINO_MAXA][NB_WINO_MAXA];  // (a, r): du·G
+            for (int64_t xi = 0; xi < a; xi++) {
+                v4d d[NB_WINO_MAXA];
+                for (int64_t nu = 0; nu < a; nu++) {
+                    const float *src = du + ((xi * a + nu) * cout + co) * cin + c0;
+                    v4d v = {0, 0, 0, 0};
+                    for (int64_t j = 0; j < nc; j++) v[j] = src[j];
+                    d[nu] = v;
+                }
+                for (int64_t l = 0; l < r; l++) {
+                    v4d s = {0, 0, 0, 0};
+                    for (int64_t nu = 0; nu < a; nu++) s += g[nu * r + l] * d[nu];
+                    tmp[xi][l] = s;
+                }
+            }
+            for (int64_t k = 0; k < r; k++) {
+                for (int64_t l = 0; l < r; l++) {
+                    v4d s = {0, 0, 0, 0};
+                    for (int64_t xi = 0; xi < a; xi++) s += g[xi * r + k] * tmp[xi][l];
+                    float *dst = dw + ((co * r + k) * r + l) * cin + c0;
+                    for (int64_t j = 0; j < nc; j++) dst[j] += (float)s[j];
+                }
+            }
+        }
+    }
+}
+
+INLINE void filter_body(float *u, const float *w, int64_t cout, int64_t r, int64_t cin, int64_t a,
+                        const double *g) {
+    for (int64_t co = 0; co < cout; co++) {
+        for (int64_t c0 = 0; c0 < cin; c0 += 4) {
+            const int64_t nc = cin - c0 < 4 ? cin - c0 : 4;
+            v4d tmp[NB_WINO_MAXA][NB_WINO_MAXA];  // (a, r): G·w
+            v4d x[NB_WINO_MAXA][NB_WINO_MAXA];    // (r, r): w
+            for (int64_t k = 0; k < r; k++) {
+                for (int64_t l = 0; l < r; l++) {
+                    const float *src = w + ((co * r + k) * r + l) * cin + c0;
+                    v4d v = {0, 0, 0, 0};
+                    for (int64_t j = 0; j < nc; j++) v[j] = src[j];
+                    x[k][l] = v;
+                }
+            }
+            for (int64_t xi = 0; xi < a; xi++) {
+                for (int64_t l = 0; l < r; l++) {
+                    v4d s = {0, 0, 0, 0};
+                    for (int64_t k = 0; k < r; k++) s += g[xi * r + k] * x[k][l];
+                    tmp[xi][l] = s;
+                }
+            }
+            for (int64_t xi = 0; xi < a; xi++) {
+                for (int64_t nu = 0; nu < a; nu++) {
+                    v4d s = {0, 0, 0, 0};
+                    for (int64_t l = 0; l < r; l++) s += tmp[xi][l] * g[nu * r + l];
+                    float *dst = u + ((xi * a + nu) * cout + co) * cin + c0;
+                    for (int64_t j = 0; j < nc; j++) dst[j] = (float)s[j];
+                }
+            }
+        }
+    }
+}
+
+static void filter_base(float *u, const float *w, int64_t cout, int64_t r, int64_t cin, int64_t a,
+                        const double *g) {
+    filter_body(u, w, cout, r, cin, a, g);
+}
+
+static void filter_grad_base(float *dw, const float *du, int64_t cout, int64_t r, int64_t cin,
+                             int64_t a, const double *g) {
+    filter_grad_body(dw, du, cout, r, cin, a, g);
+}
+
+#ifdef NB_HAVE_AVX2_PATH
+__attribute__((target("avx2,fma"))) static void filter_avx2(float *u, const float *w, int64_t cout, int64_t r,
+                                                            int64_t cin, int64_t a, const double *g) {
+    filter_body(u, w, cout, r, cin, a, g);
+}
+__attribute__((target("avx2,fma"))) static void filter_grad_avx2(float *dw, const float *du, int64_t cout,
+                                                                 int64_t r, int64_t cin, int64_t a,
+                                                                 const double *g) {
+    filter_grad_body(dw, du, cout, r, cin, a, g);
+}
+#endif
+
+void nb_wino_filter_grad(float *dw, const float *du, int64_t cout, int64_t r, int64_t cin,
+                         int64_t a, const double *g) {
+#ifdef NB_HAVE_AVX2_PATH
+    if (nb_have_avx2_fma()) {
+        filter_grad_avx2(dw, du, cout, r, cin, a, g);
+        return;
+    }
+#endif
+    filter_grad_base(dw, du, cout, r, cin, a, g);
+}
+
+void nb_wino_filter(float *u, const float *w, int64_t cout, int64_t r, int64_t cin, int64_t a,
+                    const double *g) {
+#ifdef NB_HAVE_AVX2_PATH
+    if (nb_have_avx2_fma()) {
+        filter_avx2(u, w, cout, r, cin, a, g);
+        return;
+    }
+#endif
+    filter_base(u, w, cout, r, cin, a, g);
 }

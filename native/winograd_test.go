@@ -237,3 +237,123 @@ func TestWinoTablesMatchGo(t *testing.T) {
 		t.Error("F(6,3) has no built-in table")
 	}
 }
+
+// TestWinoWeightGradMatchesDirect: the Winograd weight gradient (WinoIn of
+// the input, WinoDy of the output gradient, one product per position,
+// WinoFilterGrad) equals the direct float64 sum
+// dw[co,ky,kx,ci] = Σ_{n,y,x} dy[n,y,x,co]·in[n, y−p+ky, x−p+kx, ci]
+// within a bound relative to the gradient's scale, over the window grid
+// (sizes 1, odd, padded; partial edge tiles; F(2×2) and F(4×4)). The
+// products are done in float32 in a tile order split into two chunks, as
+// the trainer accumulates them.
+func TestWinoWeightGradMatchesDirect(t *testing.T) {
+	r := rand.New(rand.NewPCG(10, 10))
+	worst := map[string]float64{}
+	for _, w := range winoGrid() {
+		g := w.G
+		cout := 5
+		if g.C == 70 {
+			cout = 66
+		}
+		in := randSlice(r, g.InLen())
+		dy := randSlice(r, g.N*g.OH*g.OW*cout)
+		at64, g64, bt64, _ := WinoMatrices(w.M, g.K)
+		at, bt := Float32s(at64), Float32s(bt64)
+		aa, T := w.A*w.A, w.Tiles()
+		du := make([]float32, aa*cout*g.C)
+		for _, ch := range [][2]int{{0, T / 2}, {T / 2, T - T/2}} {
+			t0, nt := ch[0], ch[1]
+			vs, ys := WinoStride(nt, g.C), WinoStride(nt, cout)
+			v := make([]float32, aa*vs)
+			yh := make([]float32, aa*ys)
+			WinoIn(v, in, w, bt, t0, nt)
+			WinoDy(yh, dy, w, cout, at, t0, nt)
+			for pos := 0; pos < aa; pos++ {
+				for co := 0; co < cout; co++ {
+					for ci := 0; ci < g.C; ci++ {
+						var s float32
+						for tt := 0; tt < nt; tt++ {
+							s += yh[pos*ys+tt*cout+co] * v[pos*vs+tt*g.C+ci]
+						}
+						du[(pos*cout+co)*g.C+ci] += s
+					}
+				}
+			}
+		}
+		dw := randSlice(r, cout*g.K*g.K*g.C) // WinoFilterGrad adds
+		dw0 := slices.Clone(dw)
+		WinoFilterGrad(dw, du, cout, g.K, g.C, g64)
+		var maxAbs, maxErr float64
+		for co := 0; co < cout; co++ {
+			for ky := 0; ky < g.K; ky++ {
+				for kx := 0; kx < g.K; kx++ {
+					for ci := 0; ci < g.C; ci++ {
+						var s float64
+						for img := 0; img < g.N; img++ {
+							for y := 0; y < g.OH; y++ {
+								for x := 0; x < g.OW; x++ {
+									iy, ix := y-g.P+ky, x-g.P+kx
+									if iy < 0 || iy >= g.H || ix < 0 || ix >= g.W {
+										continue
+									}
+									s += float64(dy[((img*g.OH+y)*g.OW+x)*cout+co]) * float64(in[((img*g.H+iy)*g.W+ix)*g.C+ci])
+								}
+							}
+						}
+						i := ((co*g.K+ky)*g.K+kx)*g.C + ci
+						got := float64(dw[i]) - float64(dw0[i])
+						maxAbs = math.Max(maxAbs, math.Abs(s))
+						maxErr = math.Max(maxErr, math.Abs(got-s))
+					}
+				}
+			}
+		}
+		rel := maxErr / math.Max(maxAbs, 1e-30)
+		key := fmt.Sprintf("F(%dx%d,%dx%d)", w.M, w.M, g.K, g.K)
+		worst[key] = math.Max(worst[key], rel)
+		if rel > 1e-4 {
+			t.Errorf("%s %+v: weight gradient error %.3g relative to its scale", key, g, rel)
+		}
+	}
+	for k, v := range worst {
+		t.Logf("%s: worst weight-gradient error %.2e relative to max |dw|", k, v)
+	}
+}
+
+// TestWinoFilterConformance: the C filter transform equals the plain-Go
+// reference (both sum in double; the float32 results may differ by an ulp),
+// and the C filter gradient is its adjoint: <WinoFilter(w), du> =
+// <w, WinoFilterGrad(du)> in double, for every tile in use and channel
+// counts that are and are not multiples of the 4-channel vector.
+func TestWinoFilterConformance(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 11))
+	for _, c := range [][2]int{{2, 3}, {2, 5}, {4, 3}, {4, 5}} {
+		m, k := c[0], c[1]
+		_, g, _, _ := WinoMatrices(m, k)
+		a := m + k - 1
+		for _, ch := range [][2]int{{1, 1}, {3, 5}, {8, 4}, {7, 13}} {
+			cout, cin := ch[0], ch[1]
+			w := randSlice(r, cout*k*k*cin)
+			got, want := make([]float32, a*a*cout*cin), make([]float32, a*a*cout*cin)
+			WinoFilter(got, w, cout, k, cin, g)
+			winoFilterRef(want, w, cout, k, cin, g)
+			if i, ok := closeTo(got, want, 1e-6); !ok {
+				t.Fatalf("F(%d,%d) %dx%d: u[%d] = %g, want %g", m, k, cout, cin, i, got[i], want[i])
+			}
+			du := randSlice(r, a*a*cout*cin)
+			dw := make([]float32, cout*k*k*cin)
+			WinoFilterGrad(dw, du, cout, k, cin, g)
+			var lhs, rhs, scale float64
+			for i := range got {
+				lhs += float64(got[i]) * float64(du[i])
+				scale += math.Abs(float64(got[i]) * float64(du[i]))
+			}
+			for i := range w {
+				rhs += float64(w[i]) * float64(dw[i])
+			}
+			if math.Abs(lhs-rhs) > 1e-5*scale {
+				t.Fatalf("F(%d,%d) %dx%d: <Gw, du> = %g but <w, Gᵀdu> = %g", m, k, cout, cin, lhs, rhs)
+			}
+		}
+	}
+}

@@ -101,11 +101,9 @@ func invert(x []float64, n int) ([]float64, error) {
 	return inv, nil
 }
 
-// WinoFilter transforms OHWI conv weights for Winograd, in float64:
-// u[ξ·a+ν, co, ci] = Σ_{k,l} G[ξ,k]·w[co, k, l, ci]·G[ν,l].
-//
-//	w: (cout, r, r, cin)  g: (a, r)  u: (a·a, cout, cin)
-func WinoFilter(u, w []float32, cout, r, cin int, g []float64) {
+// winoFilterRef is the plain-Go reference of WinoFilter (one (co, ci) at a
+// time), which TestWinoFilterConformance compares with the C kernel.
+func winoFilterRef(u, w []float32, cout, r, cin int, g []float64) {
 	a := len(g) / r
 	if len(g) != a*r || len(w) < cout*r*r*cin || len(u) < a*a*cout*cin {
 		panic("native: bad Winograd filter shapes")

@@ -103,13 +103,18 @@ func BenchmarkLayers(b *testing.B) {
 
 // BenchmarkTrainStep: one SGD step (forward, backward, update) at batch 128
 // with 2 data-parallel streams; compare with `../shared/peers/bench.sh --train`.
+// NINBATCH_BENCH_TILE_KIB and NINBATCH_BENCH_WINO_TILE override the tile
+// budget and the Winograd tile.
 func BenchmarkTrainStep(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10"} {
 		for _, threads := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/b128/t%d", preset, threads), func(b *testing.B) {
 				m := randomModel(b, preset, 1)
 				m.Params.InitGaussian(1)
-				tr, err := NewTrainer(m, TrainOptions{MaxBatch: 128, Threads: threads, Momentum: 0.9, WeightDecay: 1e-4, Seed: 1})
+				tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
+				wt, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_WINO_TILE"))
+				tr, err := NewTrainer(m, TrainOptions{MaxBatch: 128, Threads: threads, Momentum: 0.9, WeightDecay: 1e-4, Seed: 1,
+					TileBytes: tileKiB << 10, WinoTile: wt})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -138,4 +143,47 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// BenchmarkWeightGrad times the weight gradient of each Winograd-eligible
+// conv of nin-mnist and nin-cifar10 for one training stream's share of a
+// batch of 128 on 2 streams (64 images) on one core: the im2col GEMMs
+// against Winograd F(2×2) and F(4×4) at the default and a 4× tile budget.
+func BenchmarkWeightGrad(b *testing.B) {
+	const n = 64
+	blas.SetThreads(1)
+	for _, preset := range []string{"nin-mnist", "nin-cifar10"} {
+		m := randomModel(b, preset, 1)
+		for _, v := range []struct {
+			name        string
+			wino        Winograd
+			tile, bytes int
+		}{{"im2col", WinogradOff, 0, 0}, {"F2", WinogradOn, 2, 0}, {"F4", WinogradOn, 4, 0}, {"F2-8MiB", WinogradOn, 2, 8 << 20}, {"F4-8MiB", WinogradOn, 4, 8 << 20}} {
+			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Winograd: v.wino, WinoTile: v.tile, TileBytes: v.bytes, Direct: DirectOff})
+			if err != nil {
+				b.Fatal(err)
+			}
+			st := tr.streams[0]
+			for i, l := range tr.layers {
+				if l.kind != kindConv || l.s != 1 || (l.k != 3 && l.k != 5) || l.In.C < 16 {
+					continue
+				}
+				p, gp := tr.convParams(i), &st.grads.Convs[tr.convIndex(i)]
+				in := randomInput(n, l.In.Len(), 2)
+				dpre := randomInput(n, l.Out.Len(), 3)
+				wo, _ := tr.fast[i].(*winoOp)
+				b.Run(fmt.Sprintf("%s/%s/%s", preset, l.Name, v.name), func(b *testing.B) {
+					cpu0 := cpuSeconds()
+					for it := 0; it < b.N; it++ {
+						if wo != nil {
+							tr.winoWeightGrad(st, wo, gp.W, dpre, in, n)
+						} else {
+							tr.convBackward(st, nil, gp.W, dpre, in, p, &l, n, st.tiles[i])
+						}
+					}
+					b.ReportMetric((cpuSeconds()-cpu0)*1e6/float64(b.N*n), "cpu-us/img")
+				})
+			}
+		}
+	}
 }

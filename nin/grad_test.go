@@ -266,15 +266,26 @@ func TestDeadFinalReLUDetected(t *testing.T) {
 }
 
 // TestTrainerFastForward: the training pass with the Winograd and direct
-// kernels (forward) and Winograd input gradients (backward) gives the loss
-// and gradients of the plain im2col pass, on a real preset (nin-mnist: a
-// direct first conv and two Winograd 5×5 convs), and it follows the
-// weights as they change between steps.
+// kernels (forward) and Winograd input and weight gradients (backward)
+// gives the loss and gradients of the plain im2col pass, on a real preset
+// (nin-mnist: a direct first conv and two Winograd 5×5 convs), and it
+// follows the weights as they change between steps; with both tile sizes,
+// and with a small tile budget so the tiles come in several chunks (the
+// weight gradient accumulates over them).
 func TestTrainerFastForward(t *testing.T) {
+	for _, c := range []struct{ tile, bytes int }{{0, 0}, {2, 64 << 10}, {4, 64 << 10}} {
+		t.Run(fmt.Sprintf("tile%d-budget%d", c.tile, c.bytes), func(t *testing.T) {
+			trainerFastForward(t, c.tile, c.bytes)
+		})
+	}
+}
+
+func trainerFastForward(t *testing.T, tile, tileBytes int) {
 	const n = 4
 	mk := func(w Winograd, d DirectConv) (*Trainer, *Model) {
 		m := randomModel(t, "nin-mnist", 21)
-		tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 3, Momentum: 0.9, NoDropout: true, Winograd: w, Direct: d})
+		tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 3, Momentum: 0.9, NoDropout: true, Winograd: w, Direct: d,
+			WinoTile: tile, TileBytes: tileBytes})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -283,10 +294,15 @@ func TestTrainerFastForward(t *testing.T) {
 	fast, _ := mk(WinogradAuto, DirectAuto)
 	plain, _ := mk(WinogradOff, DirectOff)
 	nf, nd := 0, 0
+	chunked := false
 	for _, o := range fast.fast {
 		switch o := o.(type) {
 		case *winoOp:
 			nf++
+			chunked = chunked || o.chunk < o.w.Tiles()
+			if tile != 0 && o.w.M != tile {
+				t.Fatalf("%s: tile %d, want %d", o.name, o.w.M, tile)
+			}
 		case *convOp:
 			if o.wt != nil {
 				nd++
@@ -295,6 +311,9 @@ func TestTrainerFastForward(t *testing.T) {
 	}
 	if nf != 2 || nd != 1 {
 		t.Fatalf("fast trainer has %d Winograd and %d direct convs, want 2 and 1", nf, nd)
+	}
+	if tileBytes != 0 && !chunked {
+		t.Fatal("no Winograd conv runs in several chunks: the budget is too large to test accumulation")
 	}
 	nb := 0
 	for _, o := range fast.bwd {

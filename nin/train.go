@@ -65,6 +65,7 @@ type tstream struct {
 	dlogits []float32   // (n, classes)
 	grads   *Params     // this stream's gradient sums
 	fs      *stream     // scratch of the fast forward ops (col as pad, wv, wm)
+	du      []float32   // (a·a, Cout, Cin) Winograd filter gradient of one conv
 	tiles   []int       // per layer: rows per im2col/GEMM tile (k×k convs)
 	loss    float64
 	correct int
@@ -115,7 +116,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	per := (opt.MaxBatch + opt.Threads - 1) / opt.Threads
 	t.fast = make([]op, len(layers))
 	t.bwd = make([]*winoOp, len(layers))
-	var maxPad, maxWV, maxWM int
+	var maxPad, maxWV, maxWM, maxDU int
 	ci := 0
 	for i, l := range layers {
 		if l.kind != kindConv {
@@ -137,6 +138,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 			aa := wo.w.A * wo.w.A
 			maxWV = max(maxWV, aa*native.WinoStride(wo.chunk, p.Cin))
 			maxWM = max(maxWM, aa*native.WinoStride(wo.chunk, p.Cout))
+			maxDU = max(maxDU, aa*p.Cout*p.Cin)
 			t.fast[i] = wo
 		case opt.Direct == DirectAuto && p.Cin <= directMaxCin:
 			o := &convOp{g: g, p: p, relu: relu, name: l.Name}
@@ -164,6 +166,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 			return nil, err
 		}
 		st.fs = &stream{col: make([]float32, maxPad), wv: make([]float32, maxWV), wm: make([]float32, maxWM)}
+		st.du = make([]float32, maxDU)
 		t.streams = append(t.streams, st)
 	}
 	return t, nil
@@ -355,10 +358,18 @@ func (t *Trainer) backward(st *tstream, x []float32, n int) {
 			if i > 0 {
 				din = dnext[:n*l.In.Len()]
 			}
-			if bo := t.bwd[i]; bo != nil && din != nil {
+			wo, _ := t.fast[i].(*winoOp)
+			bo := t.bwd[i]
+			switch {
+			case wo != nil && (din == nil || bo != nil):
+				t.winoWeightGrad(st, wo, gp.W, dcur, in[:n*l.In.Len()], n)
+				if din != nil {
+					bo.forward(st.fs, din, dcur, n)
+				}
+			case bo != nil && din != nil:
 				t.convBackward(st, nil, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i])
 				bo.forward(st.fs, din, dcur, n)
-			} else {
+			default:
 				t.convBackward(st, din, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i])
 			}
 			dcur, dnext = din, dcur[:cap(dcur)]
@@ -410,6 +421,34 @@ func (t *Trainer) convBackward(st *tstream, din, dw, dpre, in []float32, p *Conv
 			native.Col2im(din, dcol, g, r0, nr)
 		}
 	}
+}
+
+// winoWeightGrad adds to dw the weight gradient of the Winograd conv o:
+// per chunk of tiles, the input transform V and the output-gradient
+// transform Ŷ = A·dPre·Aᵀ, one GEMM per transform position accumulating
+// dU[ξν] += Ŷ[ξν]ᵀ·V[ξν], and at the end dw += Gᵀ·dU·G. For F(4×4, 5×5)
+// that is 6.25× fewer multiplications than the im2col GEMM
+// (native.TestWinoWeightGradMatchesDirect bounds the error).
+//
+//	dpre: (n, OH, OW, Cout)  in: (n, H, W, Cin)  dw: (Cout, K, K, Cin)
+func (t *Trainer) winoWeightGrad(st *tstream, o *winoOp, dw, dpre, in []float32, n int) {
+	w := o.w
+	w.G.N = n
+	cin, cout, aa := o.p.Cin, o.p.Cout, w.A*w.A
+	du := st.du[:aa*cout*cin]
+	clear(du)
+	for t0 := 0; t0 < w.Tiles(); t0 += o.chunk {
+		nt := min(o.chunk, w.Tiles()-t0)
+		vs, ys := native.WinoStride(nt, cin), native.WinoStride(nt, cout)
+		v, yh := st.fs.wv[:aa*vs], st.fs.wm[:aa*ys]
+		native.WinoIn(v, in, w, o.bt, t0, nt)
+		native.WinoDy(yh, dpre, w, cout, o.at, t0, nt)
+		for pos := 0; pos < aa; pos++ {
+			blas.Sgemm(true, false, cout, cin, nt, 1, yh[pos*ys:pos*ys+nt*cout], cout,
+				v[pos*vs:pos*vs+nt*cin], cin, 1, du[pos*cout*cin:(pos+1)*cout*cin], cin)
+		}
+	}
+	native.WinoFilterGrad(dw, du, cout, o.k, cin, o.gm)
 }
 
 func (t *Trainer) convIndex(layer int) int {
