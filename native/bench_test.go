@@ -68,6 +68,13 @@ func BenchmarkPool(b *testing.B) {
 			}
 			gbps(b, bytes)
 		})
+		am := make([]int32, s.g.PoolOutLen())
+		b.Run(s.name+"/max-argmax/c", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				MaxPool(out, am, in, s.g)
+			}
+			gbps(b, bytes)
+		})
 		b.Run(s.name+"/ave/c", func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				AvePool(out, in, s.g)

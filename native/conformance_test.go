@@ -151,6 +151,29 @@ func TestCol2imAdjoint(t *testing.T) {
 	}
 }
 
+// TestMaxPoolArgmaxTies: the argmax kernel (8 channels per vector, then a
+// scalar tail) keeps the reference's first-in-window choice when values tie,
+// with channel counts that mix the vector body and the tail.
+func TestMaxPoolArgmaxTies(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, c := range []int{8, 19, 96} {
+		for _, p := range []int{0, 1} {
+			g := Geom{N: 2, H: 7, W: 6, C: c, K: 3, S: 2, P: p, OH: OutSize(7, 3, 2, p, true), OW: OutSize(6, 3, 2, p, true)}
+			in := make([]float32, g.InLen())
+			for i := range in {
+				in[i] = float32(r.IntN(3)) / 2 // 0, 0.5, 1: many ties
+			}
+			got, want := make([]float32, g.PoolOutLen()), make([]float32, g.PoolOutLen())
+			gotArg, wantArg := make([]int32, g.PoolOutLen()), make([]int32, g.PoolOutLen())
+			MaxPool(got, gotArg, in, g)
+			nativeref.MaxPool(want, wantArg, in, ref(g))
+			if !slices.Equal(got, want) || !slices.Equal(gotArg, wantArg) {
+				t.Fatalf("maxpool %+v with ties: differs from the reference", g)
+			}
+		}
+	}
+}
+
 func TestPoolConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	for _, ceil := range []bool{true, false} {

@@ -4,6 +4,12 @@
 #include <math.h>
 #include <string.h>
 
+// 8-lane vectors for the max-pool argmax select (GCC vector extensions; the
+// x86-64 baseline lowers them to SSE pairs)
+#pragma GCC diagnostic ignored "-Wpsabi"  // the vectors never cross a call boundary
+typedef float pv8f __attribute__((vector_size(32)));
+typedef int32_t pv8i __attribute__((vector_size(32)));
+
 void nb_im2col(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
                int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
                int64_t r0, int64_t nr, float *col) {
@@ -96,6 +102,69 @@ static inline int64_t pool_window(int64_t h, int64_t w, int64_t k, int64_t s, in
     return div;
 }
 
+// One output pixel of max pooling with argmax: the running max and its
+// index stay in registers over the window, one store each at the end. Ties
+// keep the first element in window order; a window of only NaN or values
+// <= -FLT_MAX points at its first element. The 8-lane body needs AVX2: on
+// the x86-64 baseline GCC expands 32-byte vectors piecewise, which ran 15x
+// slower than the scalar loop, so the baseline build is scalar.
+#define MAXPOOL_ARGMAX_ARGS const float *src, int64_t w, int64_t c, int64_t y0, int64_t y1, \
+                            int64_t x0, int64_t x1, int32_t base, float *restrict dst,    \
+                            int32_t *restrict am
+
+static inline __attribute__((always_inline)) void maxpool_argmax_tail(MAXPOOL_ARGMAX_ARGS, int64_t j) {
+    for (; j < c; j++) {
+        float best = -FLT_MAX;
+        int32_t bi = base + (int32_t)((y0 * w + x0) * c + j);
+        for (int64_t y = y0; y < y1; y++) {
+            for (int64_t x = x0; x < x1; x++) {
+                const int64_t off = (y * w + x) * c + j;
+                const int gt = src[off] > best;
+                best = gt ? src[off] : best;
+                bi = gt ? base + (int32_t)off : bi;
+            }
+        }
+        dst[j] = best;
+        am[j] = bi;
+    }
+}
+
+static void maxpool_argmax_base(MAXPOOL_ARGMAX_ARGS) { maxpool_argmax_tail(src, w, c, y0, y1, x0, x1, base, dst, am, 0); }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void maxpool_argmax_avx2(MAXPOOL_ARGMAX_ARGS) {
+    int64_t j = 0;
+    for (; j + 8 <= c; j += 8) {
+        pv8f best = {-FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX};
+        pv8i bi = (pv8i){0, 1, 2, 3, 4, 5, 6, 7} + (base + (int32_t)((y0 * w + x0) * c + j));
+        for (int64_t y = y0; y < y1; y++) {
+            for (int64_t x = x0; x < x1; x++) {
+                const int64_t off = (y * w + x) * c + j;
+                pv8f a;
+                memcpy(&a, src + off, sizeof a);
+                const pv8i cand = (pv8i){0, 1, 2, 3, 4, 5, 6, 7} + (base + (int32_t)off);
+                const pv8i gt = a > best;  // all ones where a > best
+                best = (pv8f)(((pv8i)a & gt) | ((pv8i)best & ~gt));
+                bi = (cand & gt) | (bi & ~gt);
+            }
+        }
+        memcpy(dst + j, &best, sizeof best);
+        memcpy(am + j, &bi, sizeof bi);
+    }
+    maxpool_argmax_tail(src, w, c, y0, y1, x0, x1, base, dst, am, j);
+}
+#endif
+
+static void maxpool_argmax_px(MAXPOOL_ARGMAX_ARGS) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (nb_have_avx2_fma()) {
+        maxpool_argmax_avx2(src, w, c, y0, y1, x0, x1, base, dst, am);
+        return;
+    }
+#endif
+    maxpool_argmax_base(src, w, c, y0, y1, x0, x1, base, dst, am);
+}
+
 void nb_maxpool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
                 int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
                 float *out, int32_t *argmax) {
@@ -106,23 +175,18 @@ void nb_maxpool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
                 int64_t y0, y1, x0, x1;
                 pool_window(h, w, k, s, p, py, px, &y0, &y1, &x0, &x1);
                 const int64_t o = ((img * oh + py) * ow + px) * c;
-                float *dst = out + o;
-                for (int64_t j = 0; j < c; j++) dst[j] = -FLT_MAX;
-                int32_t *am = argmax ? argmax + o : NULL;
-                for (int64_t y = y0; y < y1; y++) {
-                    for (int64_t x = x0; x < x1; x++) {
-                        const int64_t off = (y * w + x) * c;
-                        const float *v = src + off;
-                        if (am) {
-                            const int32_t gidx = (int32_t)(img * h * w * c + off);
-                            for (int64_t j = 0; j < c; j++) {
-                                if (v[j] > dst[j]) { dst[j] = v[j]; am[j] = gidx + (int32_t)j; }
-                            }
-                        } else {
+                float *restrict dst = out + o;
+                if (!argmax) {
+                    for (int64_t j = 0; j < c; j++) dst[j] = -FLT_MAX;
+                    for (int64_t y = y0; y < y1; y++) {
+                        for (int64_t x = x0; x < x1; x++) {
+                            const float *restrict v = src + (y * w + x) * c;
                             for (int64_t j = 0; j < c; j++) dst[j] = v[j] > dst[j] ? v[j] : dst[j];
                         }
                     }
+                    continue;
                 }
+                maxpool_argmax_px(src, w, c, y0, y1, x0, x1, (int32_t)(img * h * w * c), dst, argmax + o);
             }
         }
     }
