@@ -32,162 +32,16 @@ INLINE v8 ld8(const float *p, int64_t n) {
         else memcpy((p), &st8_v, (size_t)(n) * sizeof(float));    \
     } while (0)
 
-INLINE void wino_in_body(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
-                         int64_t th, int64_t tw, const int64_t m, const int64_t a, const float *bt,
-                         int64_t t0, int64_t nt, const int64_t vstride, float *v) {
-    const int64_t plane = th * tw;
-    for (int64_t tt = 0; tt < nt; tt++) {
-        const int64_t t = t0 + tt;
-        const int64_t img = t / plane, r = t % plane;
-        const int64_t iy0 = (r / tw) * m - p, ix0 = (r % tw) * m - p;
-        const float *base = in + img * h * w * c;
-        for (int64_t q = 0; q < c; q += 8) {
-            const int64_t nq = c - q < 8 ? c - q : 8;
-            v8 d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
-            #pragma GCC unroll 8
-            for (int64_t i = 0; i < a; i++) {
-                const int64_t y = iy0 + i;
-                #pragma GCC unroll 8
-                for (int64_t j = 0; j < a; j++) {
-                    const int64_t x = ix0 + j;
-                    if (y < 0 || y >= h || x < 0 || x >= w) {
-                        d[i][j] = (v8){0};
-                    } else {
-                        d[i][j] = ld8(base + (y * w + x) * c + q, nq);
-                    }
-                }
-            }
-            #pragma GCC unroll 8
-            for (int64_t i = 0; i < a; i++) {
-                #pragma GCC unroll 8
-                for (int64_t j = 0; j < a; j++) {
-                    v8 s = {0};
-                    #pragma GCC unroll 8
-                    for (int64_t k = 0; k < a; k++) {
-                        const float b = bt[i * a + k];
-                        if (b != 0) s += b * d[k][j];
-                    }
-                    t1[i][j] = s;
-                }
-            }
-            float *o = v + tt * c + q;
-            #pragma GCC unroll 8
-            for (int64_t i = 0; i < a; i++) {
-                #pragma GCC unroll 8
-                for (int64_t j = 0; j < a; j++) {
-                    v8 s = {0};
-                    #pragma GCC unroll 8
-                    for (int64_t k = 0; k < a; k++) {
-                        const float b = bt[j * a + k];
-                        if (b != 0) s += b * t1[i][k];
-                    }
-                    st8(o + (i * a + j) * vstride, s, nq);
-                }
-            }
-        }
-    }
-}
-
-INLINE void wino_out_body(const float *mm, int64_t oh, int64_t ow, int64_t cout,
-                          int64_t th, int64_t tw, const int64_t m, const int64_t a, const float *at,
-                          const float *bias, int relu, int64_t t0, int64_t nt, const int64_t mstride,
-                          float *out) {
-    const int64_t plane = th * tw;
-    for (int64_t tt = 0; tt < nt; tt++) {
-        const int64_t t = t0 + tt;
-        const int64_t img = t / plane, r = t % plane;
-        const int64_t oy0 = (r / tw) * m, ox0 = (r % tw) * m;
-        const int64_t mi = oh - oy0 < m ? oh - oy0 : m, mj = ow - ox0 < m ? ow - ox0 : m;
-        float *obase = out + img * oh * ow * cout;
-        for (int64_t q = 0; q < cout; q += 8) {
-            const int64_t nq = cout - q < 8 ? cout - q : 8;
-            const float *src = mm + tt * cout + q;
-            v8 x[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
-            #pragma GCC unroll 8
-            for (int64_t k = 0; k < a; k++)
-                #pragma GCC unroll 8
-                for (int64_t j = 0; j < a; j++) x[k][j] = ld8(src + (k * a + j) * mstride, nq);
-            #pragma GCC unroll 8
-            for (int64_t i = 0; i < m; i++) {
-                #pragma GCC unroll 8
-                for (int64_t j = 0; j < a; j++) {
-                    v8 s = {0};
-                    #pragma GCC unroll 8
-                    for (int64_t k = 0; k < a; k++) {
-                        const float b = at[i * a + k];
-                        if (b != 0) s += b * x[k][j];
-                    }
-                    t1[i][j] = s;
-                }
-            }
-            const v8 bv = ld8(bias + q, nq);
-            for (int64_t i = 0; i < mi; i++) {
-                for (int64_t j = 0; j < mj; j++) {
-                    v8 s = bv;
-                    #pragma GCC unroll 8
-                    for (int64_t k = 0; k < a; k++) {
-                        const float b = at[j * a + k];
-                        if (b != 0) s += b * t1[i][k];
-                    }
-                    if (relu) s = (v8)((v8i)s & (s > (v8){0}));  // NaN → 0, as nb_bias_act
-                    st8(obase + ((oy0 + i) * ow + ox0 + j) * cout + q, s, nq);
-                }
-            }
-        }
-    }
-}
-
-INLINE void wino_dy_body(const float *dy, int64_t oh, int64_t ow, int64_t c,
-                         int64_t th, int64_t tw, const int64_t m, const int64_t a, const float *at,
-                         int64_t t0, int64_t nt, const int64_t ys, float *yh) {
-    const int64_t plane = th * tw;
-    for (int64_t tt = 0; tt < nt; tt++) {
-        const int64_t t = t0 + tt;
-        const int64_t img = t / plane, r = t % plane;
-        const int64_t oy0 = (r / tw) * m, ox0 = (r % tw) * m;
-        const int64_t mi = oh - oy0 < m ? oh - oy0 : m, mj = ow - ox0 < m ? ow - ox0 : m;
-        const float *base = dy + img * oh * ow * c;
-        for (int64_t q = 0; q < c; q += 8) {
-            const int64_t nq = c - q < 8 ? c - q : 8;
-            v8 d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
-#pragma GCC unroll 8
-            for (int64_t i = 0; i < m; i++) {
-#pragma GCC unroll 8
-                for (int64_t j = 0; j < m; j++) {
-                    d[i][j] = (i < mi && j < mj) ? ld8(base + ((oy0 + i) * ow + ox0 + j) * c + q, nq) : (v8){0};
-                }
-            }
-            // t1 = A D: t1[ξ][j] = Σ_i Aᵀ[i][ξ]·D[i][j]
-#pragma GCC unroll 8
-            for (int64_t xi = 0; xi < a; xi++) {
-#pragma GCC unroll 8
-                for (int64_t j = 0; j < m; j++) {
-                    v8 s = {0};
-#pragma GCC unroll 8
-                    for (int64_t i = 0; i < m; i++) {
-                        const float b = at[i * a + xi];
-                        if (b != 0) s += b * d[i][j];
-                    }
-                    t1[xi][j] = s;
-                }
-            }
-            float *o = yh + tt * c + q;
-#pragma GCC unroll 8
-            for (int64_t xi = 0; xi < a; xi++) {
-#pragma GCC unroll 8
-                for (int64_t nu = 0; nu < a; nu++) {
-                    v8 s = {0};
-#pragma GCC unroll 8
-                    for (int64_t j = 0; j < m; j++) {
-                        const float b = at[j * a + nu];
-                        if (b != 0) s += b * t1[xi][j];
-                    }
-                    st8(o + (xi * a + nu) * ys, s, nq);
-                }
-            }
-        }
-    }
-}
+#define WINO_UNROLL _Pragma("GCC unroll 8")
+#define WINO_NAME(x) x
+#include "wino_body.h"
+#undef WINO_UNROLL
+#undef WINO_NAME
+#define WINO_UNROLL
+#define WINO_NAME(x) x##_generic
+#include "wino_body.h"
+#undef WINO_UNROLL
+#undef WINO_NAME
 
 // The transforms of native.WinoMatrices for the tile sizes in use, as
 // float32 (TestWinoTablesMatchGo keeps them equal, bit for bit). A call whose
@@ -225,7 +79,7 @@ const float *nb_wino_table(int kind, int m, int r, int *len) {
     if (a == 4 && SAME(bt, BT_2_3)) fn(in, h, w, c, p, th, tw, m, 4, BT_2_3, t0, nt, vs, v);  \
     else if (a == 6 && SAME(bt, BT_6)) fn(in, h, w, c, p, th, tw, m, 6, BT_6, t0, nt, vs, v); \
     else if (a == 8 && SAME(bt, BT_8)) fn(in, h, w, c, p, th, tw, m, 8, BT_8, t0, nt, vs, v); \
-    else fn(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
+    else fn##_generic(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
 #define WINO_OUT_CASES(fn)                                                                          \
     if (m == 2 && a == 4 && SAME(at, AT_2_3))                                                       \
         fn(mm, oh, ow, cout, th, tw, 2, 4, AT_2_3, bias, relu, t0, nt, ms, out);                         \
@@ -235,14 +89,14 @@ const float *nb_wino_table(int kind, int m, int r, int *len) {
         fn(mm, oh, ow, cout, th, tw, 4, 6, AT_4_3, bias, relu, t0, nt, ms, out);                         \
     else if (m == 4 && a == 8 && SAME(at, AT_4_5))                                                  \
         fn(mm, oh, ow, cout, th, tw, 4, 8, AT_4_5, bias, relu, t0, nt, ms, out);                         \
-    else fn(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
+    else fn##_generic(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
 
 #define WINO_DY_CASES(fn)                                                                  \
     if (m == 2 && a == 4 && SAME(at, AT_2_3)) fn(dy, oh, ow, c, th, tw, 2, 4, AT_2_3, t0, nt, ys, yh); \
     else if (m == 2 && a == 6 && SAME(at, AT_2_5)) fn(dy, oh, ow, c, th, tw, 2, 6, AT_2_5, t0, nt, ys, yh); \
     else if (m == 4 && a == 6 && SAME(at, AT_4_3)) fn(dy, oh, ow, c, th, tw, 4, 6, AT_4_3, t0, nt, ys, yh); \
     else if (m == 4 && a == 8 && SAME(at, AT_4_5)) fn(dy, oh, ow, c, th, tw, 4, 8, AT_4_5, t0, nt, ys, yh); \
-    else fn(dy, oh, ow, c, th, tw, m, a, at, t0, nt, ys, yh);
+    else fn##_generic(dy, oh, ow, c, th, tw, m, a, at, t0, nt, ys, yh);
 #define DY_ARGS const float *dy, int64_t oh, int64_t ow, int64_t c, int64_t th, int64_t tw, int64_t m, \
                 int64_t a, const float *at, int64_t t0, int64_t nt, int64_t ys, float *yh
 
