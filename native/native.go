@@ -528,15 +528,25 @@ func WinoDy(yh, dy []float32, w Wino, cout int, at []float32, t0, nt int) {
 		C.int64_t(t0), C.int64_t(nt), C.int64_t(ys), f32(yh))
 }
 
+// winoFilterTile checks the shapes of a filter transform or its adjoint and
+// returns the tile size a: w is (cout, r, r, cin), u is (a·a, cout, cin).
+func winoFilterTile(w, u []float32, cout, r, cin int, g []float64) int {
+	if cout < 1 || cin < 1 || r < 1 || len(g)%r != 0 {
+		panic("native: bad Winograd filter shapes")
+	}
+	a := len(g) / r
+	if a < 1 || a > C.NB_WINO_MAXA || len(w) < cout*r*r*cin || len(u) < a*a*cout*cin {
+		panic("native: bad Winograd filter shapes")
+	}
+	return a
+}
+
 // WinoFilter transforms OHWI conv weights for Winograd, in double:
 // u[ξ·a+ν, co, ci] = Σ_{k,l} G[ξ,k]·w[co, k, l, ci]·G[ν,l].
 //
 //	w: (cout, r, r, cin)  g: (a, r)  u: (a·a, cout, cin)
 func WinoFilter(u, w []float32, cout, r, cin int, g []float64) {
-	a := len(g) / r
-	if cout < 1 || cin < 1 || r < 1 || len(g) != a*r || a > C.NB_WINO_MAXA || len(w) < cout*r*r*cin || len(u) < a*a*cout*cin {
-		panic("native: bad Winograd filter shapes")
-	}
+	a := winoFilterTile(w, u, cout, r, cin, g)
 	C.nb_wino_filter(f32(u), f32(w), C.int64_t(cout), C.int64_t(r), C.int64_t(cin), C.int64_t(a),
 		(*C.double)(unsafe.Pointer(&g[0])))
 }
@@ -547,10 +557,7 @@ func WinoFilter(u, w []float32, cout, r, cin int, g []float64) {
 //
 //	du: (a·a, cout, cin)  g: (a, r)  dw: (cout, r, r, cin)
 func WinoFilterGrad(dw, du []float32, cout, r, cin int, g []float64) {
-	a := len(g) / r
-	if cout < 1 || cin < 1 || r < 1 || len(g) != a*r || a > C.NB_WINO_MAXA || len(dw) < cout*r*r*cin || len(du) < a*a*cout*cin {
-		panic("native: bad Winograd filter-gradient shapes")
-	}
+	a := winoFilterTile(dw, du, cout, r, cin, g)
 	C.nb_wino_filter_grad(f32(dw), f32(du), C.int64_t(cout), C.int64_t(r), C.int64_t(cin), C.int64_t(a),
 		(*C.double)(unsafe.Pointer(&g[0])))
 }
