@@ -96,13 +96,13 @@ func BenchmarkBiasAct(b *testing.B) {
 		x, bias := randSlice(r, s[0]*s[1]), randSlice(r, s[1])
 		b.Run(fmt.Sprintf("%dx%d/c", s[0], s[1]), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				BiasAct(x, s[0], s[1], bias, true)
+				BiasAct(x, s[0], s[1], s[1], bias, true)
 			}
 			gbps(b, 8*len(x))
 		})
 		b.Run(fmt.Sprintf("%dx%d/ref", s[0], s[1]), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				nativeref.BiasAct(x, s[0], s[1], bias, true)
+				nativeref.BiasAct(x, s[0], s[1], s[1], bias, true)
 			}
 			gbps(b, 8*len(x))
 		})
@@ -163,7 +163,7 @@ func BenchmarkWino(b *testing.B) {
 			})
 			b.Run(fmt.Sprintf("%s/F%d/out", s.name, m), func(b *testing.B) {
 				for i := 0; i < b.N; i++ {
-					WinoOut(out, mm, w, s.cout, at, bias, true, 0, T)
+					WinoOut(out, mm, w, s.cout, s.cout, at, bias, true, 0, T)
 				}
 				b.ReportMetric(float64(len(mm)+len(out))*4*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 				b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*s.n), "us/img")

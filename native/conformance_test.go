@@ -227,12 +227,15 @@ func TestBiasActConformance(t *testing.T) {
 	for _, rows := range []int{0, 1, 7, 64} {
 		for _, c := range []int{1, 3, 10, 192} {
 			for _, relu := range []bool{true, false} {
-				x, b := randSlice(r, rows*c), randSlice(r, c)
-				want := slices.Clone(x)
-				BiasAct(x, rows, c, b, relu)
-				nativeref.BiasAct(want, rows, c, b, relu)
-				if !slices.Equal(x, want) {
-					t.Fatalf("bias_act rows=%d c=%d relu=%v differs", rows, c, relu)
+				// ld > c: a column slice; the other columns must stay as they are
+				for _, ld := range []int{c, c + 5} {
+					x, b := randSlice(r, rows*ld), randSlice(r, c)
+					want := slices.Clone(x)
+					BiasAct(x, rows, c, ld, b, relu)
+					nativeref.BiasAct(want, rows, c, ld, b, relu)
+					if !slices.Equal(x, want) {
+						t.Fatalf("bias_act rows=%d c=%d ld=%d relu=%v differs", rows, c, ld, relu)
+					}
 				}
 			}
 		}
@@ -293,7 +296,8 @@ func TestValidationPanics(t *testing.T) {
 		"outside":   func() { g2 := g; g2.OH = 9; MaxPool(make([]float32, 1000), nil, make([]float32, 32), g2) },
 		"short out": func() { AvePool(make([]float32, 1), make([]float32, 32), g) },
 		"short arg": func() { MaxPool(make([]float32, 32), make([]int32, 1), make([]float32, 32), g) },
-		"bias":      func() { BiasAct(make([]float32, 8), 4, 2, make([]float32, 1), true) },
+		"bias":      func() { BiasAct(make([]float32, 8), 4, 2, 2, make([]float32, 1), true) },
+		"bias ld":   func() { BiasAct(make([]float32, 8), 4, 2, 1, make([]float32, 2), true) },
 	}
 	for name, f := range cases {
 		func() {

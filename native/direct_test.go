@@ -144,7 +144,7 @@ func BenchmarkFirstConv(b *testing.B) {
 					Im2col(col, in, g, r0, nr)
 					o := out[r0*s.cout : (r0+nr)*s.cout]
 					blas.Sgemm(false, true, nr, s.cout, kkc, 1, col[:nr*kkc], kkc, w, kkc, 0, o, s.cout)
-					BiasAct(o, nr, s.cout, bias, true)
+					BiasAct(o, nr, s.cout, s.cout, bias, true)
 				}
 			}
 			report(b)

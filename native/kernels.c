@@ -68,10 +68,10 @@ void nb_col2im(const float *col, int64_t n, int64_t h, int64_t w, int64_t c,
     }
 }
 
-void nb_bias_act(float *x, int64_t rows, int64_t c, const float *bias, int relu) {
+void nb_bias_act(float *x, int64_t rows, int64_t c, int64_t ld, const float *bias, int relu) {
     if (relu) {
         for (int64_t r = 0; r < rows; r++) {
-            float *row = x + r * c;
+            float *row = x + r * ld;
             for (int64_t j = 0; j < c; j++) {
                 float v = row[j] + bias[j];
                 row[j] = v > 0.0f ? v : 0.0f;
@@ -79,7 +79,7 @@ void nb_bias_act(float *x, int64_t rows, int64_t c, const float *bias, int relu)
         }
     } else {
         for (int64_t r = 0; r < rows; r++) {
-            float *row = x + r * c;
+            float *row = x + r * ld;
             for (int64_t j = 0; j < c; j++) row[j] += bias[j];
         }
     }

@@ -17,8 +17,9 @@ void nb_col2im(const float *col, int64_t n, int64_t h, int64_t w, int64_t c,
                int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
                int64_t r0, int64_t nr, float *din);
 
-// x[r, j] = max(0, x[r, j] + bias[j]) (relu != 0) or x[r, j] + bias[j].  x: (rows, c)
-void nb_bias_act(float *x, int64_t rows, int64_t c, const float *bias, int relu);
+// x[r·ld + j] = max(0, x[r·ld + j] + bias[j]) (relu != 0) or x[r·ld + j] + bias[j],
+// j < c ≤ ld: the first c columns of a (rows, ld) matrix.
+void nb_bias_act(float *x, int64_t rows, int64_t c, int64_t ld, const float *bias, int relu);
 
 // Caffe max pooling, NHWC.  in: (n, h, w, c)  out: (n, oh, ow, c)
 // argmax (nullable): (n, oh, ow, c) index into in of the chosen element.
@@ -92,10 +93,12 @@ void nb_wino_in(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
 // Output transform of tiles [t0, t0+nt) with the fused epilogue:
 // out[img, ty·m+i, tx·m+j, co] = act((Aᵀ M A)[i, j] + bias[co]) for the
 // in-image part of the tile, M[ξ, ν] = mm[(ξ·a+ν)·ms + (t−t0)·cout + co],
-// ms ≥ nt·cout.  at: (m, a)  out: (n, oh, ow, cout)
+// ms ≥ nt·cout.  at: (m, a)  out: (n, oh, ow, ldo), channels [0, cout) of
+// each pixel written (ldo ≥ cout: a channel slice of a wider map).
 void nb_wino_out(const float *mm, int64_t oh, int64_t ow, int64_t cout,
                  int64_t th, int64_t tw, int64_t m, int64_t a, const float *at,
-                 const float *bias, int relu, int64_t t0, int64_t nt, int64_t ms, float *out);
+                 const float *bias, int relu, int64_t t0, int64_t nt, int64_t ms, int64_t ldo,
+                 float *out);
 
 // Output-gradient transform for the weight gradient, tiles [t0, t0+nt):
 // yh[(ξ·a+ν)·ys + (t−t0)·c + co] = (A D Aᵀ)[ξ, ν] for the m × m tile D of dy

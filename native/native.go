@@ -140,15 +140,16 @@ func Col2im(din, col []float32, g Geom, r0, nr int) {
 		C.int64_t(r0), C.int64_t(nr), f32(din))
 }
 
-// BiasAct adds bias to every row of x and applies ReLU when relu is set.
+// BiasAct adds bias to the first c columns of every row of x and applies
+// ReLU when relu is set (ld > c: a column slice of a wider matrix).
 //
-//	x:    (rows, c), in place
+//	x:    (rows, ld), in place, columns [0, c)
 //	bias: (c)
-func BiasAct(x []float32, rows, c int, bias []float32, relu bool) {
-	if rows < 0 || c < 1 {
+func BiasAct(x []float32, rows, c, ld int, bias []float32, relu bool) {
+	if rows < 0 || c < 1 || ld < c {
 		panic("native: bad shape")
 	}
-	if len(x) < rows*c {
+	if rows > 0 && len(x) < (rows-1)*ld+c {
 		panic("native: short x")
 	}
 	if len(bias) < c {
@@ -161,7 +162,7 @@ func BiasAct(x []float32, rows, c int, bias []float32, relu bool) {
 	if relu {
 		r = 1
 	}
-	C.nb_bias_act(f32(x), C.int64_t(rows), C.int64_t(c), f32(bias), r)
+	C.nb_bias_act(f32(x), C.int64_t(rows), C.int64_t(c), C.int64_t(ld), f32(bias), r)
 }
 
 // MaxPool is Caffe max pooling. argmax may be nil; otherwise it receives,
@@ -470,12 +471,12 @@ func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt int) {
 //	mm:   (A·A, ms)
 //	at:   (M, A) the transform Aᵀ, row-major
 //	bias: (cout)
-//	out:  (N, OH, OW, cout)
-func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool, t0, nt int) {
+//	out:  (N, OH, OW, ldo), channels [0, cout) of each pixel (ldo ≥ cout)
+func WinoOut(out, mm []float32, w Wino, cout, ldo int, at, bias []float32, relu bool, t0, nt int) {
 	w.checkRange(t0, nt)
 	g := w.G
 	switch {
-	case cout < 1:
+	case cout < 1 || ldo < cout:
 		panic("native: bad cout")
 	case len(mm) < (w.A*w.A-1)*WinoStride(nt, cout)+nt*cout:
 		panic("native: short mm")
@@ -483,7 +484,7 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 		panic("native: short at")
 	case len(bias) < cout:
 		panic("native: short bias")
-	case len(out) < g.N*g.OH*g.OW*cout:
+	case len(out) < (g.N*g.OH*g.OW-1)*ldo+cout:
 		panic("native: short out")
 	}
 	if nt == 0 {
@@ -495,7 +496,7 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 	}
 	C.nb_wino_out(f32(mm), C.int64_t(g.OH), C.int64_t(g.OW), C.int64_t(cout),
 		C.int64_t(w.TH), C.int64_t(w.TW), C.int64_t(w.M), C.int64_t(w.A), f32(at), f32(bias), r,
-		C.int64_t(t0), C.int64_t(nt), C.int64_t(WinoStride(nt, cout)), f32(out))
+		C.int64_t(t0), C.int64_t(nt), C.int64_t(WinoStride(nt, cout)), C.int64_t(ldo), f32(out))
 }
 
 // WinoDy writes the output-gradient transform of tiles [t0, t0+nt) for the

@@ -62,14 +62,14 @@ INLINE void WINO_NAME(wino_in_body)(const float *in, int64_t h, int64_t w, int64
 INLINE void WINO_NAME(wino_out_body)(const float *mm, int64_t oh, int64_t ow, int64_t cout,
                           int64_t th, int64_t tw, const int64_t m, const int64_t a, const float *at,
                           const float *bias, int relu, int64_t t0, int64_t nt, const int64_t mstride,
-                          float *out) {
+                          const int64_t ldo, float *out) {
     const int64_t plane = th * tw;
     for (int64_t tt = 0; tt < nt; tt++) {
         const int64_t t = t0 + tt;
         const int64_t img = t / plane, r = t % plane;
         const int64_t oy0 = (r / tw) * m, ox0 = (r % tw) * m;
         const int64_t mi = oh - oy0 < m ? oh - oy0 : m, mj = ow - ox0 < m ? ow - ox0 : m;
-        float *obase = out + img * oh * ow * cout;
+        float *obase = out + img * oh * ow * ldo;
         for (int64_t q = 0; q < cout; q += 8) {
             const int64_t nq = cout - q < 8 ? cout - q : 8;
             const float *src = mm + tt * cout + q;
@@ -101,7 +101,7 @@ INLINE void WINO_NAME(wino_out_body)(const float *mm, int64_t oh, int64_t ow, in
                         if (b != 0) s += b * t1[i][k];
                     }
                     if (relu) s = (v8)((v8i)s & (s > (v8){0}));  // NaN → 0, as nb_bias_act
-                    st8(obase + ((oy0 + i) * ow + ox0 + j) * cout + q, s, nq);
+                    st8(obase + ((oy0 + i) * ow + ox0 + j) * ldo + q, s, nq);
                 }
             }
         }

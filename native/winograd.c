@@ -82,14 +82,14 @@ const float *nb_wino_table(int kind, int m, int r, int *len) {
     else fn##_generic(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
 #define WINO_OUT_CASES(fn)                                                                          \
     if (m == 2 && a == 4 && SAME(at, AT_2_3))                                                       \
-        fn(mm, oh, ow, cout, th, tw, 2, 4, AT_2_3, bias, relu, t0, nt, ms, out);                         \
+        fn(mm, oh, ow, cout, th, tw, 2, 4, AT_2_3, bias, relu, t0, nt, ms, ldo, out);                         \
     else if (m == 2 && a == 6 && SAME(at, AT_2_5))                                                  \
-        fn(mm, oh, ow, cout, th, tw, 2, 6, AT_2_5, bias, relu, t0, nt, ms, out);                         \
+        fn(mm, oh, ow, cout, th, tw, 2, 6, AT_2_5, bias, relu, t0, nt, ms, ldo, out);                         \
     else if (m == 4 && a == 6 && SAME(at, AT_4_3))                                                  \
-        fn(mm, oh, ow, cout, th, tw, 4, 6, AT_4_3, bias, relu, t0, nt, ms, out);                         \
+        fn(mm, oh, ow, cout, th, tw, 4, 6, AT_4_3, bias, relu, t0, nt, ms, ldo, out);                         \
     else if (m == 4 && a == 8 && SAME(at, AT_4_5))                                                  \
-        fn(mm, oh, ow, cout, th, tw, 4, 8, AT_4_5, bias, relu, t0, nt, ms, out);                         \
-    else fn##_generic(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
+        fn(mm, oh, ow, cout, th, tw, 4, 8, AT_4_5, bias, relu, t0, nt, ms, ldo, out);                         \
+    else fn##_generic(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, ldo, out);
 
 #define WINO_DY_CASES(fn)                                                                  \
     if (m == 2 && a == 4 && SAME(at, AT_2_3)) fn(dy, oh, ow, c, th, tw, 2, 4, AT_2_3, t0, nt, ys, yh); \
@@ -104,7 +104,7 @@ const float *nb_wino_table(int kind, int m, int r, int *len) {
                 int64_t m, int64_t a, const float *bt, int64_t t0, int64_t nt, int64_t vs, float *v
 #define OUT_ARGS const float *mm, int64_t oh, int64_t ow, int64_t cout, int64_t th, int64_t tw, \
                  int64_t m, int64_t a, const float *at, const float *bias, int relu, int64_t t0,   \
-                 int64_t nt, int64_t ms, float *out
+                 int64_t nt, int64_t ms, int64_t ldo, float *out
 
 static void wino_in_base(IN_ARGS) { WINO_IN_CASES(wino_in_body) }
 static void wino_out_base(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
@@ -139,11 +139,11 @@ void nb_wino_in(IN_ARGS) {
 void nb_wino_out(OUT_ARGS) {
 #ifdef NB_HAVE_AVX2_PATH
     if (nb_have_avx2_fma()) {
-        wino_out_avx2(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
+        wino_out_avx2(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, ldo, out);
         return;
     }
 #endif
-    wino_out_base(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, out);
+    wino_out_base(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, ldo, out);
 }
 
 void nb_wino_dy(DY_ARGS) {

@@ -171,6 +171,25 @@ func share(total, part, parts int) (lo, hi int) {
 	return total * part / parts, total * (part + 1) / parts
 }
 
+// byChannels reports whether a split layer call with m GEMM rows (pixels or
+// Winograd tiles) and cout output channels is cut along the channels: each
+// part then computes every row for its slice of the channels.
+//
+// A split must halve the operand OpenBLAS packs on every call, or the parts
+// cost nearly as much as the whole. At batch 1 the late layers have few rows
+// and many weights (nin-mnist conv3: 49 rows × 1200 against 128 × 1200;
+// its Winograd conv2: 16 tiles per transform position against 128 output
+// channels), so cutting the rows left every part packing all the weights:
+// the split took 417 µs against 462 on one core for nin-mnist conv2.
+func byChannels(m, cout, parts int) bool { return parts > 1 && m < cout }
+
+// channelShare is part p of the cout channels, in multiples of 8 (one
+// vector of the epilogues and the Winograd output transform).
+func channelShare(cout, part, parts int) (lo, hi int) {
+	lo, hi = share((cout+7)/8, part, parts)
+	return min(lo*8, cout), min(hi*8, cout)
+}
+
 // stream is one worker's private buffers for a micro-batch of mb images.
 type stream struct {
 	a, b   []float32 // (mb, maxAct) ping-pong activations, NHWC per image
@@ -212,7 +231,9 @@ func (o *convOp) forward(st *stream, dst, src []float32, n int) {
 	o.forwardPart(st, dst, src, n, 0, 1)
 }
 
-// forwardPart computes output rows share(rows, part, parts).
+// forwardPart computes part of the output: rows share(rows, part, parts)
+// for all channels, or all rows for channels channelShare(cout, part,
+// parts) when byChannels says so.
 func (o *convOp) forwardPart(st *stream, dst, src []float32, n, part, parts int) {
 	g := o.g
 	g.N = n
@@ -222,24 +243,31 @@ func (o *convOp) forwardPart(st *stream, dst, src []float32, n, part, parts int)
 		native.ConvDirect(dst[lo*cout:hi*cout], src, o.wt, o.ws, o.p.B, g, cout, o.relu, lo, hi-lo, st.col)
 		return
 	}
-	if o.oneByOne {
-		cin := o.p.Cin
-		for r0 := lo; r0 < hi; r0 += o.tileRows {
-			nr := min(o.tileRows, hi-r0)
-			out := dst[r0*cout : (r0+nr)*cout]
-			blas.Sgemm(false, true, nr, cout, cin, 1, src[r0*cin:(r0+nr)*cin], cin, o.p.W, cin, 0, out, cout)
-			native.BiasAct(out, nr, cout, o.p.B, o.relu)
+	c0, c1 := 0, cout
+	if byChannels(rows, cout, parts) {
+		lo, hi = 0, rows
+		c0, c1 = channelShare(cout, part, parts)
+		if c0 == c1 {
+			return
 		}
-		return
 	}
 	k := g.Cols()
+	if o.oneByOne {
+		k = o.p.Cin
+	}
+	w, bias := o.p.W[c0*k:c1*k], o.p.B[c0:c1]
 	for r0 := lo; r0 < hi; r0 += o.tileRows {
 		nr := min(o.tileRows, hi-r0)
-		col := st.col[:nr*k]
-		native.Im2col(col, src, g, r0, nr)
-		out := dst[r0*cout : (r0+nr)*cout]
-		blas.Sgemm(false, true, nr, cout, k, 1, col, k, o.p.W, k, 0, out, cout)
-		native.BiasAct(out, nr, cout, o.p.B, o.relu)
+		var a []float32 // (nr, k): the activations themselves for a 1×1 conv
+		if o.oneByOne {
+			a = src[r0*k : (r0+nr)*k]
+		} else {
+			a = st.col[:nr*k]
+			native.Im2col(a, src, g, r0, nr)
+		}
+		out := dst[r0*cout+c0 : (r0+nr-1)*cout+c1]
+		blas.Sgemm(false, true, nr, c1-c0, k, 1, a, k, w, k, 0, out, cout)
+		native.BiasAct(out, nr, c1-c0, cout, bias, o.relu)
 	}
 }
 
@@ -265,22 +293,34 @@ func (o *winoOp) forward(st *stream, dst, src []float32, n int) {
 	o.forwardPart(st, dst, src, n, 0, 1)
 }
 
-// forwardPart computes the output tiles share(tiles, part, parts).
+// forwardPart computes the output tiles share(tiles, part, parts), or all
+// tiles for channels channelShare(cout, part, parts) when byChannels says
+// so (every part then repeats the input transform, a few % of the layer).
 func (o *winoOp) forwardPart(st *stream, dst, src []float32, n, part, parts int) {
 	w := o.w
 	w.G.N = n
 	cin, cout, aa := o.p.Cin, o.p.Cout, w.A*w.A
 	lo, hi := share(w.Tiles(), part, parts)
+	c0, c1 := 0, cout
+	if byChannels(w.Tiles(), cout, parts) {
+		lo, hi = 0, w.Tiles()
+		c0, c1 = channelShare(cout, part, parts)
+		if c0 == c1 {
+			return
+		}
+	}
+	nc := c1 - c0
 	for t0 := lo; t0 < hi; t0 += o.chunk {
 		nt := min(o.chunk, hi-t0)
-		vs, ms := native.WinoStride(nt, cin), native.WinoStride(nt, cout)
+		vs, ms := native.WinoStride(nt, cin), native.WinoStride(nt, nc)
 		v, m := st.wv[:aa*vs], st.wm[:aa*ms]
 		native.WinoIn(v, src, w, o.bt, t0, nt)
 		for pos := 0; pos < aa; pos++ {
-			blas.Sgemm(false, true, nt, cout, cin, 1, v[pos*vs:pos*vs+nt*cin], cin,
-				o.u[pos*cout*cin:(pos+1)*cout*cin], cin, 0, m[pos*ms:pos*ms+nt*cout], cout)
+			u := o.u[pos*cout*cin:]
+			blas.Sgemm(false, true, nt, nc, cin, 1, v[pos*vs:pos*vs+nt*cin], cin,
+				u[c0*cin:c1*cin], cin, 0, m[pos*ms:pos*ms+nt*nc], nc)
 		}
-		native.WinoOut(dst, m, w, cout, o.at, o.p.B, o.relu, t0, nt)
+		native.WinoOut(dst[c0:], m, w, nc, cout, o.at, o.p.B[c0:c1], o.relu, t0, nt)
 	}
 }
 

@@ -268,6 +268,10 @@ func TestForwardMatchesReference(t *testing.T) {
 				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 4},
 				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn, WinoTile: 4},
 				{MaxBatch: 3, Threads: 2, Direct: DirectOff},
+				// batch 1 split over 3 parts: channel slices of 8 that leave
+				// a part empty (10 classes), rows in thirds
+				{MaxBatch: 3, Threads: 3},
+				{MaxBatch: 3, Threads: 3, Winograd: WinogradOn, TileBytes: 64 << 10},
 				{MaxBatch: 3, Threads: 1, Direct: DirectOff, Winograd: WinogradOff},
 			} {
 				net, err := NewNet(m, opt)

@@ -322,7 +322,7 @@ func (t *Trainer) convForward(st *tstream, out, src []float32, p *ConvParams, l 
 	rows := n * l.Out.H * l.Out.W
 	if l.oneByOne() {
 		blas.Sgemm(false, true, rows, p.Cout, p.Cin, 1, src, p.Cin, p.W, p.Cin, 0, out, p.Cout)
-		native.BiasAct(out, rows, p.Cout, p.B, relu)
+		native.BiasAct(out, rows, p.Cout, p.Cout, p.B, relu)
 		return
 	}
 	g, k := l.geom(n), l.GemmK
@@ -331,7 +331,7 @@ func (t *Trainer) convForward(st *tstream, out, src []float32, p *ConvParams, l 
 		native.Im2col(st.col[:nr*k], src, g, r0, nr)
 		o := out[r0*p.Cout : (r0+nr)*p.Cout]
 		blas.Sgemm(false, true, nr, p.Cout, k, 1, st.col[:nr*k], k, p.W, k, 0, o, p.Cout)
-		native.BiasAct(o, nr, p.Cout, p.B, relu)
+		native.BiasAct(o, nr, p.Cout, p.Cout, p.B, relu)
 	}
 }
 

@@ -57,15 +57,15 @@ func Col2im(din, col []float32, g Geom, r0, nr int) {
 	}
 }
 
-// BiasAct: x[r, j] += bias[j], then ReLU when relu is set.
-func BiasAct(x []float32, rows, c int, bias []float32, relu bool) {
+// BiasAct: x[r·ld+j] += bias[j] for j < c, then ReLU when relu is set.
+func BiasAct(x []float32, rows, c, ld int, bias []float32, relu bool) {
 	for r := 0; r < rows; r++ {
 		for j := 0; j < c; j++ {
-			v := x[r*c+j] + bias[j]
+			v := x[r*ld+j] + bias[j]
 			if relu && v < 0 {
 				v = 0
 			}
-			x[r*c+j] = v
+			x[r*ld+j] = v
 		}
 	}
 }
@@ -257,7 +257,7 @@ func WinoIn(v, in []float32, w Wino, bt []float32, t0, nt, vs int) {
 
 // WinoOut: out[img, ty·M+i, tx·M+j, co] = act(Σ_{k,l} Aᵀ[i,k]·X[k,l]·Aᵀ[j,l] + bias[co]),
 // X[k,l] = mm[(k·A+l)·ms + (t−t0)·cout + co], for the in-image outputs of tiles [t0, t0+nt).
-func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool, t0, nt, ms int) {
+func WinoOut(out, mm []float32, w Wino, cout, ldo int, at, bias []float32, relu bool, t0, nt, ms int) {
 	g, a := w.G, w.A
 	for tt := 0; tt < nt; tt++ {
 		t := t0 + tt
@@ -278,7 +278,7 @@ func WinoOut(out, mm []float32, w Wino, cout int, at, bias []float32, relu bool,
 					if relu && !(s > 0) {
 						s = 0
 					}
-					out[((img*g.OH+y)*g.OW+x)*cout+co] = float32(s)
+					out[((img*g.OH+y)*g.OW+x)*ldo+co] = float32(s)
 				}
 			}
 		}
