@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ninbatch/ninbatch/blas"
+	"github.com/ninbatch/ninbatch/native"
 )
 
 // BenchmarkForward: every preset at batch 1, 16, 64 with 1 and 2 threads
@@ -103,8 +104,9 @@ func BenchmarkLayers(b *testing.B) {
 
 // BenchmarkTrainStep: one SGD step (forward, backward, update) at batch 128
 // with 2 data-parallel streams; compare with `../shared/peers/bench.sh --train`.
-// NINBATCH_BENCH_TILE_KIB and NINBATCH_BENCH_WINO_TILE override the tile
-// budget and the Winograd tile.
+// NINBATCH_BENCH_TILE_KIB, NINBATCH_BENCH_WINO_TILE and
+// NINBATCH_BENCH_MICRO_BATCH override the tile budget, the Winograd tile and
+// the micro-batch (64 = one pass per stream, the pre-micro-batch trainer).
 func BenchmarkTrainStep(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10"} {
 		for _, threads := range []int{1, 2} {
@@ -113,8 +115,9 @@ func BenchmarkTrainStep(b *testing.B) {
 				m.Params.InitGaussian(1)
 				tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
 				wt, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_WINO_TILE"))
+				mb, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))
 				tr, err := NewTrainer(m, TrainOptions{MaxBatch: 128, Threads: threads, Momentum: 0.9, WeightDecay: 1e-4, Seed: 1,
-					TileBytes: tileKiB << 10, WinoTile: wt})
+					TileBytes: tileKiB << 10, WinoTile: wt, MicroBatch: mb})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -159,7 +162,7 @@ func BenchmarkWeightGrad(b *testing.B) {
 			wino        Winograd
 			tile, bytes int
 		}{{"im2col", WinogradOff, 0, 0}, {"F2", WinogradOn, 2, 0}, {"F4", WinogradOn, 4, 0}, {"F2-8MiB", WinogradOn, 2, 8 << 20}, {"F4-8MiB", WinogradOn, 4, 8 << 20}} {
-			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Winograd: v.wino, WinoTile: v.tile, TileBytes: v.bytes, Direct: DirectOff})
+			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, MicroBatch: n, Winograd: v.wino, WinoTile: v.tile, TileBytes: v.bytes, Direct: DirectOff})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -176,7 +179,9 @@ func BenchmarkWeightGrad(b *testing.B) {
 					cpu0 := cpuSeconds()
 					for it := 0; it < b.N; it++ {
 						if wo != nil {
-							tr.winoWeightGrad(st, wo, gp.W, dpre, in, n)
+							clear(st.du[i])
+							tr.winoWeightGrad(st, wo, st.du[i], dpre, in, n)
+							native.WinoFilterGrad(gp.W, st.du[i], wo.p.Cout, wo.k, wo.p.Cin, wo.gm)
 						} else {
 							tr.convBackward(st, nil, gp.W, dpre, in, p, &l, n, st.tiles[i])
 						}

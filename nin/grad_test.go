@@ -173,26 +173,35 @@ func paramName(p *Params, i int) string {
 
 // TestTrainerThreadsAgree: gradients summed over 2 streams equal the
 // single-stream gradients (same dropout masks by construction).
+// Micro-batches of 1 and 2 images (gradients summed over them) agree too.
 func TestTrainerThreadsAgree(t *testing.T) {
 	spec := tinySpecs()[7].spec
-	var grads [2][]float32
-	var losses [2]float64
-	for k, threads := range []int{1, 2} {
+	var grads [][]float32
+	var losses []float64
+	var corrects []int
+	cfgs := []struct{ threads, mb int }{{1, 0}, {2, 0}, {1, 2}, {2, 1}, {1, 1}}
+	for _, c := range cfgs {
 		m, _ := NewModel(&spec)
 		m.Params.InitHe(3)
-		tr, err := NewTrainer(m, TrainOptions{MaxBatch: 5, Threads: threads, Seed: 1})
+		tr, err := NewTrainer(m, TrainOptions{MaxBatch: 5, Threads: c.threads, MicroBatch: c.mb, Seed: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
+		if want := min(max(c.mb, 0), (5+c.threads-1)/c.threads); c.mb > 0 && tr.streams[0].n != want {
+			t.Fatalf("micro-batch %d: stream buffers for %d images, want %d", c.mb, tr.streams[0].n, want)
+		}
 		x := randomInput(5, spec.Input.Len(), 8)
 		res := tr.gradients(x, []int32{0, 1, 2, 3, 0}, 5, 11)
-		grads[k], losses[k] = append([]float32(nil), tr.streams[0].grads.Data...), res.Loss
+		grads = append(grads, append([]float32(nil), tr.streams[0].grads.Data...))
+		losses, corrects = append(losses, res.Loss), append(corrects, res.Correct)
 	}
-	if math.Abs(losses[0]-losses[1]) > 1e-6 {
-		t.Fatalf("loss 1 thread %g, 2 threads %g", losses[0], losses[1])
-	}
-	if e := relErr(grads[1], toF64(grads[0])); e > 1e-5 {
-		t.Fatalf("gradients differ between 1 and 2 streams: rel err %g", e)
+	for k := 1; k < len(cfgs); k++ {
+		if math.Abs(losses[0]-losses[k]) > 1e-6 || corrects[0] != corrects[k] {
+			t.Fatalf("%+v: loss %g correct %d, want %g and %d", cfgs[k], losses[k], corrects[k], losses[0], corrects[0])
+		}
+		if e := relErr(grads[k], toF64(grads[0])); e > 1e-5 {
+			t.Fatalf("%+v: gradients differ from 1 stream, 1 pass: rel err %g", cfgs[k], e)
+		}
 	}
 }
 
@@ -272,20 +281,23 @@ func TestDeadFinalReLUDetected(t *testing.T) {
 // follows the weights as they change between steps; with both tile sizes,
 // and with a small tile budget so the tiles come in several chunks (the
 // weight gradient accumulates over them).
+//
+// With micro-batches of 2 images, the transformed filter gradients are
+// summed over the 2 micro-batches before the one transform back.
 func TestTrainerFastForward(t *testing.T) {
-	for _, c := range []struct{ tile, bytes int }{{0, 0}, {2, 64 << 10}, {4, 64 << 10}} {
-		t.Run(fmt.Sprintf("tile%d-budget%d", c.tile, c.bytes), func(t *testing.T) {
-			trainerFastForward(t, c.tile, c.bytes)
+	for _, c := range []struct{ tile, bytes, mb int }{{0, 0, 0}, {2, 64 << 10, 0}, {4, 64 << 10, 0}, {2, 0, 2}} {
+		t.Run(fmt.Sprintf("tile%d-budget%d-mb%d", c.tile, c.bytes, c.mb), func(t *testing.T) {
+			trainerFastForward(t, c.tile, c.bytes, c.mb)
 		})
 	}
 }
 
-func trainerFastForward(t *testing.T, tile, tileBytes int) {
+func trainerFastForward(t *testing.T, tile, tileBytes, mb int) {
 	const n = 4
 	mk := func(w Winograd, d DirectConv) (*Trainer, *Model) {
 		m := randomModel(t, "nin-mnist", 21)
 		tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 3, Momentum: 0.9, NoDropout: true, Winograd: w, Direct: d,
-			WinoTile: tile, TileBytes: tileBytes})
+			WinoTile: tile, TileBytes: tileBytes, MicroBatch: mb})
 		if err != nil {
 			t.Fatal(err)
 		}

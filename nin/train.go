@@ -19,6 +19,11 @@ type TrainOptions struct {
 	Seed        uint64  // dropout masks derive from (Seed, step, image)
 	NoDropout   bool    // disable dropout (debugging, gradient checks)
 	TileBytes   int     // im2col tile budget (default 2 MiB)
+	// MicroBatch is how many images of a stream's share of the batch go
+	// through forward and backward together (default 16): activations are
+	// kept for one micro-batch only, and each layer's output is consumed
+	// while it is still in cache. Gradients accumulate over micro-batches.
+	MicroBatch int
 	// Winograd, WinoTile and Direct pick the forward pass of k×k convs as
 	// in inference (defaults WinogradAuto and DirectAuto); the input
 	// gradients of the Winograd-eligible convs run as Winograd convs too,
@@ -51,7 +56,8 @@ type Trainer struct {
 	bwd []*winoOp
 }
 
-// tstream is one data-parallel worker: activations of up to n images.
+// tstream is one data-parallel worker: activations of up to n images (one
+// micro-batch).
 type tstream struct {
 	n       int
 	acts    [][]float32 // per layer: (n, OH, OW, C) output; dropout aliases its input
@@ -65,7 +71,7 @@ type tstream struct {
 	dlogits []float32   // (n, classes)
 	grads   *Params     // this stream's gradient sums
 	fs      *stream     // scratch of the fast forward ops (col as pad, wv, wm)
-	du      []float32   // (a·a, Cout, Cin) Winograd filter gradient of one conv
+	du      [][]float32 // per Winograd conv: (a·a, Cout, Cin) transformed filter gradient, summed over the step's micro-batches
 	tiles   []int       // per layer: rows per im2col/GEMM tile (k×k convs)
 	loss    float64
 	correct int
@@ -94,7 +100,12 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	if opt.TileBytes == 0 {
 		opt.TileBytes = 2 << 20
 	}
+	if opt.MicroBatch == 0 {
+		opt.MicroBatch = 16
+	}
 	switch {
+	case opt.MicroBatch < 0:
+		return nil, fmt.Errorf("nin: micro-batch %d is negative", opt.MicroBatch)
 	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<14:
 		return nil, fmt.Errorf("nin: batch %d out of range 1..16384", opt.MaxBatch)
 	case opt.Threads < 1 || opt.Threads > 256:
@@ -113,10 +124,11 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	}
 	t := &Trainer{spec: m.Spec, layers: layers, params: m.Params, vel: vel, opt: opt,
 		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes()}
-	per := (opt.MaxBatch + opt.Threads - 1) / opt.Threads
+	// buffers for one micro-batch of a stream's share of the batch
+	per := min(opt.MicroBatch, (opt.MaxBatch+opt.Threads-1)/opt.Threads)
 	t.fast = make([]op, len(layers))
 	t.bwd = make([]*winoOp, len(layers))
-	var maxPad, maxWV, maxWM, maxDU int
+	var maxPad, maxWV, maxWM int
 	ci := 0
 	for i, l := range layers {
 		if l.kind != kindConv {
@@ -138,7 +150,6 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 			aa := wo.w.A * wo.w.A
 			maxWV = max(maxWV, aa*native.WinoStride(wo.chunk, p.Cin))
 			maxWM = max(maxWM, aa*native.WinoStride(wo.chunk, p.Cout))
-			maxDU = max(maxDU, aa*p.Cout*p.Cin)
 			t.fast[i] = wo
 		case opt.Direct == DirectAuto && p.Cin <= directMaxCin:
 			o := &convOp{g: g, p: p, relu: relu, name: l.Name}
@@ -166,7 +177,12 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 			return nil, err
 		}
 		st.fs = &stream{col: make([]float32, maxPad), wv: make([]float32, maxWV), wm: make([]float32, maxWM)}
-		st.du = make([]float32, maxDU)
+		st.du = make([][]float32, len(layers))
+		for i := range layers {
+			if wo := t.winoGrad(i); wo != nil {
+				st.du[i] = make([]float32, wo.w.A*wo.w.A*wo.p.Cout*wo.p.Cin)
+			}
+		}
 		t.streams = append(t.streams, st)
 	}
 	return t, nil
@@ -263,7 +279,8 @@ func (l *Layer) geom(n int) native.Geom {
 
 func (l *Layer) oneByOne() bool { return l.k == 1 && l.s == 1 && l.p == 0 }
 
-// forward runs the training-mode forward pass of n images and the loss.
+// forward runs the training-mode forward pass of n ≤ st.n images and adds
+// their loss, top-1 hits and live last-conv outputs to st's sums.
 //
 //	x: (n, H, W, C)  labels: (n)  first: index of x[0] within the step's batch
 func (t *Trainer) forward(st *tstream, x []float32, labels []int32, n, first int, step uint64, scale float32) {
@@ -302,14 +319,12 @@ func (t *Trainer) forward(st *tstream, x []float32, labels []int32, n, first int
 			native.GAP(st.logits, src, n, l.In.H*l.In.W, l.In.C)
 		}
 	}
-	st.loss = native.SoftmaxXent(st.probs, st.dlogits, st.logits, labels, n, t.classes, scale)
-	st.correct = 0
+	st.loss += native.SoftmaxXent(st.probs, st.dlogits, st.logits, labels, n, t.classes, scale)
 	for i := 0; i < n; i++ {
 		if argmax32(st.probs[i*t.classes:(i+1)*t.classes]) == int(labels[i]) {
 			st.correct++
 		}
 	}
-	st.alive = 0
 	for _, v := range st.acts[t.lastCv][:n*t.layers[t.lastCv].Out.Len()] {
 		if v > 0 {
 			st.alive++
@@ -358,11 +373,10 @@ func (t *Trainer) backward(st *tstream, x []float32, n int) {
 			if i > 0 {
 				din = dnext[:n*l.In.Len()]
 			}
-			wo, _ := t.fast[i].(*winoOp)
 			bo := t.bwd[i]
 			switch {
-			case wo != nil && (din == nil || bo != nil):
-				t.winoWeightGrad(st, wo, gp.W, dcur, in[:n*l.In.Len()], n)
+			case t.winoGrad(i) != nil:
+				t.winoWeightGrad(st, t.winoGrad(i), st.du[i], dcur, in[:n*l.In.Len()], n)
 				if din != nil {
 					bo.forward(st.fs, din, dcur, n)
 				}
@@ -423,20 +437,30 @@ func (t *Trainer) convBackward(st *tstream, din, dw, dpre, in []float32, p *Conv
 	}
 }
 
-// winoWeightGrad adds to dw the weight gradient of the Winograd conv o:
-// per chunk of tiles, the input transform V and the output-gradient
-// transform Ŷ = A·dPre·Aᵀ, one GEMM per transform position accumulating
-// dU[ξν] += Ŷ[ξν]ᵀ·V[ξν], and at the end dw += Gᵀ·dU·G. For F(4×4, 5×5)
-// that is 6.25× fewer multiplications than the im2col GEMM
+// winoGrad is the Winograd op whose transform domain layer i's weight
+// gradient is computed in, or nil (im2col GEMM): a Winograd conv whose
+// input gradient is Winograd too, or that needs none (the first layer).
+func (t *Trainer) winoGrad(i int) *winoOp {
+	wo, _ := t.fast[i].(*winoOp)
+	if wo == nil || (i > 0 && t.bwd[i] == nil) {
+		return nil
+	}
+	return wo
+}
+
+// winoWeightGrad adds to du the transformed weight gradient of the
+// Winograd conv o over n images: per chunk of tiles, the input transform V
+// and the output-gradient transform Ŷ = A·dPre·Aᵀ, one GEMM per transform
+// position accumulating dU[ξν] += Ŷ[ξν]ᵀ·V[ξν]. After the step's last
+// micro-batch, native.WinoFilterGrad maps it back: dw += Gᵀ·dU·G. For
+// F(4×4, 5×5) that is 6.25× fewer multiplications than the im2col GEMM
 // (native.TestWinoWeightGradMatchesDirect bounds the error).
 //
-//	dpre: (n, OH, OW, Cout)  in: (n, H, W, Cin)  dw: (Cout, K, K, Cin)
-func (t *Trainer) winoWeightGrad(st *tstream, o *winoOp, dw, dpre, in []float32, n int) {
+//	dpre: (n, OH, OW, Cout)  in: (n, H, W, Cin)  du: (a·a, Cout, Cin)
+func (t *Trainer) winoWeightGrad(st *tstream, o *winoOp, du, dpre, in []float32, n int) {
 	w := o.w
 	w.G.N = n
 	cin, cout, aa := o.p.Cin, o.p.Cout, w.A*w.A
-	du := st.du[:aa*cout*cin]
-	clear(du)
 	for t0 := 0; t0 < w.Tiles(); t0 += o.chunk {
 		nt := min(o.chunk, w.Tiles()-t0)
 		vs, ys := native.WinoStride(nt, cin), native.WinoStride(nt, cout)
@@ -448,7 +472,6 @@ func (t *Trainer) winoWeightGrad(st *tstream, o *winoOp, dw, dpre, in []float32,
 				v[pos*vs:pos*vs+nt*cin], cin, 1, du[pos*cout*cin:(pos+1)*cout*cin], cin)
 		}
 	}
-	native.WinoFilterGrad(dw, du, cout, o.k, cin, o.gm)
 }
 
 func (t *Trainer) convIndex(layer int) int {
@@ -537,12 +560,7 @@ func (t *Trainer) gradients(x []float32, labels []int32, n int, step uint64) Ste
 			st.loss, st.correct, st.alive = 0, 0, 0
 			continue
 		}
-		run := func() {
-			m := pr[1] - pr[0]
-			xs := x[pr[0]*t.inLen : pr[1]*t.inLen]
-			t.forward(st, xs, labels[pr[0]:pr[1]], m, pr[0], step, scale)
-			t.backward(st, xs, m)
-		}
+		run := func() { t.pass(st, x, labels, pr[0], pr[1], step, scale, true) }
 		if s == len(parts)-1 {
 			run()
 		} else {
@@ -607,6 +625,35 @@ func (t *Trainer) lossAt(x []float32, labels []int32, n int, step uint64) float6
 	blas.SetThreads(1)
 	t.reload()
 	st := t.streams[0]
-	t.forward(st, x, labels, n, 0, step, 1)
+	t.pass(st, x, labels, 0, n, step, 1, false)
 	return st.loss / float64(n)
+}
+
+// pass runs images [i0, i1) of the batch x through forward (and backward,
+// when backward is set) on stream st, one micro-batch at a time. It resets
+// st's loss sums and, with backward, accumulates the gradients into
+// st.grads (which the caller clears).
+func (t *Trainer) pass(st *tstream, x []float32, labels []int32, i0, i1 int, step uint64, scale float32, backward bool) {
+	st.loss, st.correct, st.alive = 0, 0, 0
+	if backward {
+		for _, du := range st.du {
+			clear(du)
+		}
+	}
+	for c0 := i0; c0 < i1; c0 += st.n {
+		m := min(st.n, i1-c0)
+		xs := x[c0*t.inLen : (c0+m)*t.inLen]
+		t.forward(st, xs, labels[c0:c0+m], m, c0, step, scale)
+		if backward {
+			t.backward(st, xs, m)
+		}
+	}
+	if backward {
+		for i, du := range st.du {
+			if du != nil {
+				wo := t.winoGrad(i)
+				native.WinoFilterGrad(st.grads.Convs[t.convIndex(i)].W, du, wo.p.Cout, wo.k, wo.p.Cin, wo.gm)
+			}
+		}
+	}
 }
