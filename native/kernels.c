@@ -165,9 +165,60 @@ static void maxpool_argmax_px(MAXPOOL_ARGMAX_ARGS) {
     maxpool_argmax_base(src, w, c, y0, y1, x0, x1, base, dst, am);
 }
 
+// One output pixel of max (is_max) or average pooling without argmax:
+// blocks of POOL_BLK channels accumulate in a local array that GCC keeps in
+// vector registers (8 ymm with AVX2) over the whole window, one store per
+// channel at the end. The old loop read-modify-wrote dst once per window
+// element: 6.6 GB/s for cifar pool1 against 12.5 for max pooling with
+// argmax. Same order of operations as before, so the same bits: the max
+// keeps dst when v is NaN, the sum runs over y then x.
+#define POOL_BLK 64
+#define POOL_ARGS const float *src, int64_t w, int64_t c, int64_t y0, int64_t y1, int64_t x0, \
+                  int64_t x1, float scale, float *restrict dst
+
+static inline __attribute__((always_inline)) void pool_block(POOL_ARGS, int64_t j0, const int64_t nb,
+                                                             const int is_max) {
+    float acc[POOL_BLK];
+    for (int64_t j = 0; j < nb; j++) acc[j] = is_max ? -FLT_MAX : 0.0f;
+    for (int64_t y = y0; y < y1; y++) {
+        for (int64_t x = x0; x < x1; x++) {
+            const float *restrict v = src + (y * w + x) * c + j0;
+            for (int64_t j = 0; j < nb; j++) acc[j] = is_max ? (v[j] > acc[j] ? v[j] : acc[j]) : acc[j] + v[j];
+        }
+    }
+    for (int64_t j = 0; j < nb; j++) dst[j0 + j] = is_max ? acc[j] : acc[j] * scale;
+}
+
+static inline __attribute__((always_inline)) void pool_px_body(POOL_ARGS, const int is_max) {
+    int64_t j0 = 0;
+    for (; j0 + POOL_BLK <= c; j0 += POOL_BLK) pool_block(src, w, c, y0, y1, x0, x1, scale, dst, j0, POOL_BLK, is_max);
+    if (j0 < c) pool_block(src, w, c, y0, y1, x0, x1, scale, dst, j0, c - j0, is_max);
+}
+
+static void maxpool_px_base(POOL_ARGS) { pool_px_body(src, w, c, y0, y1, x0, x1, scale, dst, 1); }
+static void avepool_px_base(POOL_ARGS) { pool_px_body(src, w, c, y0, y1, x0, x1, scale, dst, 0); }
+#if defined(__x86_64__) && defined(__GNUC__)
+__attribute__((target("avx2,fma"))) static void maxpool_px_avx2(POOL_ARGS) {
+    pool_px_body(src, w, c, y0, y1, x0, x1, scale, dst, 1);
+}
+__attribute__((target("avx2,fma"))) static void avepool_px_avx2(POOL_ARGS) {
+    pool_px_body(src, w, c, y0, y1, x0, x1, scale, dst, 0);
+}
+#endif
+
+typedef void (*pool_px_fn)(POOL_ARGS);
+
+static pool_px_fn pool_px(int is_max) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (nb_have_avx2_fma()) return is_max ? maxpool_px_avx2 : avepool_px_avx2;
+#endif
+    return is_max ? maxpool_px_base : avepool_px_base;
+}
+
 void nb_maxpool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
                 int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
                 float *out, int32_t *argmax) {
+    const pool_px_fn maxpx = pool_px(1);
     for (int64_t img = 0; img < n; img++) {
         const float *src = in + img * h * w * c;
         for (int64_t py = 0; py < oh; py++) {
@@ -177,13 +228,7 @@ void nb_maxpool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
                 const int64_t o = ((img * oh + py) * ow + px) * c;
                 float *restrict dst = out + o;
                 if (!argmax) {
-                    for (int64_t j = 0; j < c; j++) dst[j] = -FLT_MAX;
-                    for (int64_t y = y0; y < y1; y++) {
-                        for (int64_t x = x0; x < x1; x++) {
-                            const float *restrict v = src + (y * w + x) * c;
-                            for (int64_t j = 0; j < c; j++) dst[j] = v[j] > dst[j] ? v[j] : dst[j];
-                        }
-                    }
+                    maxpx(src, w, c, y0, y1, x0, x1, 1.0f, dst);
                     continue;
                 }
                 maxpool_argmax_px(src, w, c, y0, y1, x0, x1, (int32_t)(img * h * w * c), dst, argmax + o);
@@ -195,21 +240,14 @@ void nb_maxpool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
 void nb_avepool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
                 int64_t k, int64_t s, int64_t p, int64_t oh, int64_t ow,
                 float *out) {
+    const pool_px_fn ave = pool_px(0);
     for (int64_t img = 0; img < n; img++) {
         const float *src = in + img * h * w * c;
         for (int64_t py = 0; py < oh; py++) {
             for (int64_t px = 0; px < ow; px++) {
                 int64_t y0, y1, x0, x1;
                 const int64_t div = pool_window(h, w, k, s, p, py, px, &y0, &y1, &x0, &x1);
-                float *dst = out + ((img * oh + py) * ow + px) * c;
-                for (int64_t j = 0; j < c; j++) dst[j] = 0.0f;
-                for (int64_t y = y0; y < y1; y++)
-                    for (int64_t x = x0; x < x1; x++) {
-                        const float *v = src + (y * w + x) * c;
-                        for (int64_t j = 0; j < c; j++) dst[j] += v[j];
-                    }
-                const float inv = 1.0f / (float)div;
-                for (int64_t j = 0; j < c; j++) dst[j] *= inv;
+                ave(src, w, c, y0, y1, x0, x1, 1.0f / (float)div, out + ((img * oh + py) * ow + px) * c);
             }
         }
     }
