@@ -281,7 +281,8 @@ type winoOp struct {
 	name   string
 	w      native.Wino // N is set per call
 	p      *ConvParams
-	u      []float32 // (a·a, Cout, Cin) transformed filters
+	u      []float32 // (a·a, Cin, Cout) transformed filters, each position's block transposed
+	ut     []float32 // (Cout, Cin) scratch of the transpose
 	at, bt []float32 // (m, a) and (a, a) transforms
 	gm     []float64 // (a, k) filter transform, kept for Reload
 	k      int
@@ -316,9 +317,9 @@ func (o *winoOp) forwardPart(st *stream, dst, src []float32, n, part, parts int)
 		v, m := st.wv[:aa*vs], st.wm[:aa*ms]
 		native.WinoIn(v, src, w, o.bt, t0, nt)
 		for pos := 0; pos < aa; pos++ {
-			u := o.u[pos*cout*cin:]
-			blas.Sgemm(false, true, nt, nc, cin, 1, v[pos*vs:pos*vs+nt*cin], cin,
-				u[c0*cin:c1*cin], cin, 0, m[pos*ms:pos*ms+nt*nc], nc)
+			u := o.u[pos*cin*cout:]
+			blas.Sgemm(false, false, nt, nc, cin, 1, v[pos*vs:pos*vs+nt*cin], cin,
+				u[c0:(cin-1)*cout+c1], cout, 0, m[pos*ms:pos*ms+nt*nc], nc)
 		}
 		native.WinoOut(dst[c0:], m, w, nc, cout, o.at, o.p.B[c0:c1], o.relu, t0, nt)
 	}
@@ -343,8 +344,8 @@ func newWinoOp(l Layer, g native.Geom, p *ConvParams, relu bool, opt Options) (*
 	w := native.NewWino(g, winoM)
 	aa := w.A * w.A
 	o := &winoOp{name: l.Name, w: w, p: p, relu: relu, at: native.Float32s(at), bt: native.Float32s(bt), gm: gm, k: l.k,
-		u: make([]float32, aa*p.Cout*p.Cin)}
-	native.WinoFilter(o.u, p.W, p.Cout, l.k, p.Cin, gm)
+		u: make([]float32, aa*p.Cout*p.Cin), ut: make([]float32, p.Cout*p.Cin)}
+	o.transformFilters()
 	// Chunks of tiles within twice the im2col tile budget (4 MiB by
 	// default), balanced: the chunk is the M of every GEMM, and the K = Cin
 	// products run far below OpenBLAS's peak at M = 32 (BenchmarkLayers:
@@ -353,6 +354,25 @@ func newWinoOp(l Layer, g native.Geom, p *ConvParams, relu bool, opt Options) (*
 	chunks := (w.Tiles() + chunk - 1) / chunk
 	o.chunk = (w.Tiles() + chunks - 1) / chunks
 	return o, nil
+}
+
+// transformFilters fills u from the layer's weights: U = G·w·Gᵀ per
+// (Cout, Cin) pair, then each transform position's (Cout, Cin) block
+// transposed to (Cin, Cout), so the products are NN GEMMs: OpenBLAS ran the
+// (tiles, Cin)·(Cin, Cout) shapes 5–15% faster untransposed than with the
+// (Cout, Cin) block transposed on the fly (M = 32..128, K = 48..192).
+func (o *winoOp) transformFilters() {
+	cin, cout := o.p.Cin, o.p.Cout
+	native.WinoFilter(o.u, o.p.W, cout, o.k, cin, o.gm)
+	for pos := 0; pos < o.w.A*o.w.A; pos++ {
+		blk := o.u[pos*cout*cin : (pos+1)*cout*cin]
+		copy(o.ut, blk)
+		for co := 0; co < cout; co++ {
+			for ci, v := range o.ut[co*cin : (co+1)*cin] {
+				blk[ci*cout+co] = v
+			}
+		}
+	}
 }
 
 // poolOp is Caffe max or average pooling.
@@ -556,7 +576,7 @@ func (n *Net) Reload() {
 func reloadOp(o op) {
 	switch o := o.(type) {
 	case *winoOp:
-		native.WinoFilter(o.u, o.p.W, o.p.Cout, o.k, o.p.Cin, o.gm)
+		o.transformFilters()
 	case *convOp:
 		if o.wt != nil {
 			native.DirectWeightsInto(o.wt, o.p.W, o.p.Cout, o.g.Cols())
