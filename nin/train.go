@@ -373,10 +373,10 @@ func (t *Trainer) backward(st *tstream, x []float32, n int) {
 			if i > 0 {
 				din = dnext[:n*l.In.Len()]
 			}
-			bo := t.bwd[i]
+			bo, wg := t.bwd[i], t.winoGrad(i)
 			switch {
-			case t.winoGrad(i) != nil:
-				t.winoWeightGrad(st, t.winoGrad(i), st.du[i], dcur, in[:n*l.In.Len()], n)
+			case wg != nil:
+				t.winoWeightGrad(st, wg, st.du[i], dcur, in[:n*l.In.Len()], n)
 				if din != nil {
 					bo.forward(st.fs, din, dcur, n)
 				}
