@@ -132,4 +132,20 @@ void nb_conv_direct(const float *in, int64_t h, int64_t w, int64_t c, int64_t k,
                     const float *bias, int64_t cout, int relu, int64_t r0, int64_t nr,
                     float *pad, float *out);
 
+// ---- packed-weight GEMM ----
+// B (k, n) is packed once into panels of 16 columns: bp[(j/16)·16·k + p·16 +
+// j%16] = B[p][j], zero for j ≥ n; nb_pack_len(k, n) floats.  B[p][j] =
+// b[p·ldb + j], or b[j·ldb + p] when trans != 0 (b is (n, k): conv weights).
+int64_t nb_pack_len(int64_t k, int64_t n);
+void nb_pack_b(const float *b, int64_t k, int64_t n, int64_t ldb, int trans, float *bp);
+
+// c[i·ldc + j − j0] = act(Σ_p a[i·lda + p]·B[p][j] + bias[j − j0]) for i < m,
+// j0 ≤ j < j1 ≤ n, j0 a multiple of 16; bias nullable (0), ReLU when relu != 0.
+// generic != 0 forces the scalar baseline (tests).
+void nb_gemm_packed(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda,
+                    const float *bp, const float *bias, int relu, float *c, int64_t ldc, int generic);
+
+// 1 when nb_gemm_packed runs its AVX2+FMA build on this CPU.
+int nb_gemm_fast(void);
+
 #endif

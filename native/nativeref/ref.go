@@ -311,3 +311,24 @@ func ConvDirect(out, in, w, bias []float32, g Geom, cout int, relu bool, r0, nr 
 		}
 	}
 }
+
+// Gemm is columns [j0, j1) of act(A·B + bias) with B (k, n) given plainly:
+// c[i·ldc + j−j0] = act(Σ_p a[i·lda+p]·b[p·n+j] + bias[j−j0]) (bias nil: 0),
+// float64 accumulation.
+func Gemm(c []float32, ldc int, a []float32, lda int, b []float32, k, n, j0, j1, m int, bias []float32, relu bool) {
+	for i := 0; i < m; i++ {
+		for j := j0; j < j1; j++ {
+			s := 0.0
+			for p := 0; p < k; p++ {
+				s += float64(a[i*lda+p]) * float64(b[p*n+j])
+			}
+			if bias != nil {
+				s += float64(bias[j-j0])
+			}
+			if relu && s < 0 {
+				s = 0
+			}
+			c[i*ldc+j-j0] = float32(s)
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package native
+
+/*
+#include "kernels.h"
+*/
+import "C"
+
+// PanelCols is the column count of one panel of a packed GEMM operand:
+// GemmPacked computes whole panels, so a column range it is given starts
+// on a multiple of PanelCols.
+const PanelCols = 16
+
+// PackLen is the length of a (k, n) operand packed by PackB: n rounded up
+// to PanelCols, times k.
+func PackLen(k, n int) int { return (n + PanelCols - 1) / PanelCols * PanelCols * k }
+
+// PackB packs the GEMM operand B (k, n) for GemmPacked into bp (PackLen(k,
+// n) floats): B[p][j] = b[p·ldb + j], or b[j·ldb + p] when trans (b is
+// then (n, k), the layout of conv weights: one row of k per output channel).
+func PackB(bp, b []float32, k, n, ldb int, trans bool) {
+	rows, cols := k, n
+	if trans {
+		rows, cols = n, k
+	}
+	switch {
+	case k < 1 || n < 1:
+		panic("native: bad packed operand shape")
+	case ldb < cols:
+		panic("native: bad leading dimension")
+	case len(b) < (rows-1)*ldb+cols:
+		panic("native: short operand")
+	case len(bp) < PackLen(k, n):
+		panic("native: short packed operand")
+	}
+	C.nb_pack_b(f32(b), C.int64_t(k), C.int64_t(n), C.int64_t(ldb), cbool(trans), f32(bp))
+}
+
+// GemmPacked computes columns [j0, j1) of act(A·B + bias):
+//
+//	c[i·ldc + j−j0] = act(Σ_p a[i·lda + p]·B[p][j] + bias[j−j0])
+//
+// for i < m, with B (k, n) packed by PackB into bp. j0 is a multiple of
+// PanelCols and j1 ≤ n; bias may be nil (zero); act is ReLU when relu.
+//
+//	a:  (m, lda), the first k columns used
+//	c:  (m, ldc), columns [0, j1−j0) written
+func GemmPacked(c []float32, ldc int, a []float32, lda int, bp []float32, k, n, j0, j1, m int, bias []float32, relu bool) {
+	gemmPacked(c, ldc, a, lda, bp, k, n, j0, j1, m, bias, relu, false)
+}
+
+// GemmFast reports whether GemmPacked runs its AVX2+FMA kernel here; on
+// other CPUs it runs a scalar loop, far slower than OpenBLAS.
+func GemmFast() bool { return C.nb_gemm_fast() != 0 }
+
+func gemmPacked(c []float32, ldc int, a []float32, lda int, bp []float32, k, n, j0, j1, m int, bias []float32, relu, generic bool) {
+	nc := j1 - j0
+	switch {
+	case k < 1 || n < 1 || m < 0:
+		panic("native: bad GEMM shape")
+	case j0 < 0 || j0%PanelCols != 0 || j1 < j0 || j1 > n:
+		panic("native: bad column range")
+	case lda < k || ldc < nc:
+		panic("native: bad leading dimension")
+	case len(bp) < PackLen(k, n):
+		panic("native: short packed operand")
+	case bias != nil && len(bias) < nc:
+		panic("native: short bias")
+	}
+	if m == 0 || nc == 0 {
+		return
+	}
+	switch {
+	case len(a) < (m-1)*lda+k:
+		panic("native: short a")
+	case len(c) < (m-1)*ldc+nc:
+		panic("native: short c")
+	}
+	var bb *C.float
+	if bias != nil {
+		bb = f32(bias)
+	}
+	C.nb_gemm_packed(C.int64_t(m), C.int64_t(k), C.int64_t(j0), C.int64_t(j1), f32(a), C.int64_t(lda),
+		f32(bp), bb, cbool(relu), f32(c), C.int64_t(ldc), cbool(generic))
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
+}
