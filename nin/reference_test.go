@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/ninbatch/ninbatch/native"
 )
 
 // This file is the engine's independent reference: it reads the weights
@@ -273,6 +275,13 @@ func TestForwardMatchesReference(t *testing.T) {
 				{MaxBatch: 3, Threads: 3},
 				{MaxBatch: 3, Threads: 3, Winograd: WinogradOn, TileBytes: 64 << 10},
 				{MaxBatch: 3, Threads: 1, Direct: DirectOff, Winograd: WinogradOff},
+				// OpenBLAS for every conv GEMM (the default is the packed
+				// kernel on AVX2 CPUs), and the packed kernel with ModeBLAS
+				{MaxBatch: 3, Threads: 2, GEMM: GEMMOpenBLAS},
+				{MaxBatch: 3, Threads: 3, GEMM: GEMMOpenBLAS, Winograd: WinogradOn, TileBytes: 64 << 10},
+				{MaxBatch: 3, Threads: 1, GEMM: GEMMOpenBLAS, Direct: DirectOff, Winograd: WinogradOff},
+				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, GEMM: GEMMPacked, Winograd: WinogradOn},
+				{MaxBatch: 3, Threads: 3, GEMM: GEMMPacked, Direct: DirectOff, Winograd: WinogradOff},
 			} {
 				net, err := NewNet(m, opt)
 				if err != nil {
@@ -290,6 +299,10 @@ func TestForwardMatchesReference(t *testing.T) {
 							t.Fatalf("wino tile %d, but %s", opt.WinoTile, f)
 						}
 					}
+				}
+				wantPacked := opt.GEMM == GEMMPacked || (opt.GEMM == "" && opt.Mode != ModeBLAS && native.GemmFast())
+				if net.PackedGEMM() != wantPacked {
+					t.Fatalf("gemm %q mode %q: packed = %v", opt.GEMM, opt.Mode, net.PackedGEMM())
 				}
 				// every preset's first conv reads 1 or 3 channels (Winograd
 				// on takes the stride-1 ones first)

@@ -142,7 +142,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 		}
 		g := l.geom(per)
 		relu := !(i+1 < len(layers) && layers[i+1].kind == kindGAP && m.Spec.NoFinalReLU)
-		wo, err := newWinoOp(l, g, p, relu, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: per, TileBytes: opt.TileBytes})
+		wo, err := newWinoOp(l, g, p, relu, false, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: per, TileBytes: opt.TileBytes})
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("nin: %s: %w", l.Name, err)
@@ -220,7 +220,7 @@ func newWinoBackward(l Layer, p *ConvParams, n int, opt TrainOptions) (*winoOp, 
 	bp := &ConvParams{Name: p.Name, Cout: p.Cin, K: p.K, Cin: p.Cout,
 		W: make([]float32, len(p.W)), B: make([]float32, p.Cin)}
 	flipTranspose(bp.W, p)
-	return newWinoOp(bl, bl.geom(n), bp, false, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: n, TileBytes: opt.TileBytes})
+	return newWinoOp(bl, bl.geom(n), bp, false, false, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: n, TileBytes: opt.TileBytes})
 }
 
 // flipTranspose writes p's filters flipped in space with the channel axes
