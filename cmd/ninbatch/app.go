@@ -55,6 +55,7 @@ const (
 	flagPreset    = "preset"
 	flagWinograd  = "winograd"
 	flagDirect    = "direct-conv"
+	flagGEMM      = "gemm"
 	flagWinoTile  = "wino-tile"
 	flagModel     = "model"
 	flagSeed      = "seed"
@@ -173,6 +174,12 @@ func isCLIUsage(err error) bool {
 func directFlag() cli.Flag {
 	return &cli.StringFlag{Name: flagDirect, Value: "auto",
 		Usage: "convs over fewer than 8 input channels (the first conv) with the direct kernel: auto or off (im2col + GEMM)"}
+}
+
+// gemmFlag is --gemm, shared by the commands that run the forward pass.
+func gemmFlag() cli.Flag {
+	return &cli.StringFlag{Name: flagGEMM, Value: "auto",
+		Usage: "conv GEMMs: auto (the packed-weight kernel on AVX2 CPUs unless --mode blas), packed, or openblas"}
 }
 
 // winogradFlag is --winograd, shared by the commands that run the forward pass.

@@ -37,6 +37,7 @@ Examples:
 			&cli.IntFlag{Name: "tile-kib", Usage: "im2col tile budget in KiB (0 = 4096)"},
 			winogradFlag(),
 			directFlag(),
+			gemmFlag(),
 			winoTileFlag(),
 			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},
 			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
@@ -54,6 +55,7 @@ type benchResult struct {
 	Mode          string   `json:"mode"`
 	Winograd      []string `json:"winograd_layers"`
 	Direct        []string `json:"direct_layers"`
+	GEMM          string   `json:"gemm"` // "packed" or "openblas": what ran the conv GEMMs
 	MicroBatch    int      `json:"micro_batch"`
 	Reps          int      `json:"reps"`
 	ImgPerSec     float64  `json:"img_per_s"`      // median
@@ -86,7 +88,8 @@ func runBench(c *cli.Context) error {
 	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Mode: nin.Mode(c.String("mode")),
 		MicroBatch: c.Int("micro-batch"), TileBytes: c.Int("tile-kib") << 10, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile})
+		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile,
+		GEMM: nin.GEMM(c.String(flagGEMM))})
 	if err != nil {
 		return asUsage(err)
 	}
@@ -134,6 +137,7 @@ func runBench(c *cli.Context) error {
 	opt := net.Options()
 	res := benchResult{
 		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradForms(), Direct: net.DirectLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
+		GEMM:      gemmName(net.PackedGEMM()),
 		ImgPerSec: sorted[len(sorted)/2], ImgPerSecBest: sorted[len(sorted)-1], GFLOPPerImage: gflop,
 		BLAS: blas.Backend + " " + blas.CoreName(), CPUMsPerImage: cpuPerImage * 1e3,
 	}
@@ -141,8 +145,8 @@ func runBench(c *cli.Context) error {
 	if c.Bool(flagJSON) {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
-	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d, winograd %v): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s; %.2f CPU ms/image (%d reps x %d calls, %s)\n",
-		src, batch, threads, res.Mode, res.MicroBatch, res.Winograd, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, res.CPUMsPerImage, reps, inner, res.BLAS)
+	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d, gemm %s, winograd %v): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s; %.2f CPU ms/image (%d reps x %d calls, %s)\n",
+		src, batch, threads, res.Mode, res.MicroBatch, res.GEMM, res.Winograd, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, res.CPUMsPerImage, reps, inner, res.BLAS)
 	return nil
 }
 
@@ -153,4 +157,12 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
+}
+
+// gemmName names what ran a Net's conv GEMMs.
+func gemmName(packed bool) string {
+	if packed {
+		return string(nin.GEMMPacked)
+	}
+	return string(nin.GEMMOpenBLAS)
 }

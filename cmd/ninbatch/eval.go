@@ -28,6 +28,7 @@ Example:
 		Flags: []cli.Flag{
 			winogradFlag(),
 			directFlag(),
+			gemmFlag(),
 			winoTileFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
@@ -63,7 +64,8 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile})
+		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile,
+		GEMM: nin.GEMM(c.String(flagGEMM))})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -38,6 +38,7 @@ Example:
 		Flags: []cli.Flag{
 			winogradFlag(),
 			directFlag(),
+			gemmFlag(),
 			winoTileFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file (.nin)"},
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output directory"},
@@ -129,7 +130,8 @@ func runRun(c *cli.Context) error {
 		return err
 	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile})
+		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile,
+		GEMM: nin.GEMM(c.String(flagGEMM))})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -37,12 +37,13 @@ type benchRequest struct {
 	Threads int     `json:"threads"`
 	Mode    string  `json:"mode"`
 	Wino    string  `json:"winograd"`
+	GEMM    string  `json:"gemm"`
 	Target  float64 `json:"target"`
 	Inner   int     `json:"inner"`
 }
 
 func (s *benchServer) get(r benchRequest) (*servedNet, error) {
-	key := fmt.Sprintf("%s/%d/%d/%s/%s", r.Preset, r.Batch, r.Threads, r.Mode, r.Wino)
+	key := fmt.Sprintf("%s/%d/%d/%s/%s/%s", r.Preset, r.Batch, r.Threads, r.Mode, r.Wino, r.GEMM)
 	if n, ok := s.nets[key]; ok {
 		return n, nil
 	}
@@ -50,7 +51,8 @@ func (s *benchServer) get(r benchRequest) (*servedNet, error) {
 	if err != nil {
 		return nil, err
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Mode: nin.Mode(r.Mode), Winograd: nin.Winograd(r.Wino)})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Mode: nin.Mode(r.Mode), Winograd: nin.Winograd(r.Wino),
+		GEMM: nin.GEMM(r.GEMM)})
 	if err != nil {
 		return nil, err
 	}

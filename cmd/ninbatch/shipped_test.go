@@ -29,18 +29,20 @@ func mnistDir(t *testing.T) string {
 // TestShippedModelWinogradSwitch: the shipped model's accuracy and
 // confusion matrix on the 10,000 MNIST test images are identical with every
 // fast-path switch (Winograd off, on, auto; the direct first-conv kernel
-// off with Winograd off: the plain im2col + GEMM net) (issue 6), and its
+// off with Winograd off: the plain im2col + GEMM net; the conv GEMMs on
+// OpenBLAS or the packed-weight kernel) (issue 6), and its
 // error is the ≤ 0.60% it ships with (issue 4).
 func TestShippedModelWinogradSwitch(t *testing.T) {
 	if testing.Short() {
-		t.Skip("scores 3 × 10,000 images")
+		t.Skip("scores 8 × 10,000 images")
 	}
 	dir := t.TempDir()
 	if code, _, e := runCLI(t, "dataset", "mnist", "--from", mnistDir(t), "--out", dir); code != 0 {
 		t.Fatalf("dataset mnist: exit %d: %s", code, e)
 	}
 	var first pipeline.EvalResult
-	for i, w := range []string{"off", "on", "auto", "on --wino-tile 2", "on --wino-tile 4", "off --direct-conv off"} {
+	for i, w := range []string{"off --gemm openblas", "on", "auto", "on --wino-tile 2", "on --wino-tile 4 --gemm openblas",
+		"off --direct-conv off", "auto --gemm openblas", "off --gemm packed"} {
 		args := append([]string{"eval", "--model", "../../models/nin-mnist.nin", "--json", "--winograd"}, strings.Fields(w)...)
 		code, o, e := runCLI(t, append(args, filepath.Join(dir, "test.parquet"))...)
 		if code != 0 {
@@ -62,7 +64,7 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 			continue
 		}
 		if r.Top1 != first.Top1 || !reflect.DeepEqual(r.Confusion, first.Confusion) {
-			t.Errorf("winograd %s: accuracy %.4f / confusion differ from winograd off (%.4f)", w, r.Top1, first.Top1)
+			t.Errorf("winograd %s: accuracy %.4f / confusion differ from winograd off, gemm openblas (%.4f)", w, r.Top1, first.Top1)
 		}
 	}
 }
