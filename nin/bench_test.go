@@ -106,7 +106,8 @@ func BenchmarkLayers(b *testing.B) {
 // with 2 data-parallel streams; compare with `../shared/peers/bench.sh --train`.
 // NINBATCH_BENCH_TILE_KIB, NINBATCH_BENCH_WINO_TILE and
 // NINBATCH_BENCH_MICRO_BATCH override the tile budget, the Winograd tile and
-// the micro-batch (64 = one pass per stream, the pre-micro-batch trainer).
+// the micro-batch (64 = one pass per stream, the pre-micro-batch trainer);
+// NINBATCH_BENCH_GEMM=openblas|packed the conv GEMMs.
 func BenchmarkTrainStep(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10"} {
 		for _, threads := range []int{1, 2} {
@@ -117,7 +118,7 @@ func BenchmarkTrainStep(b *testing.B) {
 				wt, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_WINO_TILE"))
 				mb, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))
 				tr, err := NewTrainer(m, TrainOptions{MaxBatch: 128, Threads: threads, Momentum: 0.9, WeightDecay: 1e-4, Seed: 1,
-					TileBytes: tileKiB << 10, WinoTile: wt, MicroBatch: mb})
+					TileBytes: tileKiB << 10, WinoTile: wt, MicroBatch: mb, GEMM: GEMM(os.Getenv("NINBATCH_BENCH_GEMM"))})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -183,7 +184,7 @@ func BenchmarkWeightGrad(b *testing.B) {
 							tr.winoWeightGrad(st, wo, st.du[i], dpre, in, n)
 							native.WinoFilterGrad(gp.W, st.du[i], wo.p.Cout, wo.k, wo.p.Cin, wo.gm)
 						} else {
-							tr.convBackward(st, nil, gp.W, dpre, in, p, &l, n, st.tiles[i])
+							tr.convBackward(st, nil, gp.W, dpre, in, p, &l, n, st.tiles[i], nil)
 						}
 					}
 					b.ReportMetric((cpuSeconds()-cpu0)*1e6/float64(b.N*n), "cpu-us/img")

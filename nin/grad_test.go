@@ -83,77 +83,88 @@ func tinySpecs() []gradCase {
 
 func TestGradientCheck(t *testing.T) {
 	for _, c := range tinySpecs() {
-		t.Run(c.name, func(t *testing.T) {
-			m, err := NewModel(&c.spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			m.Params.InitHe(3)
-			// Positive biases keep most ReLUs away from their kink.
-			for _, cv := range m.Params.Convs {
-				for i := range cv.B {
-					cv.B[i] = 0.1 + 0.05*float32(i%3)
-				}
-			}
-			const n = 3
-			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 9, NoDropout: !c.drop, TileBytes: 1}) // 64-row tiles: several per conv
-			if err != nil {
-				t.Fatal(err)
-			}
-			x := randomInput(n, c.spec.Input.Len(), 4)
-			labels := []int32{0, 2, 1}
-			if c.spec.Classes() < 3 {
-				t.Fatal("case needs 3 classes")
-			}
-			const step = 7
-			tr.gradients(x, labels, n, step)
-			analytic := append([]float32(nil), tr.streams[0].grads.Data...)
-
-			r := rand.New(rand.NewPCG(5, 5))
-			data := m.Params.Data
-			idx := r.Perm(len(data))
-			if len(idx) > 150 {
-				idx = idx[:150]
-			}
-			checked, skipped := 0, 0
-			var worst float64
-			for _, i := range idx {
-				orig := data[i]
-				// Try a Caffe-sized step first, then a smaller one if the
-				// larger step crossed a kink.
-				numeric, ok := 0.0, false
-				for _, h := range []float32{1e-2, 1e-3} {
-					data[i] = orig + h
-					lp := tr.lossAt(x, labels, n, step)
-					pp := pattern(tr)
-					data[i] = orig - h
-					lm := tr.lossAt(x, labels, n, step)
-					pm := pattern(tr)
-					data[i] = orig
-					if pp == pm {
-						numeric, ok = (lp-lm)/(2*float64(h)), true
-						break
-					}
-				}
-				if !ok {
-					skipped++
-					continue
-				}
-				a := float64(analytic[i])
-				scale := math.Max(math.Max(math.Abs(a), math.Abs(numeric)), 1e-2)
-				rel := math.Abs(a-numeric) / scale
-				worst = math.Max(worst, rel)
-				if rel > 2e-2 {
-					t.Errorf("param %d (%s): analytic %.6g numeric %.6g (rel %.3g)", i, paramName(m.Params, i), a, numeric, rel)
-				}
-				checked++
-			}
-			if checked < len(idx)/2 {
-				t.Fatalf("only %d of %d parameters checked (%d skipped at kinks)", checked, len(idx), skipped)
-			}
-			t.Logf("%d params checked, %d skipped at kinks, worst rel err %.2e", checked, skipped, worst)
-		})
+		for _, gemm := range []GEMM{GEMMPacked, GEMMOpenBLAS} {
+			t.Run(c.name+"/"+string(gemm), func(t *testing.T) { gradientCheck(t, c, gemm) })
+		}
 	}
+}
+
+// gradientCheck compares one tiny net's analytic gradients, with the conv
+// GEMMs on gemm, against central differences of its loss.
+func gradientCheck(t *testing.T, c gradCase, gemm GEMM) {
+	m, err := NewModel(&c.spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Params.InitHe(3)
+	// Positive biases keep most ReLUs away from their kink.
+	for _, cv := range m.Params.Convs {
+		for i := range cv.B {
+			cv.B[i] = 0.1 + 0.05*float32(i%3)
+		}
+	}
+	const n = 3
+	tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 9, NoDropout: !c.drop, TileBytes: 1, GEMM: gemm}) // 64-row tiles: several per conv
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range tr.layers { // the GEMM switch reaches every im2col and 1×1 conv
+		if l.kind == kindConv && tr.fast[i] == nil && (tr.fwdPack[i] != nil) != (gemm == GEMMPacked) {
+			t.Fatalf("gemm %s: layer %s forward packed = %v", gemm, l.Name, tr.fwdPack[i] != nil)
+		}
+	}
+	x := randomInput(n, c.spec.Input.Len(), 4)
+	labels := []int32{0, 2, 1}
+	if c.spec.Classes() < 3 {
+		t.Fatal("case needs 3 classes")
+	}
+	const step = 7
+	tr.gradients(x, labels, n, step)
+	analytic := append([]float32(nil), tr.streams[0].grads.Data...)
+
+	r := rand.New(rand.NewPCG(5, 5))
+	data := m.Params.Data
+	idx := r.Perm(len(data))
+	if len(idx) > 150 {
+		idx = idx[:150]
+	}
+	checked, skipped := 0, 0
+	var worst float64
+	for _, i := range idx {
+		orig := data[i]
+		// Try a Caffe-sized step first, then a smaller one if the
+		// larger step crossed a kink.
+		numeric, ok := 0.0, false
+		for _, h := range []float32{1e-2, 1e-3} {
+			data[i] = orig + h
+			lp := tr.lossAt(x, labels, n, step)
+			pp := pattern(tr)
+			data[i] = orig - h
+			lm := tr.lossAt(x, labels, n, step)
+			pm := pattern(tr)
+			data[i] = orig
+			if pp == pm {
+				numeric, ok = (lp-lm)/(2*float64(h)), true
+				break
+			}
+		}
+		if !ok {
+			skipped++
+			continue
+		}
+		a := float64(analytic[i])
+		scale := math.Max(math.Max(math.Abs(a), math.Abs(numeric)), 1e-2)
+		rel := math.Abs(a-numeric) / scale
+		worst = math.Max(worst, rel)
+		if rel > 2e-2 {
+			t.Errorf("param %d (%s): analytic %.6g numeric %.6g (rel %.3g)", i, paramName(m.Params, i), a, numeric, rel)
+		}
+		checked++
+	}
+	if checked < len(idx)/2 {
+		t.Fatalf("only %d of %d parameters checked (%d skipped at kinks)", checked, len(idx), skipped)
+	}
+	t.Logf("%d params checked, %d skipped at kinks, worst rel err %.2e", checked, skipped, worst)
 }
 
 func paramName(p *Params, i int) string {
@@ -294,17 +305,17 @@ func TestTrainerFastForward(t *testing.T) {
 
 func trainerFastForward(t *testing.T, tile, tileBytes, mb int) {
 	const n = 4
-	mk := func(w Winograd, d DirectConv) (*Trainer, *Model) {
+	mk := func(w Winograd, d DirectConv, gemm GEMM) (*Trainer, *Model) {
 		m := randomModel(t, "nin-mnist", 21)
 		tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 3, Momentum: 0.9, NoDropout: true, Winograd: w, Direct: d,
-			WinoTile: tile, TileBytes: tileBytes, MicroBatch: mb})
+			GEMM: gemm, WinoTile: tile, TileBytes: tileBytes, MicroBatch: mb})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tr, m
 	}
-	fast, _ := mk(WinogradAuto, DirectAuto)
-	plain, _ := mk(WinogradOff, DirectOff)
+	fast, _ := mk(WinogradAuto, DirectAuto, GEMMPacked)
+	plain, _ := mk(WinogradOff, DirectOff, GEMMOpenBLAS)
 	nf, nd := 0, 0
 	chunked := false
 	for _, o := range fast.fast {

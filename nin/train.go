@@ -33,6 +33,11 @@ type TrainOptions struct {
 	Winograd Winograd
 	WinoTile int // Winograd output tile: 2, 4 or 0 (per layer, as Options.WinoTile)
 	Direct   DirectConv
+	// GEMM picks the forward and input-gradient GEMMs of the convs as in
+	// inference (Options.GEMM; auto: the packed-weight kernel on AVX2
+	// CPUs). Weights are repacked before every forward pass. The weight
+	// gradients (long reductions over the batch's pixels) stay on OpenBLAS.
+	GEMM GEMM
 }
 
 // Trainer trains a model's parameters in place with SGD + momentum.
@@ -54,6 +59,10 @@ type Trainer struct {
 	// per layer: the input gradient of a stride-1 conv as a Winograd conv of
 	// the output gradient with the flipped, transposed filters, else nil
 	bwd []*winoOp
+	// per layer, for convs on the packed GEMM that have no fast op: W
+	// packed for the forward GEMM, (K·K·Cin, Cout); and for the input
+	// gradient, (Cout, K·K·Cin), unless bwd runs it; nil otherwise
+	fwdPack, bwdPack [][]float32
 }
 
 // tstream is one data-parallel worker: activations of up to n images (one
@@ -118,6 +127,10 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	if err := fastPathDefaults(&opt.Winograd, &opt.Direct, opt.WinoTile); err != nil {
 		return nil, err
 	}
+	packed, err := usePacked(opt.GEMM, ModeStreams)
+	if err != nil {
+		return nil, err
+	}
 	vel, err := NewParams(&m.Spec)
 	if err != nil {
 		return nil, err
@@ -128,6 +141,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 	per := min(opt.MicroBatch, (opt.MaxBatch+opt.Threads-1)/opt.Threads)
 	t.fast = make([]op, len(layers))
 	t.bwd = make([]*winoOp, len(layers))
+	t.fwdPack, t.bwdPack = make([][]float32, len(layers)), make([][]float32, len(layers))
 	var maxPad, maxWV, maxWM int
 	ci := 0
 	for i, l := range layers {
@@ -137,12 +151,18 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 		t.lastCv = i
 		p := &m.Params.Convs[ci]
 		ci++
+		if packed { // dropped below when a fast op or bwd takes the GEMM
+			t.fwdPack[i] = make([]float32, native.PackLen(l.GemmK, p.Cout))
+			if ci > 1 { // the first conv needs no input gradient
+				t.bwdPack[i] = make([]float32, native.PackLen(p.Cout, l.GemmK))
+			}
+		}
 		if l.oneByOne() {
 			continue
 		}
 		g := l.geom(per)
 		relu := !(i+1 < len(layers) && layers[i+1].kind == kindGAP && m.Spec.NoFinalReLU)
-		wo, err := newWinoOp(l, g, p, relu, false, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: per, TileBytes: opt.TileBytes})
+		wo, err := newWinoOp(l, g, p, relu, packed, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: per, TileBytes: opt.TileBytes})
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("nin: %s: %w", l.Name, err)
@@ -150,17 +170,17 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 			aa := wo.w.A * wo.w.A
 			maxWV = max(maxWV, aa*native.WinoStride(wo.chunk, p.Cin))
 			maxWM = max(maxWM, aa*native.WinoStride(wo.chunk, p.Cout))
-			t.fast[i] = wo
+			t.fast[i], t.fwdPack[i] = wo, nil
 		case opt.Direct == DirectAuto && p.Cin <= directMaxCin:
 			o := &convOp{g: g, p: p, relu: relu, name: l.Name}
 			o.wt, o.ws = native.DirectWeights(p.W, p.Cout, l.GemmK)
 			maxPad = max(maxPad, native.DirectPadLen(g))
-			t.fast[i] = o
+			t.fast[i], t.fwdPack[i] = o, nil
 		}
 		if ci == 1 { // the first conv needs no input gradient
 			continue
 		}
-		bo, err := newWinoBackward(l, p, per, opt)
+		bo, err := newWinoBackward(l, p, per, packed, opt)
 		if err != nil {
 			return nil, fmt.Errorf("nin: %s backward: %w", l.Name, err)
 		}
@@ -168,7 +188,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 			aa := bo.w.A * bo.w.A
 			maxWV = max(maxWV, aa*native.WinoStride(bo.chunk, bo.p.Cin))
 			maxWM = max(maxWM, aa*native.WinoStride(bo.chunk, bo.p.Cout))
-			t.bwd[i] = bo
+			t.bwd[i], t.bwdPack[i] = bo, nil
 		}
 	}
 	for s := 0; s < opt.Threads; s++ {
@@ -201,6 +221,18 @@ func (t *Trainer) reload() {
 			reloadOp(o)
 		}
 	}
+	for i, bp := range t.fwdPack {
+		if bp != nil {
+			p, k := t.convParams(i), t.layers[i].GemmK
+			native.PackB(bp, p.W, k, p.Cout, k, true)
+		}
+	}
+	for i, bp := range t.bwdPack {
+		if bp != nil {
+			p, k := t.convParams(i), t.layers[i].GemmK
+			native.PackB(bp, p.W, p.Cout, k, k, false)
+		}
+	}
 }
 
 // newWinoBackward builds the input-gradient op of a stride-1 conv: the
@@ -209,7 +241,7 @@ func (t *Trainer) reload() {
 // in/out channels swapped, which has the shape of a forward Winograd conv.
 // nil when the layer is not eligible (the same rule as the forward pass:
 // stride 1, 3×3 or 5×5, and for auto at least 16 channels — here Cout).
-func newWinoBackward(l Layer, p *ConvParams, n int, opt TrainOptions) (*winoOp, error) {
+func newWinoBackward(l Layer, p *ConvParams, n int, packed bool, opt TrainOptions) (*winoOp, error) {
 	if l.s != 1 || (l.k != 3 && l.k != 5) {
 		return nil, nil
 	}
@@ -220,7 +252,7 @@ func newWinoBackward(l Layer, p *ConvParams, n int, opt TrainOptions) (*winoOp, 
 	bp := &ConvParams{Name: p.Name, Cout: p.Cin, K: p.K, Cin: p.Cout,
 		W: make([]float32, len(p.W)), B: make([]float32, p.Cin)}
 	flipTranspose(bp.W, p)
-	return newWinoOp(bl, bl.geom(n), bp, false, false, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: n, TileBytes: opt.TileBytes})
+	return newWinoOp(bl, bl.geom(n), bp, false, packed, Options{Winograd: opt.Winograd, WinoTile: opt.WinoTile, MicroBatch: n, TileBytes: opt.TileBytes})
 }
 
 // flipTranspose writes p's filters flipped in space with the channel axes
@@ -295,7 +327,7 @@ func (t *Trainer) forward(st *tstream, x []float32, labels []int32, n, first int
 			if f := t.fast[i]; f != nil {
 				f.forward(st.fs, out, src, n)
 			} else {
-				t.convForward(st, out, src, p, l, n, st.tiles[i], relu)
+				t.convForward(st, out, src, p, l, n, st.tiles[i], relu, t.fwdPack[i])
 			}
 			src = out
 		case kindPool:
@@ -333,8 +365,14 @@ func (t *Trainer) forward(st *tstream, x []float32, labels []int32, n, first int
 }
 
 // convForward is conv + bias + ReLU over n images (see convOp).
-func (t *Trainer) convForward(st *tstream, out, src []float32, p *ConvParams, l *Layer, n, tile int, relu bool) {
+//
+// bp is W packed for native.GemmPacked, or nil for OpenBLAS.
+func (t *Trainer) convForward(st *tstream, out, src []float32, p *ConvParams, l *Layer, n, tile int, relu bool, bp []float32) {
 	rows := n * l.Out.H * l.Out.W
+	if bp != nil && l.oneByOne() {
+		native.GemmPacked(out, p.Cout, src, p.Cin, bp, p.Cin, p.Cout, 0, p.Cout, rows, p.B, relu)
+		return
+	}
 	if l.oneByOne() {
 		blas.Sgemm(false, true, rows, p.Cout, p.Cin, 1, src, p.Cin, p.W, p.Cin, 0, out, p.Cout)
 		native.BiasAct(out, rows, p.Cout, p.Cout, p.B, relu)
@@ -345,6 +383,10 @@ func (t *Trainer) convForward(st *tstream, out, src []float32, p *ConvParams, l 
 		nr := min(tile, rows-r0)
 		native.Im2col(st.col[:nr*k], src, g, r0, nr)
 		o := out[r0*p.Cout : (r0+nr)*p.Cout]
+		if bp != nil {
+			native.GemmPacked(o, p.Cout, st.col[:nr*k], k, bp, k, p.Cout, 0, p.Cout, nr, p.B, relu)
+			continue
+		}
 		blas.Sgemm(false, true, nr, p.Cout, k, 1, st.col[:nr*k], k, p.W, k, 0, o, p.Cout)
 		native.BiasAct(o, nr, p.Cout, p.Cout, p.B, relu)
 	}
@@ -381,10 +423,10 @@ func (t *Trainer) backward(st *tstream, x []float32, n int) {
 					bo.forward(st.fs, din, dcur, n)
 				}
 			case bo != nil && din != nil:
-				t.convBackward(st, nil, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i])
+				t.convBackward(st, nil, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i], nil)
 				bo.forward(st.fs, din, dcur, n)
 			default:
-				t.convBackward(st, din, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i])
+				t.convBackward(st, din, gp.W, dcur, in[:n*l.In.Len()], p, l, n, st.tiles[i], t.bwdPack[i])
 			}
 			dcur, dnext = din, dcur[:cap(dcur)]
 		case kindPool:
@@ -406,15 +448,19 @@ func (t *Trainer) backward(st *tstream, x []float32, n int) {
 
 // convBackward: given dPre (gradient at the conv output before the bias,
 // ReLU already applied), accumulate dW and, when din is not nil, write the
-// gradient w.r.t. the input.
+// gradient w.r.t. the input (with the packed GEMM when bp, W packed as
+// (Cout, K·K·Cin), is not nil).
 //
 //	dpre: (rows, Cout)  in: (n, H, W, Cin)  dw: (Cout, K·K·Cin)  din: (n, H, W, Cin)
-func (t *Trainer) convBackward(st *tstream, din, dw, dpre, in []float32, p *ConvParams, l *Layer, n, tile int) {
+func (t *Trainer) convBackward(st *tstream, din, dw, dpre, in []float32, p *ConvParams, l *Layer, n, tile int, bp []float32) {
 	rows := n * l.Out.H * l.Out.W
 	if l.oneByOne() {
 		// dW += dPreᵀ · in ; dIn = dPre · W
 		blas.Sgemm(true, false, p.Cout, p.Cin, rows, 1, dpre, p.Cout, in, p.Cin, 1, dw, p.Cin)
-		if din != nil {
+		switch {
+		case din != nil && bp != nil:
+			native.GemmPacked(din, p.Cin, dpre, p.Cout, bp, p.Cout, p.Cin, 0, p.Cin, rows, nil, false)
+		case din != nil:
 			blas.Sgemm(false, false, rows, p.Cin, p.Cout, 1, dpre, p.Cout, p.W, p.Cin, 0, din, p.Cin)
 		}
 		return
@@ -431,7 +477,11 @@ func (t *Trainer) convBackward(st *tstream, din, dw, dpre, in []float32, p *Conv
 		blas.Sgemm(true, false, p.Cout, k, nr, 1, dp, p.Cout, col, k, 1, dw, k)
 		if din != nil {
 			dcol := st.dcol[:nr*k]
-			blas.Sgemm(false, false, nr, k, p.Cout, 1, dp, p.Cout, p.W, k, 0, dcol, k)
+			if bp != nil {
+				native.GemmPacked(dcol, k, dp, p.Cout, bp, p.Cout, k, 0, k, nr, nil, false)
+			} else {
+				blas.Sgemm(false, false, nr, k, p.Cout, 1, dp, p.Cout, p.W, k, 0, dcol, k)
+			}
 			native.Col2im(din, dcol, g, r0, nr)
 		}
 	}
