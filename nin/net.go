@@ -415,7 +415,20 @@ func newWinoOp(l Layer, g native.Geom, p *ConvParams, relu, packed bool, opt Opt
 	// default), balanced: the chunk is the M of every GEMM, and the K = Cin
 	// products run far below OpenBLAS's peak at M = 32 (BenchmarkLayers:
 	// cifar mlpconv2.0 in one 64-tile chunk takes 0.6× the time of 2 × 32).
-	chunk := min(w.Tiles(), max(8, 2*opt.TileBytes/(4*aa*(p.Cin+p.Cout))))
+	//
+	// The packed GEMM runs near its peak from M = 16, so there the chunk's
+	// transform buffers (V and M) shrink to the size of the transformed
+	// filters, which every chunk reads once, when that is smaller (at least
+	// 512 KiB): nin-mnist's mlpconv2.0 (1.5 MB of filters) then keeps its
+	// buffers in L2/L3 and took 360–400 µs/img against 430–560 with 8 MB
+	// chunks; nin-imagenet's mlpconv3.0/4.0 (21 and 56 MB of filters) took
+	// 1.5–2.5× longer with 1–2 MB chunks than with 8 MB (BenchmarkLayers with
+	// NINBATCH_BENCH_TILE_KIB 128..4096).
+	budget := 2 * opt.TileBytes
+	if packed {
+		budget = min(budget, max(512<<10, 4*aa*p.Cin*p.Cout))
+	}
+	chunk := min(w.Tiles(), max(8, budget/(4*aa*(p.Cin+p.Cout))))
 	chunks := (w.Tiles() + chunk - 1) / chunk
 	o.chunk = (w.Tiles() + chunks - 1) / chunks
 	return o, nil
