@@ -92,6 +92,25 @@ INLINE void WINO_NAME(wino_out_body)(const float *mm, int64_t oh, int64_t ow, in
                 }
             }
             const v8 bv = ld8(bias + q, nq);
+            if (mi == m && mj == m) {
+                // a whole tile: constant bounds, so the specialised copies
+                // unroll it and keep t1 in registers
+                WINO_UNROLL
+                for (int64_t i = 0; i < m; i++) {
+                    WINO_UNROLL
+                    for (int64_t j = 0; j < m; j++) {
+                        v8 s = bv;
+                        WINO_UNROLL
+                        for (int64_t k = 0; k < a; k++) {
+                            const float b = at[j * a + k];
+                            if (b != 0) s += b * t1[i][k];
+                        }
+                        if (relu) s = (v8)((v8i)s & (s > (v8){0}));  // NaN → 0, as nb_bias_act
+                        st8(obase + ((oy0 + i) * ow + ox0 + j) * ldo + q, s, nq);
+                    }
+                }
+                continue;
+            }
             for (int64_t i = 0; i < mi; i++) {
                 for (int64_t j = 0; j < mj; j++) {
                     v8 s = bv;
