@@ -10,6 +10,8 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -515,5 +517,73 @@ func TestRowGroupByteBound(t *testing.T) {
 	rg, err := RowGroupRows(path)
 	if err != nil || len(rg) < 3 {
 		t.Fatalf("%d row groups (%v) for 8 MB at a 2.5 MB bound", len(rg), err)
+	}
+}
+
+// resizePixelLoop is resize as it was written first, one output value at a
+// time, kept as the reference of the row-wise version.
+func resizePixelLoop(dst, src []uint8, h, w, oh, ow, c int) {
+	tmp := make([]float32, h*ow*c)
+	xs := filterTaps(w, ow)
+	for y := 0; y < h; y++ {
+		for x, t := range xs {
+			for ch := 0; ch < c; ch++ {
+				var s float32
+				for k, wt := range t.w {
+					s += wt * float32(src[(y*w+t.start+k)*c+ch])
+				}
+				tmp[(y*ow+x)*c+ch] = s
+			}
+		}
+	}
+	for y, t := range filterTaps(h, oh) {
+		for x := 0; x < ow; x++ {
+			for ch := 0; ch < c; ch++ {
+				var s float32
+				for k, wt := range t.w {
+					s += wt * tmp[((t.start+k)*ow+x)*c+ch]
+				}
+				dst[(y*ow+x)*c+ch] = uint8(min(255, max(0, math.Round(float64(s)))))
+			}
+		}
+	}
+}
+
+// TestResizeMatchesPixelLoop: the row-wise resize is bit-identical to the
+// pixel loop, shrinking and enlarging, 1 and 3 channels, on random pixels
+// and on flat 255s (the clamp), twice per size (the cached taps and pooled
+// scratch are reused).
+func TestResizeMatchesPixelLoop(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, sz := range [][4]int{{28, 28, 224, 224}, {5, 7, 2, 3}, {5, 7, 9, 11}, {32, 32, 32, 17}, {1, 1, 3, 4}, {40, 30, 13, 60}} {
+		for _, c := range []int{1, 3} {
+			for rep := 0; rep < 2; rep++ {
+				h, w, oh, ow := sz[0], sz[1], sz[2], sz[3]
+				src := make([]uint8, h*w*c)
+				for i := range src {
+					src[i] = uint8(r.IntN(256))
+					if rep == 1 {
+						src[i] = 255
+					}
+				}
+				want, got := make([]uint8, oh*ow*c), make([]uint8, oh*ow*c)
+				resizePixelLoop(want, src, h, w, oh, ow, c)
+				resize(got, src, h, w, oh, ow, c)
+				if !slices.Equal(got, want) {
+					t.Fatalf("%dx%d -> %dx%d c%d rep %d: row-wise resize differs", h, w, oh, ow, c, rep)
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkResizeMNISTToImageNet(b *testing.B) {
+	src := make([]uint8, 28*28*3)
+	for i := range src {
+		src[i] = uint8(i * 7)
+	}
+	dst := make([]uint8, 224*224*3)
+	for b.Loop() {
+		resize(dst, src, 28, 28, 224, 224, 3)
 	}
 }

@@ -3,6 +3,7 @@ package nbio
 import (
 	"fmt"
 	"math"
+	"sync"
 )
 
 // Preprocess turns images into a model's input: geometry (resize / crop)
@@ -102,9 +103,22 @@ func (p *Preprocess) Image(dst []uint8, b []byte) error {
 // resize is separable bilinear resampling with PIL's antialiasing: when
 // shrinking, the triangle filter widens by the scale factor so every source
 // pixel contributes.
+//
+// The vertical pass accumulates whole rows (every output pixel of a row has
+// the same taps), in the same order per pixel as a pixel-by-pixel loop, so
+// the result is bit-identical to it (TestResizeMatchesPixelLoop); the taps
+// are cached per size pair and the scratch rows pooled. Upscaling MNIST's
+// 28×28 to nin-imagenet's 224×224×3 took 2.5 ms an image pixel by pixel,
+// 10% of a 2-core `run`'s CPU.
 func resize(dst, src []uint8, h, w, oh, ow, c int) {
-	tmp := make([]float32, h*ow*c) // horizontal pass: (h, ow, c)
-	xs := filterTaps(w, ow)
+	xs, ys := filterTapsCached(w, ow), filterTapsCached(h, oh)
+	buf := resizePool.Get().(*[]float32)
+	defer resizePool.Put(buf)
+	n := h*ow*c + ow*c
+	if cap(*buf) < n {
+		*buf = make([]float32, n)
+	}
+	tmp, row := (*buf)[:h*ow*c], (*buf)[h*ow*c:n] // (h, ow, c) horizontal pass; one output row
 	for y := 0; y < h; y++ {
 		for x, t := range xs {
 			for ch := 0; ch < c; ch++ {
@@ -116,18 +130,39 @@ func resize(dst, src []uint8, h, w, oh, ow, c int) {
 			}
 		}
 	}
-	ys := filterTaps(h, oh)
+	rw := ow * c
 	for y, t := range ys {
-		for x := 0; x < ow; x++ {
-			for ch := 0; ch < c; ch++ {
-				var s float32
-				for k, wt := range t.w {
-					s += wt * tmp[((t.start+k)*ow+x)*c+ch]
-				}
-				dst[(y*ow+x)*c+ch] = uint8(min(255, max(0, math.Round(float64(s)))))
+		clear(row)
+		for k, wt := range t.w {
+			in := tmp[(t.start+k)*rw : (t.start+k+1)*rw]
+			for i, v := range in {
+				row[i] += wt * v
 			}
 		}
+		out := dst[y*rw : (y+1)*rw]
+		for i, s := range row {
+			// s ≥ 0 (non-negative taps and pixels), and float64(s)+0.5 is
+			// exact, so truncating it is math.Round
+			out[i] = uint8(min(255, int(float64(s)+0.5)))
+		}
 	}
+}
+
+var (
+	resizePool = sync.Pool{New: func() any { return new([]float32) }}
+	tapsCache  sync.Map // [2]int{in, out} → []taps
+)
+
+// filterTapsCached is filterTaps, computed once per (in, out): a run's
+// images are mostly one size.
+func filterTapsCached(in, out int) []taps {
+	key := [2]int{in, out}
+	if t, ok := tapsCache.Load(key); ok {
+		return t.([]taps)
+	}
+	t := filterTaps(in, out)
+	tapsCache.Store(key, t)
+	return t
 }
 
 type taps struct {
