@@ -282,6 +282,9 @@ func TestForwardMatchesReference(t *testing.T) {
 				{MaxBatch: 3, Threads: 1, GEMM: GEMMOpenBLAS, Direct: DirectOff, Winograd: WinogradOff},
 				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, GEMM: GEMMPacked, Winograd: WinogradOn},
 				{MaxBatch: 3, Threads: 3, GEMM: GEMMPacked, Direct: DirectOff, Winograd: WinogradOff},
+				// batch 1 split call by call, without chains
+				{MaxBatch: 3, Threads: 2, Unfused: true},
+				{MaxBatch: 3, Threads: 3, Unfused: true, Winograd: WinogradOff, TileBytes: 64 << 10},
 			} {
 				net, err := NewNet(m, opt)
 				if err != nil {
@@ -303,6 +306,17 @@ func TestForwardMatchesReference(t *testing.T) {
 				wantPacked := opt.GEMM == GEMMPacked || (opt.GEMM == "" && opt.Mode != ModeBLAS && native.GemmFast())
 				if net.PackedGEMM() != wantPacked {
 					t.Fatalf("gemm %q mode %q: packed = %v", opt.GEMM, opt.Mode, net.PackedGEMM())
+				}
+				// batch-1 chains: built with the packed GEMM on several
+				// threads in auto mode, unless Unfused
+				chains := 0
+				for _, o := range net.splitOps {
+					if _, ok := o.(*chainOp); ok {
+						chains++
+					}
+				}
+				if wantChains := wantPacked && opt.Threads > 1 && opt.Mode == "" && !opt.Unfused; wantChains != (chains > 0) {
+					t.Fatalf("%+v: %d chains in the split ops", opt, chains)
 				}
 				// every preset's first conv reads 1 or 3 channels (Winograd
 				// on takes the stride-1 ones first)
