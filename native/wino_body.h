@@ -59,11 +59,11 @@ INLINE void WINO_NAME(wino_in_body)(const float *in, int64_t h, int64_t w, int64
     }
 }
 
-// One output pixel of the output transform's column pass: act(bv + Σ_k
+// One output pixel of the output transform's column pass: act(*bv + Σ_k
 // Aᵀ[j][k]·t1i[k]) stored to dst (nq channels).
-INLINE void WINO_NAME(wino_out_px)(const v8 *t1i, const int64_t a, const float *at, int64_t j, v8 bv,
-                                   int relu, float *dst, int64_t nq) {
-    v8 s = bv;
+INLINE void WINO_NAME(wino_out_px)(const v8 *t1i, const int64_t a, const float *at, int64_t j,
+                                   const v8 *bv, int relu, float *dst, int64_t nq) {
+    v8 s = *bv;
     WINO_UNROLL
     for (int64_t k = 0; k < a; k++) {
         const float b = at[j * a + k];
@@ -113,13 +113,13 @@ INLINE void WINO_NAME(wino_out_body)(const float *mm, int64_t oh, int64_t ow, in
                 for (int64_t i = 0; i < m; i++) {
                     WINO_UNROLL
                     for (int64_t j = 0; j < m; j++)
-                        WINO_NAME(wino_out_px)(t1[i], a, at, j, bv, relu, obase + ((oy0 + i) * ow + ox0 + j) * ldo + q, nq);
+                        WINO_NAME(wino_out_px)(t1[i], a, at, j, &bv, relu, obase + ((oy0 + i) * ow + ox0 + j) * ldo + q, nq);
                 }
                 continue;
             }
             for (int64_t i = 0; i < mi; i++) {
                 for (int64_t j = 0; j < mj; j++)
-                    WINO_NAME(wino_out_px)(t1[i], a, at, j, bv, relu, obase + ((oy0 + i) * ow + ox0 + j) * ldo + q, nq);
+                    WINO_NAME(wino_out_px)(t1[i], a, at, j, &bv, relu, obase + ((oy0 + i) * ow + ox0 + j) * ldo + q, nq);
             }
         }
     }
