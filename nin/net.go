@@ -297,26 +297,28 @@ func (o *convOp) rows(st *stream, out, src []float32, n, r0, nr int) {
 	case o.wt != nil:
 		native.ConvDirect(out, src, o.wt, o.ws, o.p.B, g, cout, o.relu, r0, nr, st.col)
 	case o.oneByOne:
-		o.gemm(out, src[r0*o.p.Cin:(r0+nr)*o.p.Cin], nr, o.p.Cin)
+		o.gemm(out, src[r0*o.p.Cin:(r0+nr)*o.p.Cin], nr, o.p.Cin, 0, cout)
 	default:
 		k := g.Cols()
 		for t0 := r0; t0 < r0+nr; t0 += o.tileRows {
 			tn := min(o.tileRows, r0+nr-t0)
 			native.Im2col(st.col[:tn*k], src, g, t0, tn)
-			o.gemm(out[(t0-r0)*cout:(t0-r0+tn)*cout], st.col[:tn*k], tn, k)
+			o.gemm(out[(t0-r0)*cout:(t0-r0+tn)*cout], st.col[:tn*k], tn, k, 0, cout)
 		}
 	}
 }
 
-// gemm is out (nr, Cout) = act(a·Wᵀ + bias) for a (nr, k).
-func (o *convOp) gemm(out, a []float32, nr, k int) {
+// gemm computes channels [c0, c1) of act(a·Wᵀ + bias) for a (nr, k):
+// out[r·Cout + c − c0], an (nr, Cout) map starting at channel c0.
+func (o *convOp) gemm(out, a []float32, nr, k, c0, c1 int) {
 	cout := o.p.Cout
+	bias := o.p.B[c0:c1]
 	if o.bp != nil {
-		native.GemmPacked(out, cout, a, k, o.bp, k, cout, 0, cout, nr, o.p.B, o.relu)
+		native.GemmPacked(out, cout, a, k, o.bp, k, cout, c0, c1, nr, bias, o.relu)
 		return
 	}
-	blas.Sgemm(false, true, nr, cout, k, 1, a, k, o.p.W, k, 0, out, cout)
-	native.BiasAct(out, nr, cout, cout, o.p.B, o.relu)
+	blas.Sgemm(false, true, nr, c1-c0, k, 1, a, k, o.p.W[c0*k:c1*k], k, 0, out, cout)
+	native.BiasAct(out, nr, c1-c0, cout, bias, o.relu)
 }
 
 // chainOp is a conv and the 1×1 convs after it (an mlpconv block's
@@ -366,7 +368,7 @@ func (o *chainOp) forwardPart(st *stream, dst, src []float32, n, part, parts int
 			if i == 0 {
 				s.rows(st, out, src, n, r0, nr)
 			} else {
-				s.gemm(out, in, nr, s.p.Cin)
+				s.gemm(out, in, nr, s.p.Cin, 0, s.p.Cout)
 			}
 			in = out
 		}
@@ -452,7 +454,6 @@ func (o *convOp) forwardPart(st *stream, dst, src []float32, n, part, parts int)
 	if o.oneByOne {
 		k = o.p.Cin
 	}
-	w, bias := o.p.W[c0*k:c1*k], o.p.B[c0:c1]
 	for r0 := lo; r0 < hi; r0 += o.tileRows {
 		nr := min(o.tileRows, hi-r0)
 		var a []float32 // (nr, k): the activations themselves for a 1×1 conv
@@ -462,13 +463,7 @@ func (o *convOp) forwardPart(st *stream, dst, src []float32, n, part, parts int)
 			a = st.col[:nr*k]
 			native.Im2col(a, src, g, r0, nr)
 		}
-		out := dst[r0*cout+c0 : (r0+nr-1)*cout+c1]
-		if o.bp != nil {
-			native.GemmPacked(out, cout, a, k, o.bp, k, cout, c0, c1, nr, bias, o.relu)
-			continue
-		}
-		blas.Sgemm(false, true, nr, c1-c0, k, 1, a, k, w, k, 0, out, cout)
-		native.BiasAct(out, nr, c1-c0, cout, bias, o.relu)
+		o.gemm(dst[r0*cout+c0:(r0+nr-1)*cout+c1], a, nr, k, c0, c1)
 	}
 }
 
