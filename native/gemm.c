@@ -103,25 +103,34 @@ TGT INLINE void micro(const int mr, int64_t k, const float *a, int64_t lda, cons
 #undef NB_ROW
 }
 
-// Rows in blocks of 6, and for each block every panel: the block's A rows
-// (6·k floats) stay in L1 while the packed B streams from L2.
+// A rows are taken in blocks of up to NB_MC_BYTES (kept in L2); within a
+// block, panel by panel, and within a panel, 6 rows at a time: the panel
+// (16·k floats) stays in L1 across the block's rows and the block's rows
+// stay in L2 across its panels. A Winograd product or a chain tile (tens
+// to a few hundred rows) is one block, so each panel is read once per call.
+#define NB_MC_BYTES (128 << 10)
 TGT static void gemm_avx2(GEMM_ARGS) {
-    for (int64_t i = 0; i < m; i += NB_MR) {
-        const int mr = m - i < NB_MR ? (int)(m - i) : NB_MR;
-        const float *ai = a + i * lda;
+    int64_t mc = NB_MC_BYTES / (int64_t)sizeof(float) / (k > 0 ? k : 1) / NB_MR * NB_MR;
+    if (mc < NB_MR) mc = NB_MR;
+    for (int64_t i0 = 0; i0 < m; i0 += mc) {
+        const int64_t i1 = m - i0 < mc ? m : i0 + mc;
         for (int64_t j = j0; j < j1; j += NB_NR) {
             const int nc = j1 - j < NB_NR ? (int)(j1 - j) : NB_NR;
             float bb[NB_NR] = {0};
             if (bias) memcpy(bb, bias + (j - j0), (size_t)nc * sizeof(float));
             const float *bq = bp + (j / NB_NR) * NB_NR * k;
-            float *cij = c + i * ldc + (j - j0);
-            switch (mr) {
-            case 6: micro(6, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-            case 5: micro(5, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-            case 4: micro(4, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-            case 3: micro(3, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-            case 2: micro(2, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-            default: micro(1, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
+            for (int64_t i = i0; i < i1; i += NB_MR) {
+                const int mr = i1 - i < NB_MR ? (int)(i1 - i) : NB_MR;
+                const float *ai = a + i * lda;
+                float *cij = c + i * ldc + (j - j0);
+                switch (mr) {
+                case 6: micro(6, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
+                case 5: micro(5, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
+                case 4: micro(4, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
+                case 3: micro(3, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
+                case 2: micro(2, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
+                default: micro(1, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
+                }
             }
         }
     }

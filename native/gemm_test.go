@@ -19,58 +19,67 @@ import (
 func TestGemmPackedConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 1))
 	builds := []bool{false, true}
+	type shape struct{ m, n, k int }
+	var shapes []shape
 	for _, m := range []int{1, 5, 6, 7, 13, 49} {
 		for _, n := range []int{1, 10, 16, 17, 48} {
 			for _, k := range []int{1, 3, 4, 9, 64} {
-				for _, cr := range [][2]int{{0, n}, {16, n}, {0, min(n, 16)}, {16, min(n, 32)}} {
-					j0, j1 := cr[0], cr[1]
-					if j0 > n || j1 < j0 {
-						continue
+				shapes = append(shapes, shape{m, n, k})
+			}
+		}
+	}
+	// rows in several L2 blocks (128 KiB of A: 42 rows at k = 700), the
+	// last one partial, and blocks that end mid micro-kernel
+	shapes = append(shapes, shape{61, 17, 700}, shape{130, 33, 700}, shape{1100, 16, 30})
+	for _, sh := range shapes {
+		m, n, k := sh.m, sh.n, sh.k
+		for _, cr := range [][2]int{{0, n}, {16, n}, {0, min(n, 16)}, {16, min(n, 32)}} {
+			j0, j1 := cr[0], cr[1]
+			if j0 > n || j1 < j0 {
+				continue
+			}
+			for v := 0; v < 4; v++ {
+				trans, relu, withBias := v&1 == 1, v&2 == 2, (m+n+k+v)%3 != 0
+				lda, ldc := k+(v%3)*3, (j1-j0)+v*5
+				a := randSlice(r, m*lda)
+				b := randSlice(r, k*n) // (k, n) plain
+				src, ldb := b, n
+				if trans { // the same B stored (n, k) with a padded stride
+					ldb = k + 2
+					src = make([]float32, n*ldb)
+					for p := 0; p < k; p++ {
+						for j := 0; j < n; j++ {
+							src[j*ldb+p] = b[p*n+j]
+						}
 					}
-					for v := 0; v < 4; v++ {
-						trans, relu, withBias := v&1 == 1, v&2 == 2, (m+n+k+v)%3 != 0
-						lda, ldc := k+(v%3)*3, (j1-j0)+v*5
-						a := randSlice(r, m*lda)
-						b := randSlice(r, k*n) // (k, n) plain
-						src, ldb := b, n
-						if trans { // the same B stored (n, k) with a padded stride
-							ldb = k + 2
-							src = make([]float32, n*ldb)
-							for p := 0; p < k; p++ {
-								for j := 0; j < n; j++ {
-									src[j*ldb+p] = b[p*n+j]
+				}
+				var bias []float32
+				if withBias {
+					bias = randSlice(r, j1-j0)
+				}
+				bp := make([]float32, PackLen(k, n))
+				PackB(bp, src, k, n, ldb, trans)
+				want := make([]float32, max(1, m*ldc))
+				nativeref.Gemm(want, ldc, a, lda, b, k, n, j0, j1, m, bias, relu)
+				for _, generic := range builds {
+					got := make([]float32, len(want))
+					for i := range got {
+						got[i] = float32(math.NaN()) // untouched padding must stay as it was
+					}
+					gemmPacked(got, ldc, a, lda, bp, k, n, j0, j1, m, bias, relu, generic)
+					name := fmt.Sprintf("m%d n%d k%d cols[%d,%d) lda%d ldc%d trans=%v relu=%v bias=%v generic=%v",
+						m, n, k, j0, j1, lda, ldc, trans, relu, withBias, generic)
+					for i := 0; i < m; i++ {
+						for j := 0; j < ldc; j++ {
+							g, w := got[i*ldc+j], want[i*ldc+j]
+							if j >= j1-j0 {
+								if !math.IsNaN(float64(g)) {
+									t.Fatalf("%s: wrote c[%d,%d] past the column range", name, i, j)
 								}
+								continue
 							}
-						}
-						var bias []float32
-						if withBias {
-							bias = randSlice(r, j1-j0)
-						}
-						bp := make([]float32, PackLen(k, n))
-						PackB(bp, src, k, n, ldb, trans)
-						want := make([]float32, max(1, m*ldc))
-						nativeref.Gemm(want, ldc, a, lda, b, k, n, j0, j1, m, bias, relu)
-						for _, generic := range builds {
-							got := make([]float32, len(want))
-							for i := range got {
-								got[i] = float32(math.NaN()) // untouched padding must stay as it was
-							}
-							gemmPacked(got, ldc, a, lda, bp, k, n, j0, j1, m, bias, relu, generic)
-							name := fmt.Sprintf("m%d n%d k%d cols[%d,%d) lda%d ldc%d trans=%v relu=%v bias=%v generic=%v",
-								m, n, k, j0, j1, lda, ldc, trans, relu, withBias, generic)
-							for i := 0; i < m; i++ {
-								for j := 0; j < ldc; j++ {
-									g, w := got[i*ldc+j], want[i*ldc+j]
-									if j >= j1-j0 {
-										if !math.IsNaN(float64(g)) {
-											t.Fatalf("%s: wrote c[%d,%d] past the column range", name, i, j)
-										}
-										continue
-									}
-									if d := math.Abs(float64(g - w)); !(d <= 1e-5*math.Max(1, math.Abs(float64(w)))*math.Sqrt(float64(k))) {
-										t.Fatalf("%s: c[%d,%d] = %g, want %g", name, i, j, g, w)
-									}
-								}
+							if d := math.Abs(float64(g - w)); !(d <= 1e-5*math.Max(1, math.Abs(float64(w)))*math.Sqrt(float64(k))) {
+								t.Fatalf("%s: c[%d,%d] = %g, want %g", name, i, j, g, w)
 							}
 						}
 					}
