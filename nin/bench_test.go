@@ -55,13 +55,15 @@ func BenchmarkForward(b *testing.B) {
 // (OpenBLAS at 1 thread, one default micro-batch per step) with Winograd off
 // and on, reporting effective GFLOP/s for convs (2 × direct-conv MACs) and
 // µs per image: where the time goes, and which layers Winograd speeds up.
+// Each layer runs alone (Unfused: no chains), on its own hot buffers; in
+// the whole net the layers pay for their data leaving the caches.
 func BenchmarkLayers(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
 		m := randomModel(b, preset, 1)
 		for _, wino := range []Winograd{WinogradOff, WinogradAuto} {
 			tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
 			envMB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))
-			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Mode: ModeStreams, Winograd: wino, TileBytes: tileKiB << 10, MicroBatch: envMB})
+			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Mode: ModeStreams, Winograd: wino, TileBytes: tileKiB << 10, MicroBatch: envMB, Unfused: true})
 			if err != nil {
 				b.Fatal(err)
 			}

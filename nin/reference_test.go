@@ -282,7 +282,8 @@ func TestForwardMatchesReference(t *testing.T) {
 				{MaxBatch: 3, Threads: 1, GEMM: GEMMOpenBLAS, Direct: DirectOff, Winograd: WinogradOff},
 				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, GEMM: GEMMPacked, Winograd: WinogradOn},
 				{MaxBatch: 3, Threads: 3, GEMM: GEMMPacked, Direct: DirectOff, Winograd: WinogradOff},
-				// batch 1 split call by call, without chains
+				// every conv its own layer call (streams, and batch 1 split
+				// call by call), without chains
 				{MaxBatch: 3, Threads: 2, Unfused: true},
 				{MaxBatch: 3, Threads: 3, Unfused: true, Winograd: WinogradOff, TileBytes: 64 << 10},
 			} {
@@ -307,16 +308,15 @@ func TestForwardMatchesReference(t *testing.T) {
 				if net.PackedGEMM() != wantPacked {
 					t.Fatalf("gemm %q mode %q: packed = %v", opt.GEMM, opt.Mode, net.PackedGEMM())
 				}
-				// batch-1 chains: built with the packed GEMM on several
-				// threads in auto mode, unless Unfused
+				// chains: built with the packed GEMM, unless Unfused
 				chains := 0
-				for _, o := range net.splitOps {
+				for _, o := range net.run {
 					if _, ok := o.(*chainOp); ok {
 						chains++
 					}
 				}
-				if wantChains := wantPacked && opt.Threads > 1 && opt.Mode == "" && !opt.Unfused; wantChains != (chains > 0) {
-					t.Fatalf("%+v: %d chains in the split ops", opt, chains)
+				if wantChains := wantPacked && !opt.Unfused; wantChains != (chains > 0) {
+					t.Fatalf("%+v: %d chains in the ops run", opt, chains)
 				}
 				// every preset's first conv reads 1 or 3 channels (Winograd
 				// on takes the stride-1 ones first)
