@@ -26,27 +26,52 @@ var ErrUnsupported = errors.New("unsupported image format (want PNG, JPEG, GIF, 
 // pixels with c channels (1: luma, 3: RGB), applying the EXIF orientation
 // of a JPEG. It checks the declared size before decoding.
 func DecodeImage(b []byte, c int) (pix []uint8, h, w int, err error) {
+	pix, h, w, pc, err := decodeImage(b, c)
+	if err != nil || pc == c {
+		return pix, h, w, err
+	}
+	return grayToRGB(pix), h, w, nil
+}
+
+// decodeImage is DecodeImage, except that a gray image asked for as RGB
+// comes back with one channel (pc = 1, else pc = c): resizing it once
+// instead of three times gives the same pixels, and the caller expands it
+// at the end (grayToRGB, or Preprocess.normalizeGray).
+func decodeImage(b []byte, c int) (pix []uint8, h, w, pc int, err error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
 	if err != nil {
 		if errors.Is(err, image.ErrFormat) {
-			return nil, 0, 0, ErrUnsupported
+			return nil, 0, 0, 0, ErrUnsupported
 		}
-		return nil, 0, 0, fmt.Errorf("corrupt image header: %w", err)
+		return nil, 0, 0, 0, fmt.Errorf("corrupt image header: %w", err)
 	}
 	if cfg.Width < 1 || cfg.Height < 1 || int64(cfg.Width)*int64(cfg.Height) > MaxImagePixels {
-		return nil, 0, 0, fmt.Errorf("%s image of %dx%d pixels is empty or larger than the %d pixel limit", format, cfg.Width, cfg.Height, MaxImagePixels)
+		return nil, 0, 0, 0, fmt.Errorf("%s image of %dx%d pixels is empty or larger than the %d pixel limit", format, cfg.Width, cfg.Height, MaxImagePixels)
 	}
 	img, _, err := image.Decode(bytes.NewReader(b))
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("corrupt %s image: %w", format, err)
+		return nil, 0, 0, 0, fmt.Errorf("corrupt %s image: %w", format, err)
 	}
-	pix, h, w = toHWC(img, c)
+	pc = c
+	if _, gray := img.(*image.Gray); gray {
+		pc = 1
+	}
+	pix, h, w = toHWC(img, pc)
 	if format == "jpeg" {
 		if o := jpegOrientation(b); o > 1 {
-			pix, h, w = orient(pix, h, w, c, o)
+			pix, h, w = orient(pix, h, w, pc, o)
 		}
 	}
-	return pix, h, w, nil
+	return pix, h, w, pc, nil
+}
+
+// grayToRGB repeats each gray byte three times.
+func grayToRGB(g []uint8) []uint8 {
+	rgb := make([]uint8, 3*len(g))
+	for i, v := range g {
+		rgb[3*i], rgb[3*i+1], rgb[3*i+2] = v, v, v
+	}
+	return rgb
 }
 
 // toHWC converts any image to HWC uint8 with c = 1 (ITU-R 601 luma, as

@@ -233,11 +233,16 @@ type Shape struct{ H, W, C int }
 //
 //	dst: (H, W, C) float32   scratch: (H, W, C) uint8
 func (p *Preprocess) Input(dst []float32, scratch []uint8, v ImageValue, shape Shape) error {
-	if err := p.Pixels(scratch, v, shape); err != nil {
+	pc, err := p.pixels(scratch, v, shape)
+	if err != nil {
 		if v.F32 != nil && err == errFloatTensor {
 			return p.normalizeFloat(dst, v.F32, shape)
 		}
 		return err
+	}
+	if pc < p.C {
+		p.normalizeGray(dst, scratch)
+		return nil
 	}
 	p.Normalize(dst, scratch)
 	return nil
@@ -247,27 +252,37 @@ var errFloatTensor = fmt.Errorf("float tensor")
 
 // Pixels turns one image value into model-size uint8 pixels.
 func (p *Preprocess) Pixels(dst []uint8, v ImageValue, shape Shape) error {
+	pc, err := p.pixels(dst, v, shape)
+	if err == nil && pc < p.C {
+		expandGray(dst[:p.Len()])
+	}
+	return err
+}
+
+// pixels is Pixels, except that an encoded gray image for a 3-channel model
+// is left gray (see Preprocess.image): pc is the channel count written.
+func (p *Preprocess) pixels(dst []uint8, v ImageValue, shape Shape) (pc int, err error) {
 	switch {
 	case v.Null:
-		return fmt.Errorf("image is null")
+		return 0, fmt.Errorf("image is null")
 	case v.Encoded != nil:
 		if len(v.Encoded) == 0 {
-			return fmt.Errorf("image bytes are empty")
+			return 0, fmt.Errorf("image bytes are empty")
 		}
-		return p.Image(dst, v.Encoded)
+		return p.image(dst, v.Encoded)
 	case v.F32 != nil:
-		return errFloatTensor
+		return 0, errFloatTensor
 	default:
 		if shape == (Shape{}) {
 			shape = Shape{p.H, p.W, p.C}
 		}
 		if n := shape.H * shape.W * shape.C; len(v.U8) != n {
-			return fmt.Errorf("image tensor has %d values, shape %dx%dx%d needs %d", len(v.U8), shape.H, shape.W, shape.C, n)
+			return 0, fmt.Errorf("image tensor has %d values, shape %dx%dx%d needs %d", len(v.U8), shape.H, shape.W, shape.C, n)
 		}
 		if shape.C != p.C {
-			return fmt.Errorf("image tensor has %d channels, the model takes %d", shape.C, p.C)
+			return 0, fmt.Errorf("image tensor has %d channels, the model takes %d", shape.C, p.C)
 		}
-		return p.Fit(dst, v.U8, shape.H, shape.W)
+		return p.C, p.Fit(dst, v.U8, shape.H, shape.W)
 	}
 }
 

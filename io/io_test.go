@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"fmt"
 	"image"
 	"image/color"
 	"image/gif"
@@ -585,5 +586,121 @@ func BenchmarkResizeMNISTToImageNet(b *testing.B) {
 	dst := make([]uint8, 224*224*3)
 	for b.Loop() {
 		resize(dst, src, 28, 28, 224, 224, 3)
+	}
+}
+
+// TestGrayIntoRGBModel: a gray PNG or JPEG for a 3-channel model is resized
+// once, as gray, and expanded at the end; Input and Pixels must give what
+// the plain path gives (every pixel as three equal bytes, resized as RGB
+// by the reference pixel loop, then (v·Scale − Mean[c]) / Std[c]), for
+// every resize mode, same size included, and a colour image is untouched.
+func TestGrayIntoRGBModel(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	gray := image.NewGray(image.Rect(0, 0, 13, 9))
+	for i := range gray.Pix {
+		gray.Pix[i] = uint8(r.IntN(256))
+	}
+	var pngBuf, jpgBuf bytes.Buffer
+	if err := png.Encode(&pngBuf, gray); err != nil {
+		t.Fatal(err)
+	}
+	if err := jpeg.Encode(&jpgBuf, gray, &jpeg.Options{Quality: 90}); err != nil {
+		t.Fatal(err)
+	}
+	rgba := image.NewNRGBA(image.Rect(0, 0, 13, 9))
+	for i := range rgba.Pix {
+		rgba.Pix[i] = uint8(r.IntN(256))
+		if i%4 == 3 {
+			rgba.Pix[i] = 255
+		}
+	}
+	var colBuf bytes.Buffer
+	if err := png.Encode(&colBuf, rgba); err != nil {
+		t.Fatal(err)
+	}
+	for _, enc := range []struct {
+		name string
+		b    []byte
+	}{{"png", pngBuf.Bytes()}, {"jpeg", jpgBuf.Bytes()}, {"colour png", colBuf.Bytes()}} {
+		img, _, err := image.Decode(bytes.NewReader(enc.b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, isGray := img.(*image.Gray); isGray == (enc.name == "colour png") {
+			t.Fatalf("%s decodes to %T", enc.name, img)
+		}
+		h, w := img.Bounds().Dy(), img.Bounds().Dx()
+		rgb := make([]uint8, 0, h*w*3) // the decoded image as RGB bytes
+		for y := 0; y < h; y++ {
+			for x := 0; x < w; x++ {
+				c := color.NRGBAModel.Convert(img.At(x, y)).(color.NRGBA)
+				rgb = append(rgb, c.R, c.G, c.B)
+			}
+		}
+		for _, p := range []*Preprocess{
+			{H: 31, W: 17, C: 3, Resize: "exact", Scale: 1.0 / 255, Mean: []float32{0.4, 0.5, 0.6}, Std: []float32{0.2, 0.3, 0.25}},
+			{H: 5, W: 6, C: 3, Resize: "exact", Scale: 1},
+			{H: 7, W: 7, C: 3, Resize: "shorter", ResizeTo: 8, Scale: 2, Mean: []float32{1, 2, 3}},
+			{H: 9, W: 13, C: 3, Resize: "none", Scale: 1, Std: []float32{3, 5, 7}},
+		} {
+			name := fmt.Sprintf("%s %dx%d %s", enc.name, p.W, p.H, p.Resize)
+			want := make([]uint8, p.Len())
+			switch p.Resize {
+			case "shorter": // 9×13 to 8×12 (shorter side 8, 12 = round(13·8/9)), then the center 7×7
+				tmp := make([]uint8, 8*12*3)
+				resizePixelLoop(tmp, rgb, h, w, 8, 12, 3)
+				for y := 0; y < 7; y++ {
+					copy(want[y*7*3:(y+1)*7*3], tmp[((y)*12+2)*3:])
+				}
+			case "none":
+				copy(want, rgb)
+			default:
+				resizePixelLoop(want, rgb, h, w, p.H, p.W, 3)
+			}
+			got := make([]uint8, p.Len())
+			if err := p.Pixels(got, ImageValue{Encoded: enc.b}, Shape{}); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s: Pixels differ from the RGB path", name)
+			}
+			in := make([]float32, p.Len())
+			if err := p.Input(in, make([]uint8, p.Len()), ImageValue{Encoded: enc.b}, Shape{}); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			for i, v := range want {
+				c := i % 3
+				mean, std := float32(0), float32(1)
+				if p.Mean != nil {
+					mean = p.Mean[c]
+				}
+				if p.Std != nil {
+					std = p.Std[c]
+				}
+				if wv := float32(v)*(p.Scale/std) + (-mean / std); in[i] != wv {
+					t.Fatalf("%s: input[%d] = %g, want %g", name, i, in[i], wv)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkInputMNISTToImageNet: one MNIST-sized gray PNG to
+// nin-imagenet's float input (decode, resize, normalize), as run does it.
+func BenchmarkInputMNISTToImageNet(b *testing.B) {
+	g := image.NewGray(image.Rect(0, 0, 28, 28))
+	for i := range g.Pix {
+		g.Pix[i] = uint8(i * 7)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, g); err != nil {
+		b.Fatal(err)
+	}
+	p := &Preprocess{H: 224, W: 224, C: 3, Resize: "exact", Scale: 1.0 / 255, Mean: []float32{0.485, 0.456, 0.406}, Std: []float32{0.229, 0.224, 0.225}}
+	dst, scratch := make([]float32, p.Len()), make([]uint8, p.Len())
+	for b.Loop() {
+		if err := p.Input(dst, scratch, ImageValue{Encoded: buf.Bytes()}, Shape{}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

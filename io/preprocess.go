@@ -29,13 +29,19 @@ func (p *Preprocess) Len() int { return p.H * p.W * p.C }
 //	         then take the center H×W crop
 //	none:    the image must already be H×W
 func (p *Preprocess) Fit(dst, pix []uint8, h, w int) error {
+	return p.fit(dst, pix, h, w, p.C)
+}
+
+// fit is Fit for pixels with c channels (p.C, or 1 for a gray image that
+// is expanded later), writing H·W·c bytes.
+func (p *Preprocess) fit(dst, pix []uint8, h, w, c int) error {
 	if h == p.H && w == p.W {
-		copy(dst, pix[:p.Len()])
+		copy(dst, pix[:p.H*p.W*c])
 		return nil
 	}
 	switch p.Resize {
 	case "exact":
-		resize(dst, pix, h, w, p.H, p.W, p.C)
+		resize(dst, pix, h, w, p.H, p.W, c)
 		return nil
 	case "shorter":
 		rh, rw := p.ResizeTo, p.ResizeTo
@@ -45,15 +51,29 @@ func (p *Preprocess) Fit(dst, pix []uint8, h, w int) error {
 			rh = int(math.Round(float64(h) * float64(p.ResizeTo) / float64(w)))
 		}
 		rh, rw = max(rh, p.H), max(rw, p.W)
-		tmp := make([]uint8, rh*rw*p.C)
-		resize(tmp, pix, h, w, rh, rw, p.C)
+		tmp := make([]uint8, rh*rw*c)
+		resize(tmp, pix, h, w, rh, rw, c)
 		y0, x0 := (rh-p.H)/2, (rw-p.W)/2
 		for y := 0; y < p.H; y++ {
-			copy(dst[y*p.W*p.C:(y+1)*p.W*p.C], tmp[((y0+y)*rw+x0)*p.C:])
+			copy(dst[y*p.W*c:(y+1)*p.W*c], tmp[((y0+y)*rw+x0)*c:])
 		}
 		return nil
 	default:
 		return fmt.Errorf("image is %dx%d, the model takes %dx%d and its preprocessing does not resize", w, h, p.W, p.H)
+	}
+}
+
+// normalizeGray is Normalize for a 3-channel model fed gray pixels: each
+// gray value stands for an RGB pixel with three equal bytes.
+//
+//	src: (H, W) uint8  dst: (H, W, 3) float32
+func (p *Preprocess) normalizeGray(dst []float32, src []uint8) {
+	mul, add := p.affine()
+	dst = dst[:3*p.H*p.W]
+	for i, v := range src[:p.H*p.W] {
+		f := float32(v)
+		d := dst[3*i : 3*i+3 : 3*i+3]
+		d[0], d[1], d[2] = f*mul[0]+add[0], f*mul[1]+add[1], f*mul[2]+add[2]
 	}
 }
 
@@ -66,6 +86,14 @@ func (p *Preprocess) Normalize(dst []float32, src []uint8) {
 	if p.C == 1 {
 		for i, v := range src[:p.Len()] {
 			dst[i] = float32(v)*mul[0] + add[0]
+		}
+		return
+	}
+	if p.C == 3 {
+		n := p.Len()
+		for i := 0; i < n; i += 3 {
+			s, d := src[i:i+3:i+3], dst[i:i+3:i+3]
+			d[0], d[1], d[2] = float32(s[0])*mul[0]+add[0], float32(s[1])*mul[1]+add[1], float32(s[2])*mul[2]+add[2]
 		}
 		return
 	}
@@ -93,11 +121,31 @@ func (p *Preprocess) affine() (mul, add [4]float32) {
 
 // Image decodes encoded image bytes and brings them to model size.
 func (p *Preprocess) Image(dst []uint8, b []byte) error {
-	pix, h, w, err := DecodeImage(b, p.C)
-	if err != nil {
-		return err
+	pc, err := p.image(dst, b)
+	if err == nil && pc < p.C {
+		expandGray(dst[:p.Len()])
 	}
-	return p.Fit(dst, pix, h, w)
+	return err
+}
+
+// image is Image, except that a gray image for a 3-channel model is left
+// gray: H·W bytes in dst, and pc = 1 (else pc = p.C).
+func (p *Preprocess) image(dst []uint8, b []byte) (pc int, err error) {
+	pix, h, w, pc, err := decodeImage(b, p.C)
+	if err != nil {
+		return 0, err
+	}
+	return pc, p.fit(dst, pix, h, w, pc)
+}
+
+// expandGray turns the gray bytes in the first third of rgb into RGB
+// pixels in place, back to front so no byte is overwritten before it is
+// read.
+func expandGray(rgb []uint8) {
+	for i := len(rgb)/3 - 1; i >= 0; i-- {
+		v := rgb[i]
+		rgb[3*i], rgb[3*i+1], rgb[3*i+2] = v, v, v
+	}
 }
 
 // resize is separable bilinear resampling with PIL's antialiasing: when
