@@ -62,11 +62,29 @@ static void gemm_base(GEMM_ARGS) {
 #define INLINE static inline __attribute__((always_inline))
 
 // One mr × 16 block (mr ≤ 6, a constant after inlining): c[i·ldc + jj] for
-// jj < nc of act(Σ_p a[i·lda + p]·bq[p·16 + jj] + bb[jj]).
+// jj < nc of act(s + Σ_p a[i·lda + p]·bq[p·16 + jj] + bb[jj]), where s is 0,
+// or with acc the partial sum already in c (an earlier K block's, stored
+// without bias and ReLU).
 TGT INLINE void micro(const int mr, int64_t k, const float *a, int64_t lda, const float *bq,
-                      const float *bb, int relu, float *c, int64_t ldc, int nc) {
+                      const float *bb, int relu, float *c, int64_t ldc, int nc, int acc) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    if (acc) {
+#define NB_LOAD(i, u0, u1)                                                   \
+    if (mr > i) {                                                            \
+        const float *cr = c + i * ldc;                                       \
+        if (nc == NB_NR) {                                                   \
+            u0 = _mm256_loadu_ps(cr), u1 = _mm256_loadu_ps(cr + 8);          \
+        } else {                                                             \
+            float t[NB_NR] = {0};                                            \
+            memcpy(t, cr, (size_t)nc * sizeof(float));                       \
+            u0 = _mm256_loadu_ps(t), u1 = _mm256_loadu_ps(t + 8);            \
+        }                                                                    \
+    }
+        NB_LOAD(0, c00, c01) NB_LOAD(1, c10, c11) NB_LOAD(2, c20, c21)
+        NB_LOAD(3, c30, c31) NB_LOAD(4, c40, c41) NB_LOAD(5, c50, c51)
+#undef NB_LOAD
+    }
     const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda;
     const float *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
     // 12 accumulators + 2 B vectors + 1 broadcast: 15 of the 16 registers.
@@ -103,36 +121,71 @@ TGT INLINE void micro(const int mr, int64_t k, const float *a, int64_t lda, cons
 #undef NB_ROW
 }
 
-// A rows are taken in blocks of up to NB_MC_BYTES (kept in L2); within a
-// block, panel by panel, and within a panel, 6 rows at a time: the panel
-// (16·k floats) stays in L1 across the block's rows and the block's rows
-// stay in L2 across its panels. A Winograd product or a chain tile (tens
-// to a few hundred rows) is one block, so each panel is read once per call.
+// Blocking with B packed in advance. A rows are taken in blocks of up to
+// NB_MC_BYTES of A (kept in L2); within a row block, panel by panel, and
+// within a panel, 6 rows at a time: the panel stays in L1 across the
+// block's rows, and the block's rows stay in L2 across its panels. A
+// Winograd product or a chain tile (tens to a few hundred rows, K ≤ 512)
+// is one block, so each panel is read once per call.
+//
+// A long K makes the row blocks short (6 rows at K = 3456), and B is then
+// read once per block: from L3 when it fits there, at little cost, but
+// nin-imagenet's batch-1 im2col conv4 (36 × 1024 × 3456, 14 MB of packed
+// weights) read its weights from memory 6 times and ran at 24 GFLOP/s.
+// When the B a call reads is over nb_b_stream_bytes (4 MiB) and K over
+// NB_KC_MAX, K is cut into even blocks of at most NB_KC, whose partial
+// sums go through C (the float32 accumulator is stored and reloaded
+// unchanged, so the result is bit-identical to one pass; bias and ReLU
+// come with the last block), and the row blocks grow to match: that conv
+// reads its weights once and runs at 48–50 GFLOP/s. On B that fits in L3
+// (nin-imagenet's 1024 × 1024 1×1 convs, the im2col convs under
+// --winograd off) K blocks were no faster, and 0.85–0.9× on 288 × 384 ×
+// 2304.
 #define NB_MC_BYTES (128 << 10)
+#define NB_KC_MAX 512
+#define NB_KC 384
+static int64_t nb_b_stream_bytes = 4 << 20;
+
+int64_t nb_gemm_set_stream_bytes(int64_t n) {
+    const int64_t old = nb_b_stream_bytes;
+    nb_b_stream_bytes = n;
+    return old;
+}
+
 TGT static void gemm_avx2(GEMM_ARGS) {
-    int64_t mc = NB_MC_BYTES / (int64_t)sizeof(float) / (k > 0 ? k : 1) / NB_MR * NB_MR;
+    const int64_t bbytes = k * ((j1 - j0 + NB_NR - 1) / NB_NR * NB_NR) * (int64_t)sizeof(float);
+    const int64_t nkb = k > NB_KC_MAX && bbytes > nb_b_stream_bytes ? (k + NB_KC - 1) / NB_KC : 1;
+    const int64_t kc = (k + nkb - 1) / nkb;
+    int64_t mc = NB_MC_BYTES / (int64_t)sizeof(float) / (kc > 0 ? kc : 1) / NB_MR * NB_MR;
     if (mc < NB_MR) mc = NB_MR;
     for (int64_t i0 = 0; i0 < m; i0 += mc) {
         const int64_t i1 = m - i0 < mc ? m : i0 + mc;
-        for (int64_t j = j0; j < j1; j += NB_NR) {
-            const int nc = j1 - j < NB_NR ? (int)(j1 - j) : NB_NR;
-            float bb[NB_NR] = {0};
-            if (bias) memcpy(bb, bias + (j - j0), (size_t)nc * sizeof(float));
-            const float *bq = bp + (j / NB_NR) * NB_NR * k;
-            for (int64_t i = i0; i < i1; i += NB_MR) {
-                const int mr = i1 - i < NB_MR ? (int)(i1 - i) : NB_MR;
-                const float *ai = a + i * lda;
-                float *cij = c + i * ldc + (j - j0);
-                switch (mr) {
-                case 6: micro(6, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-                case 5: micro(5, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-                case 4: micro(4, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-                case 3: micro(3, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-                case 2: micro(2, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
-                default: micro(1, k, ai, lda, bq, bb, relu, cij, ldc, nc); break;
+        int64_t p0 = 0;
+        do {  // K blocks (one, of length 0, when k = 0: C = act(bias))
+            const int64_t kl = k - p0 < kc ? k - p0 : kc;
+            const int acc = p0 > 0, last = p0 + kl >= k;
+            for (int64_t j = j0; j < j1; j += NB_NR) {
+                const int nc = j1 - j < NB_NR ? (int)(j1 - j) : NB_NR;
+                float bb[NB_NR] = {0};
+                if (bias && last) memcpy(bb, bias + (j - j0), (size_t)nc * sizeof(float));
+                const int act = relu && last;
+                const float *bq = bp + (j / NB_NR) * NB_NR * k + p0 * NB_NR;
+                for (int64_t i = i0; i < i1; i += NB_MR) {
+                    const int mr = i1 - i < NB_MR ? (int)(i1 - i) : NB_MR;
+                    const float *ai = a + i * lda + p0;
+                    float *cij = c + i * ldc + (j - j0);
+                    switch (mr) {
+                    case 6: micro(6, kl, ai, lda, bq, bb, act, cij, ldc, nc, acc); break;
+                    case 5: micro(5, kl, ai, lda, bq, bb, act, cij, ldc, nc, acc); break;
+                    case 4: micro(4, kl, ai, lda, bq, bb, act, cij, ldc, nc, acc); break;
+                    case 3: micro(3, kl, ai, lda, bq, bb, act, cij, ldc, nc, acc); break;
+                    case 2: micro(2, kl, ai, lda, bq, bb, act, cij, ldc, nc, acc); break;
+                    default: micro(1, kl, ai, lda, bq, bb, act, cij, ldc, nc, acc); break;
+                    }
                 }
             }
-        }
+            p0 += kl;
+        } while (p0 < k);
     }
 }
 #endif

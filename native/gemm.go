@@ -83,6 +83,13 @@ func gemmPacked(c []float32, ldc int, a []float32, lda int, bp []float32, k, n, 
 		f32(bp), bb, cbool(relu), f32(c), C.int64_t(ldc), cbool(generic))
 }
 
+// setGemmStreamBytes sets the packed-B size above which GemmPacked cuts a
+// long K into blocks, returning the old value (tests reach the K-blocked
+// path with small shapes by setting 0). Not safe during GEMM calls.
+func setGemmStreamBytes(n int64) int64 {
+	return int64(C.nb_gemm_set_stream_bytes(C.int64_t(n)))
+}
+
 func cbool(b bool) C.int {
 	if b {
 		return 1

@@ -17,9 +17,7 @@ import (
 // column ranges starting on later panels, padded leading dimensions, with
 // and without bias and ReLU, and both packing layouts.
 func TestGemmPackedConformance(t *testing.T) {
-	r := rand.New(rand.NewPCG(7, 1))
-	builds := []bool{false, true}
-	type shape struct{ m, n, k int }
+	type shape = struct{ m, n, k int }
 	var shapes []shape
 	for _, m := range []int{1, 5, 6, 7, 13, 49} {
 		for _, n := range []int{1, 10, 16, 17, 48} {
@@ -31,6 +29,17 @@ func TestGemmPackedConformance(t *testing.T) {
 	// rows in several L2 blocks (128 KiB of A: 42 rows at k = 700), the
 	// last one partial, and blocks that end mid micro-kernel
 	shapes = append(shapes, shape{61, 17, 700}, shape{130, 33, 700}, shape{1100, 16, 30})
+	t.Run("default", func(t *testing.T) { gemmPackedGrid(t, shapes) })
+	// K over 512 in blocks through C whatever the size of B (by default
+	// only when B is over 4 MiB): two blocks at k = 700
+	old := setGemmStreamBytes(0)
+	defer setGemmStreamBytes(old)
+	t.Run("kblocks", func(t *testing.T) { gemmPackedGrid(t, shapes) })
+}
+
+func gemmPackedGrid(t *testing.T, shapes []struct{ m, n, k int }) {
+	r := rand.New(rand.NewPCG(7, 1))
+	builds := []bool{false, true}
 	for _, sh := range shapes {
 		m, n, k := sh.m, sh.n, sh.k
 		for _, cr := range [][2]int{{0, n}, {16, n}, {0, min(n, 16)}, {16, min(n, 32)}} {
@@ -132,6 +141,7 @@ func BenchmarkGemmPacked(b *testing.B) {
 		{"cifar-cccp1-b8", 8192, 160, 192},
 		{"cifar-wino", 512, 192, 192},
 		{"imagenet-cccp7-b8", 288, 1024, 1024},
+		{"imagenet-conv4-b1", 36, 1024, 3456},
 	}
 	prev := blas.Threads()
 	blas.SetThreads(1)

@@ -147,5 +147,9 @@ void nb_gemm_packed(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a
 
 // 1 when nb_gemm_packed runs its AVX2+FMA build on this CPU.
 int nb_gemm_fast(void);
+// Sets the packed-B size above which nb_gemm_packed cuts a long K into
+// blocks (default 4 MiB; tests set 0 to reach the blocked path with small
+// shapes) and returns the previous value. Not thread-safe.
+int64_t nb_gemm_set_stream_bytes(int64_t n);
 
 #endif
