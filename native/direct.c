@@ -85,10 +85,21 @@ INLINE void direct_step(const float *img, int64_t wp, int64_t c, int64_t k, int6
         const int64_t rend = (im + 1) * plane < r0 + nr ? (im + 1) * plane : r0 + nr;          \
         const float *img = in + im * h * w * c;                                                \
         if (p > 0) {                                                                           \
-            memset(pad, 0, (size_t)(hp * wp * c) * sizeof(float));                             \
-            for (int64_t y = 0; y < h; y++)                                                    \
-                memcpy(pad + ((y + p) * wp + p) * c, img + y * w * c,                          \
-                       (size_t)(w * c) * sizeof(float));                                       \
+            /* only the padded rows that output rows oyA..oyB read: a chain \
+               tile calls this for a few output rows at a time */            \
+            const int64_t oyA = (r % plane) / ow, oyB = ((rend - 1) % plane) / ow;            \
+            const int64_t pyB = oyB * s + k < hp ? oyB * s + k : hp;                          \
+            for (int64_t py = oyA * s; py < pyB; py++) {                                       \
+                float *prow = pad + py * wp * c;                                               \
+                const int64_t y = py - p;                                                      \
+                if (y < 0 || y >= h) {                                                         \
+                    memset(prow, 0, (size_t)(wp * c) * sizeof(float));                         \
+                    continue;                                                                  \
+                }                                                                              \
+                memset(prow, 0, (size_t)(p * c) * sizeof(float));                              \
+                memcpy(prow + p * c, img + y * w * c, (size_t)(w * c) * sizeof(float));        \
+                memset(prow + (p + w) * c, 0, (size_t)((wp - p - w) * c) * sizeof(float));     \
+            }                                                                                  \
             img = pad;                                                                         \
         }                                                                                      \
         while (r < rend) {                                                                     \
