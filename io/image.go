@@ -30,13 +30,16 @@ func DecodeImage(b []byte, c int) (pix []uint8, h, w int, err error) {
 	if err != nil || pc == c {
 		return pix, h, w, err
 	}
-	return grayToRGB(pix), h, w, nil
+	rgb := make([]uint8, 3*len(pix))
+	copy(rgb, pix)
+	expandGray(rgb)
+	return rgb, h, w, nil
 }
 
 // decodeImage is DecodeImage, except that a gray image asked for as RGB
 // comes back with one channel (pc = 1, else pc = c): resizing it once
 // instead of three times gives the same pixels, and the caller expands it
-// at the end (grayToRGB, or Preprocess.normalizeGray).
+// at the end (expandGray, or Preprocess.normalizeGray).
 func decodeImage(b []byte, c int) (pix []uint8, h, w, pc int, err error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
 	if err != nil {
@@ -65,15 +68,6 @@ func decodeImage(b []byte, c int) (pix []uint8, h, w, pc int, err error) {
 	return pix, h, w, pc, nil
 }
 
-// grayToRGB repeats each gray byte three times.
-func grayToRGB(g []uint8) []uint8 {
-	rgb := make([]uint8, 3*len(g))
-	for i, v := range g {
-		rgb[3*i], rgb[3*i+1], rgb[3*i+2] = v, v, v
-	}
-	return rgb
-}
-
 // toHWC converts any image to HWC uint8 with c = 1 (ITU-R 601 luma, as
 // PIL's convert("L")) or 3 (RGB, alpha dropped without compositing, as
 // PIL's convert("RGB")).
@@ -84,17 +78,12 @@ func toHWC(img image.Image, c int) ([]uint8, int, int) {
 	luma := func(r, g, bl uint32) uint8 { return uint8((r*299 + g*587 + bl*114 + 500) / 1000) }
 	switch im := img.(type) {
 	case *image.Gray:
-		for y := 0; y < h; y++ {
-			row := im.Pix[y*im.Stride : y*im.Stride+w]
-			if c == 1 {
-				copy(pix[y*w:], row)
-				continue
+		if c == 1 { // decodeImage leaves gray images gray
+			for y := 0; y < h; y++ {
+				copy(pix[y*w:], im.Pix[y*im.Stride:y*im.Stride+w])
 			}
-			for x, v := range row {
-				pix[(y*w+x)*3], pix[(y*w+x)*3+1], pix[(y*w+x)*3+2] = v, v, v
-			}
+			return pix, h, w
 		}
-		return pix, h, w
 	case *image.YCbCr:
 		if c == 1 { // the Y plane is the luma
 			for y := 0; y < h; y++ {
