@@ -294,6 +294,11 @@ func (p *Preprocess) normalizeFloat(dst, src []float32, shape Shape) error {
 		return fmt.Errorf("image tensor has %d values, the model input needs %d", len(src), p.Len())
 	}
 	mul, add := p.affine()
+	if fs := p.FloatScale; fs != 0 && fs != 1 {
+		for c := range mul {
+			mul[c] *= fs
+		}
+	}
 	for i := 0; i < p.Len(); i += p.C {
 		for c := 0; c < p.C; c++ {
 			dst[i+c] = src[i+c]*mul[c] + add[c]

@@ -16,6 +16,9 @@ type Preprocess struct {
 	Scale    float32
 	Mean     []float32 // per channel, nil = 0
 	Std      []float32 // per channel, nil = 1
+	// FloatScale multiplies float tensor pixels before Scale: 1 (or 0) for
+	// tensors on the 0..255 scale of encoded pixels, 255 for 0..1 tensors.
+	FloatScale float32
 }
 
 // Len is H·W·C.

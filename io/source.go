@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -28,6 +26,7 @@ type Source interface {
 	Format() string                   // "parquet", "arrow-file" or "arrow-stream"
 	Schema() *arrow.Schema            // the projected schema
 	Metadata() map[string]string      // file key/value and schema metadata
+	Unkept() []string                 // Parquet annotations a rewrite of these columns would lose
 	NumRows() int64                   // -1 when unknown before reading (Arrow streams)
 	Next() (arrow.RecordBatch, error) // io.EOF after the last batch; the caller releases each batch
 	Close() error                     // safe to call twice
@@ -82,63 +81,6 @@ func OpenRowGroups(path string, columns []string, batchSize int, rowGroups []int
 	return src, nil
 }
 
-// ExpandInputs turns command-line inputs into a sorted, de-duplicated file
-// list: a file as is, a directory as its *.parquet / *.arrow / *.arrows /
-// *.ipc / *.feather files (sorted, not recursive), anything else as a glob.
-func ExpandInputs(args []string) ([]string, error) {
-	var out []string
-	seen := map[string]bool{}
-	add := func(p string) {
-		if !seen[p] {
-			seen[p] = true
-			out = append(out, p)
-		}
-	}
-	for _, a := range args {
-		st, err := os.Stat(a)
-		switch {
-		case err == nil && st.IsDir():
-			ents, err := os.ReadDir(a)
-			if err != nil {
-				return nil, err
-			}
-			var files []string
-			for _, e := range ents {
-				switch strings.ToLower(filepath.Ext(e.Name())) {
-				case ".parquet", ".arrow", ".arrows", ".ipc", ".feather":
-					if !e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-						files = append(files, filepath.Join(a, e.Name()))
-					}
-				}
-			}
-			sort.Strings(files)
-			if len(files) == 0 {
-				return nil, fmt.Errorf("directory %s has no .parquet or .arrow files", a)
-			}
-			for _, f := range files {
-				add(f)
-			}
-		case err == nil:
-			add(a)
-		default:
-			matches, gerr := filepath.Glob(a)
-			if gerr != nil || len(matches) == 0 {
-				return nil, fmt.Errorf("input %s: %w", a, err)
-			}
-			sort.Strings(matches)
-			for _, m := range matches {
-				if !strings.HasPrefix(filepath.Base(m), ".") { // hidden files, our own temporaries
-					add(m)
-				}
-			}
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no input files")
-	}
-	return out, nil
-}
-
 // projection maps column names to indices of a schema (nil = all).
 func projection(sc *arrow.Schema, columns []string) ([]int, error) {
 	if columns == nil {
@@ -183,6 +125,8 @@ type parquetSource struct {
 	pr     *file.Reader
 	rr     pqarrow.RecordReader
 	schema *arrow.Schema
+	kept   map[int]*keptType // passthrough columns re-typed to keep their Parquet logical type
+	lost   []string          // logical types a rewrite cannot keep
 	meta   map[string]string
 	rows   int64
 	read   int64
@@ -250,6 +194,8 @@ func openParquet(f *os.File, path string, columns []string, batchSize int, rowGr
 	if err != nil {
 		return nil, fmt.Errorf("reading Parquet columns: %w", err)
 	}
+	sc := rr.Schema()
+	kept, lost := keptLogicalTypes(pr.MetaData().Schema, fr.Manifest, sc, top)
 	meta := map[string]string{}
 	kv := pr.MetaData().KeyValueMetadata()
 	for i, k := range kv.Keys() {
@@ -257,7 +203,7 @@ func openParquet(f *os.File, path string, columns []string, batchSize int, rowGr
 	}
 	schemaMeta(full.Metadata(), meta)
 	ok = true
-	return &parquetSource{f: f, path: path, pr: pr, rr: rr, schema: rr.Schema(), meta: meta, rows: rows}, nil
+	return &parquetSource{f: f, path: path, pr: pr, rr: rr, schema: withKept(sc, kept), kept: kept, lost: lost, meta: meta, rows: rows}, nil
 }
 
 // readProps streams column chunks through a 1 MiB buffer instead of
@@ -315,6 +261,7 @@ func (s *parquetSource) Format() string              { return "parquet" }
 func (s *parquetSource) Schema() *arrow.Schema       { return s.schema }
 func (s *parquetSource) Metadata() map[string]string { return s.meta }
 func (s *parquetSource) NumRows() int64              { return s.rows }
+func (s *parquetSource) Unkept() []string            { return s.lost }
 
 func (s *parquetSource) Next() (rec arrow.RecordBatch, err error) {
 	// arrow-go can panic on corrupt pages; a hostile input is an error, not a crash
@@ -327,7 +274,7 @@ func (s *parquetSource) Next() (rec arrow.RecordBatch, err error) {
 		rec := s.rr.RecordBatch()
 		rec.Retain()
 		s.read += rec.NumRows()
-		return rec, nil
+		return keepLogical(rec, s.schema, s.kept), nil
 	}
 	if err := s.rr.Err(); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("reading %s after row %d: %w", s.path, s.read, err)
@@ -501,6 +448,7 @@ func (s *ipcSource) Path() string                { return s.path }
 func (s *ipcSource) Format() string              { return s.format }
 func (s *ipcSource) Schema() *arrow.Schema       { return s.schema }
 func (s *ipcSource) Metadata() map[string]string { return s.meta }
+func (s *ipcSource) Unkept() []string            { return nil }
 func (s *ipcSource) NumRows() int64              { return s.rows }
 
 func (s *ipcSource) Next() (rec arrow.RecordBatch, err error) {
@@ -589,4 +537,20 @@ func EachBatch(src Source, fn func(arrow.RecordBatch) error) error {
 			return err
 		}
 	}
+}
+
+// ParquetRows reads the row count from a Parquet file's footer (an error
+// when the file is not whole Parquet).
+func ParquetRows(path string) (rows int64, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("corrupt Parquet footer (%v)", p)
+		}
+	}()
+	pr, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		return 0, err
+	}
+	defer pr.Close()
+	return pr.NumRows(), nil
 }

@@ -2,9 +2,12 @@ package nbio
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -30,6 +33,7 @@ type WriterOptions struct {
 // temporary file whose name starts with "." and contains ".tmp-".
 type ParquetWriter struct {
 	f       *os.File
+	sink    *hashingWriter
 	tmp     string
 	final   string
 	fw      *pqarrow.FileWriter
@@ -82,7 +86,8 @@ func CreateParquet(path string, sc *arrow.Schema, opt WriterOptions, mem memory.
 	for _, p := range noDict {
 		popts = append(popts, parquet.WithDictionaryFor(p, false))
 	}
-	fw, err := pqarrow.NewFileWriter(sc, f, parquet.NewWriterProperties(popts...), aprops)
+	sink := &hashingWriter{f: f, h: sha256.New()}
+	fw, err := pqarrow.NewFileWriter(sc, sink, parquet.NewWriterProperties(popts...), aprops)
 	if err != nil {
 		f.Close()
 		os.Remove(tmp)
@@ -95,7 +100,7 @@ func CreateParquet(path string, sc *arrow.Schema, opt WriterOptions, mem memory.
 			return nil, err
 		}
 	}
-	return &ParquetWriter{f: f, tmp: tmp, final: path, fw: fw, mem: mem, opt: opt}, nil
+	return &ParquetWriter{f: f, sink: sink, tmp: tmp, final: path, fw: fw, mem: mem, opt: opt}, nil
 }
 
 // floatLeaves lists the dotted paths of the schema's float and double leaf
@@ -217,6 +222,42 @@ func (w *ParquetWriter) Commit() error {
 		return fmt.Errorf("finishing %s: %w", w.final, err)
 	}
 	return nil
+}
+
+// Checksum is the committed file's size and sha256 (hex), computed as it
+// was written: the manifest records them so a rerun can verify the output.
+func (w *ParquetWriter) Checksum() (size int64, sha string) {
+	return w.sink.n, hex.EncodeToString(w.sink.h.Sum(nil))
+}
+
+// hashingWriter hashes and counts what goes to the file.
+type hashingWriter struct {
+	f *os.File
+	h hash.Hash
+	n int64
+}
+
+func (s *hashingWriter) Write(p []byte) (int, error) {
+	n, err := s.f.Write(p)
+	s.h.Write(p[:n])
+	s.n += int64(n)
+	return n, err
+}
+
+// FileChecksum is the size and sha256 (hex) of a file, to compare with a
+// ParquetWriter's Checksum.
+func FileChecksum(path string) (size int64, sha string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // Abort discards the temporary file. Safe after Commit (no-op).

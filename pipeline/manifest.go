@@ -2,33 +2,43 @@ package pipeline
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 )
 
-// ManifestEntry records one finished unit of work (an input file, or a
-// row-group range of a large one) in the output directory.
+// ManifestEntry records one unit of work (an input file, or a row-group
+// range of a large one) in the output directory: finished, failed, or its
+// output removed.
 type ManifestEntry struct {
-	Input       string  `json:"input"`
-	RowGroups   []int   `json:"row_groups,omitempty"` // nil: the whole file
-	Size        int64   `json:"size"`
-	MTime       string  `json:"mtime"`
-	Fingerprint string  `json:"fingerprint"`
-	Output      string  `json:"output"` // base name in the output directory
-	RowsIn      int64   `json:"rows_in"`
-	RowsOut     int64   `json:"rows_out"`
-	RowsError   int64   `json:"rows_error"`
-	RowsSkipped int64   `json:"rows_skipped"`
-	ModelID     string  `json:"model_id"`
-	Version     string  `json:"ninbatch_version"`
-	Finished    string  `json:"finished"`
-	Shard       string  `json:"shard,omitempty"`
-	Seconds     float64 `json:"seconds"`
+	Input        string  `json:"input"`                // absolute, symlinks resolved
+	RowGroups    []int   `json:"row_groups,omitempty"` // nil: the whole file
+	Size         int64   `json:"size"`
+	MTime        string  `json:"mtime"`
+	Fingerprint  string  `json:"fingerprint"`
+	Output       string  `json:"output"` // path below the output directory, slash-separated
+	OutputSize   int64   `json:"output_size,omitempty"`
+	OutputSHA256 string  `json:"output_sha256,omitempty"`
+	Status       string  `json:"status,omitempty"` // "" (finished), "failed" or "removed"
+	Error        string  `json:"error,omitempty"`  // why a failed unit failed
+	RowsIn       int64   `json:"rows_in"`
+	RowsOut      int64   `json:"rows_out"`
+	RowsError    int64   `json:"rows_error"`
+	RowsSkipped  int64   `json:"rows_skipped"`
+	ModelID      string  `json:"model_id"`
+	Version      string  `json:"ninbatch_version"`
+	Finished     string  `json:"finished"`
+	Shard        string  `json:"shard,omitempty"`
+	Seconds      float64 `json:"seconds"`
 }
+
+// Done reports whether the entry records a committed output.
+func (e ManifestEntry) Done() bool { return e.Status == "" }
 
 // ManifestName is the manifest file a run appends to: one per shard, so
 // concurrent shards never write the same file.
@@ -43,35 +53,70 @@ func ManifestName(shard, shards int) string {
 // the latest entry per output. A torn last line (a crash mid-append) is
 // ignored.
 func ReadManifests(dir string) (map[string]ManifestEntry, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "_ninbatch_manifest*.jsonl"))
-	if err != nil {
+	v := newManifestView(dir)
+	if err := v.refresh(); err != nil {
 		return nil, err
 	}
+	return v.latest, nil
+}
+
+// manifestView follows the manifests of an output directory as other runs
+// append to them: refresh reads only what was added since the last call.
+type manifestView struct {
+	dir    string
+	read   map[string]int64 // bytes of whole lines consumed, per manifest file
+	latest map[string]ManifestEntry
+}
+
+func newManifestView(dir string) *manifestView {
+	return &manifestView{dir: dir, read: map[string]int64{}, latest: map[string]ManifestEntry{}}
+}
+
+func (v *manifestView) refresh() error {
+	files, err := filepath.Glob(filepath.Join(v.dir, "_ninbatch_manifest*.jsonl"))
+	if err != nil {
+		return err
+	}
 	sort.Strings(files)
-	out := map[string]ManifestEntry{}
 	for _, p := range files {
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, err
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		for sc.Scan() {
-			var e ManifestEntry
-			if json.Unmarshal(sc.Bytes(), &e) != nil || e.Output == "" {
-				continue // torn or foreign line
-			}
-			if prev, ok := out[e.Output]; !ok || e.Finished >= prev.Finished {
-				out[e.Output] = e
-			}
-		}
-		err = sc.Err()
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("reading manifest %s: %w", p, err)
+		if err := v.readFrom(p); err != nil {
+			return fmt.Errorf("reading manifest %s: %w", p, err)
 		}
 	}
-	return out, nil
+	return nil
+}
+
+func (v *manifestView) readFrom(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.Seek(v.read[p], io.SeekStart); err != nil {
+		return err
+	}
+	r := bufio.NewReaderSize(f, 1<<16)
+	for {
+		line, err := r.ReadSlice('\n')
+		if err == bufio.ErrBufferFull { // an over-long line: read it whole
+			rest, err2 := r.ReadBytes('\n')
+			line, err = append(append([]byte(nil), line...), rest...), err2
+		}
+		if err == io.EOF {
+			return nil // a torn last line waits for its newline
+		}
+		if err != nil {
+			return err
+		}
+		v.read[p] += int64(len(line))
+		var e ManifestEntry
+		if json.Unmarshal(bytes.TrimSpace(line), &e) != nil || e.Output == "" {
+			continue // torn or foreign line
+		}
+		if prev, ok := v.latest[e.Output]; !ok || e.Finished >= prev.Finished {
+			v.latest[e.Output] = e
+		}
+	}
 }
 
 // manifestWriter appends entries durably.

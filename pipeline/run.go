@@ -2,21 +2,16 @@ package pipeline
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"golang.org/x/sync/errgroup"
 
@@ -26,21 +21,24 @@ import (
 
 // RunConfig configures `ninbatch run`.
 type RunConfig struct {
-	Inputs       []string   // input files (already expanded)
-	OutDir       string     // one output Parquet file per input
-	ImageCol     string     // "" = auto-detect
-	Shape        nbio.Shape // raw tensor shape ("" = the model's input)
-	Batch        int        // rows per inference batch
-	TopK         int        // entries of the topk column (0 = none)
-	OnError      string     // "record" (default), "skip" or "fail"
-	Compression  string     // "zstd" (default), "snappy", "none"
-	RowGroupRows int        // output row group bound (rows)
-	Workers      int        // decode goroutines
-	Version      string     // ninbatch version for the output metadata
-	Shard        int        // this worker's shard, 0..Shards-1
-	Shards       int        // number of shards (0 = unsharded)
-	Force        bool       // redo inputs the manifest says are finished
-	SplitRows    int64      // split Parquet inputs with more rows into row-group ranges (0 = never)
+	Inputs       []nbio.InputFile // input files (already expanded)
+	OutDir       string           // outputs mirror the inputs' paths below their roots
+	ImageCol     string           // "" = auto-detect
+	Shape        nbio.Shape       // raw tensor shape ("" = the model's input)
+	PixelRange   float32          // the largest value of a float tensor pixel: 255 (default) or 1
+	Batch        int              // rows per inference batch
+	TopK         int              // entries of the topk column (0 = none)
+	Prefix       string           // prepended to every score column's name
+	OnError      string           // "record" (default), "skip" or "fail"
+	Compression  string           // "zstd" (default), "snappy", "none"
+	RowGroupRows int              // output row group bound (rows)
+	Workers      int              // decode goroutines
+	Version      string           // ninbatch version for the output metadata
+	Shard        int              // this worker's shard, 0..Shards-1
+	Shards       int              // number of shards (0 = unsharded)
+	Force        bool             // redo inputs the manifest says are finished
+	Prune        bool             // remove outputs whose input is gone from below the inputs' roots
+	SplitRows    int64            // split Parquet inputs with more rows into row-group ranges (0 = never)
 }
 
 // FileSummary is one input's outcome.
@@ -56,24 +54,46 @@ type FileSummary struct {
 	Seconds     float64 `json:"seconds"`
 }
 
+// FileFailure is a unit that could not be scored (unreadable, corrupt
+// page, changed while read, columns that clash): its output was not
+// written, the other units were.
+type FileFailure struct {
+	Input     string `json:"input"`
+	RowGroups []int  `json:"row_groups,omitempty"`
+	Output    string `json:"output"`
+	Error     string `json:"error"`
+}
+
+// MissingInput is a finished output whose input no longer exists.
+type MissingInput struct {
+	Input  string `json:"input"`
+	Output string `json:"output"`
+	Pruned bool   `json:"pruned"` // the output was removed (--prune)
+}
+
 // RunSummary is the run's outcome (the --summary JSON).
 type RunSummary struct {
-	ModelID     string        `json:"model_id"`
-	Shard       string        `json:"shard,omitempty"`
-	Files       int           `json:"files"`         // units of work assigned to this run
-	FilesDone   int           `json:"files_done"`    // scored and committed now
-	FilesSkip   int           `json:"files_skipped"` // already finished with the same input and model (manifest)
-	StaleTemps  int           `json:"stale_temporaries_removed"`
-	RowsIn      int64         `json:"rows_in"`
-	RowsOut     int64         `json:"rows_out"`
-	RowsScored  int64         `json:"rows_scored"`
-	RowsError   int64         `json:"rows_error"`
-	RowsSkipped int64         `json:"rows_skipped"`
-	Seconds     float64       `json:"seconds"`
-	ImgPerSec   float64       `json:"img_per_s"`
-	InferSecs   float64       `json:"infer_seconds"`
-	DecodeSecs  float64       `json:"decode_seconds"`
-	Outputs     []FileSummary `json:"outputs"`
+	ModelID       string         `json:"model_id"`
+	Shard         string         `json:"shard,omitempty"`
+	Files         int            `json:"files"`         // units of work assigned to this run
+	FilesDone     int            `json:"files_done"`    // scored and committed now
+	FilesSkip     int            `json:"files_skipped"` // already finished with the same input and model (manifest)
+	FilesFailed   int            `json:"files_failed"`  // could not be scored; see failures
+	ByOthers      int            `json:"files_done_by_other_runs"`
+	OutputsRedone int            `json:"outputs_failed_check"` // recorded as finished, but the file on disk did not match: rescored
+	StaleTemps    int            `json:"stale_temporaries_removed"`
+	RowsIn        int64          `json:"rows_in"`
+	RowsOut       int64          `json:"rows_out"`
+	RowsScored    int64          `json:"rows_scored"`
+	RowsError     int64          `json:"rows_error"`
+	RowsSkipped   int64          `json:"rows_skipped"`
+	Seconds       float64        `json:"seconds"`
+	ImgPerSec     float64        `json:"img_per_s"`
+	InferSecs     float64        `json:"infer_seconds"`
+	DecodeSecs    float64        `json:"decode_seconds"`
+	Outputs       []FileSummary  `json:"outputs"`
+	Failures      []FileFailure  `json:"failures,omitempty"`
+	InputsMissing []MissingInput `json:"inputs_missing,omitempty"`
 }
 
 // RowError is a bad row under --on-error fail.
@@ -97,6 +117,12 @@ type InputError struct {
 func (e *InputError) Error() string { return e.Err.Error() }
 func (e *InputError) Unwrap() error { return e.Err }
 
+// IsInputError reports whether err is about an input file rather than the run.
+func IsInputError(err error) bool {
+	var ie *InputError
+	return errors.As(err, &ie)
+}
+
 // Runner scores inputs with one model.
 type Runner struct {
 	Model    *nin.Model
@@ -105,197 +131,36 @@ type Runner struct {
 	Mem      memory.Allocator
 	Progress func(rowsDone, rowsTotal int64) // may be nil; called from the writer goroutine
 	FileDone func(FileSummary)               // may be nil
+	Warn     func(msg string)                // may be nil: something the user should know that does not stop the run
 }
 
-// OutputPath is the output file for an input: same base name, .parquet.
-func OutputPath(outDir, input string) string { return unitOutput(outDir, input, 0, 0) }
-
-// unitOutput names the output of part k (1-based) of parts of an input;
-// parts == 0 is the whole file.
-func unitOutput(outDir, input string, k, parts int) string {
-	base := filepath.Base(input)
-	base = strings.TrimSuffix(base, filepath.Ext(base))
-	if parts > 0 {
-		base += fmt.Sprintf(".part-%04d-of-%04d", k, parts)
-	}
-	return filepath.Join(outDir, base+".parquet")
-}
-
-// unit is one piece of work: an input file or a row-group range of it.
-type unit struct {
-	path      string
-	rowGroups []int // nil: the whole file
-	out       string
-}
-
-// planUnits lists the units of every input in order: whole files, or for
-// Parquet inputs above splitRows rows consecutive row groups of at least
-// splitRows rows each.
-func planUnits(inputs []string, outDir string, splitRows int64) ([]unit, error) {
-	var units []unit
-	for _, in := range inputs {
-		var rg []int64
-		if splitRows > 0 {
-			var err error
-			if rg, err = nbio.RowGroupRows(in); err != nil {
-				return nil, &InputError{in, err}
-			}
-		}
-		var total int64
-		for _, n := range rg {
-			total += n
-		}
-		if len(rg) < 2 || total <= splitRows {
-			units = append(units, unit{path: in, out: OutputPath(outDir, in)})
-			continue
-		}
-		var groups [][]int
-		var cur []int
-		var rows int64
-		for g, n := range rg {
-			cur = append(cur, g)
-			rows += n
-			if rows >= splitRows {
-				groups, cur, rows = append(groups, cur), nil, 0
-			}
-		}
-		if len(cur) > 0 {
-			groups = append(groups, cur)
-		}
-		for k, g := range groups {
-			units = append(units, unit{path: in, rowGroups: g, out: unitOutput(outDir, in, k+1, len(groups))})
-		}
-	}
-	return units, nil
-}
-
-// ShardOf assigns unit i of a run's ordered unit list to a shard: round
-// robin, so every shard gets an even share and N shards cover each unit
-// exactly once (all shards see the same input list).
-func ShardOf(i, shards int) int { return i % shards }
-
-// Fingerprint identifies an input's content cheaply: sha256 over its size,
-// modification time and its first and last 64 KiB (where Parquet keeps the
-// footer and Arrow the schema and footer).
-func Fingerprint(path string) (fp string, size int64, mtime string, err error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, "", err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", 0, "", err
-	}
-	size, mtime = st.Size(), st.ModTime().UTC().Format(time.RFC3339Nano)
-	h := sha256.New()
-	fmt.Fprintf(h, "%d %d\n", st.Size(), st.ModTime().UnixNano())
-	const chunk = 64 << 10
-	if _, err := io.CopyN(h, f, chunk); err != nil && err != io.EOF {
-		return "", 0, "", err
-	}
-	if st.Size() > 2*chunk {
-		if _, err := f.Seek(-chunk, io.SeekEnd); err != nil {
-			return "", 0, "", err
-		}
-		if _, err := io.Copy(h, f); err != nil {
-			return "", 0, "", err
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), size, mtime, nil
-}
-
-// prepared is a checked input ready to score.
+// prepared is a checked input ready to score, or one that failed.
 type prepared struct {
-	path, out, fp string
-	rowGroups     []int
-	size          int64
-	mtime         string
-	rows          int64
-	image         nbio.ImageColumn
-	schema        *arrow.Schema // input schema
-	outSchema     *arrow.Schema
-	classNames    []string
-}
-
-// Preflight opens every unit's input and checks it can be scored, before
-// any output is written: a bad file fails the run with nothing half-done.
-func (r *Runner) Preflight(units []unit) ([]*prepared, int64, error) {
-	var out []*prepared
-	var total int64
-	seen := map[string]string{}
-	for _, u := range units {
-		in := u.path
-		if prev, ok := seen[u.out]; ok && prev != in {
-			return nil, 0, &InputError{in, fmt.Errorf("inputs %s and %s would both write %s: rename one", prev, in, u.out)}
-		}
-		seen[u.out] = in
-		src, err := nbio.OpenRowGroups(in, nil, 1, u.rowGroups, r.Mem)
-		if err != nil {
-			return nil, 0, &InputError{in, err}
-		}
-		sc, meta, rows := src.Schema(), src.Metadata(), src.NumRows()
-		src.Close()
-		ic, err := nbio.FindImageColumn(sc, r.Config.ImageCol)
-		if err != nil {
-			return nil, 0, &InputError{in, fmt.Errorf("%s: %w", in, err)}
-		}
-		fp, size, mtime, err := Fingerprint(in)
-		if err != nil {
-			return nil, 0, &InputError{in, err}
-		}
-		p := &prepared{path: in, out: u.out, fp: fp, size: size, mtime: mtime, rowGroups: u.rowGroups, rows: rows, image: ic, schema: sc}
-		p.classNames = r.Model.Classes
-		if p.classNames == nil {
-			p.classNames = nbio.ClassNames(meta, "label")
-			if len(p.classNames) != r.Net.Classes() {
-				p.classNames = nil
-			}
-		}
-		p.outSchema = r.outputSchema(p)
-		if rows > 0 {
-			total += rows
-		}
-		out = append(out, p)
-	}
-	return out, total, nil
-}
-
-var topkType = arrow.ListOf(arrow.StructOf(
-	arrow.Field{Name: "class", Type: arrow.PrimitiveTypes.Int32},
-	arrow.Field{Name: "prob", Type: arrow.PrimitiveTypes.Float32},
-	arrow.Field{Name: "label", Type: arrow.BinaryTypes.String, Nullable: true},
-))
-
-// outputSchema: every non-image input column, then the score columns.
-func (r *Runner) outputSchema(p *prepared) *arrow.Schema {
-	var fields []arrow.Field
-	for i, f := range p.schema.Fields() {
-		if i != p.image.Index {
-			fields = append(fields, f)
-		}
-	}
-	fields = append(fields,
-		arrow.Field{Name: "probs", Type: arrow.ListOf(arrow.PrimitiveTypes.Float32), Nullable: true},
-		arrow.Field{Name: "top1", Type: arrow.PrimitiveTypes.Int32, Nullable: true},
-		arrow.Field{Name: "top1_prob", Type: arrow.PrimitiveTypes.Float32, Nullable: true})
-	if p.classNames != nil {
-		fields = append(fields, arrow.Field{Name: "top1_label", Type: arrow.BinaryTypes.String, Nullable: true})
-	}
-	if r.Config.TopK > 0 {
-		fields = append(fields, arrow.Field{Name: "topk", Type: topkType, Nullable: true})
-	}
-	fields = append(fields,
-		arrow.Field{Name: "model_id", Type: arrow.BinaryTypes.String},
-		arrow.Field{Name: "error", Type: arrow.BinaryTypes.String, Nullable: true})
-	return arrow.NewSchema(fields, nil)
+	unit
+	path, abs, rel string
+	fp             string
+	size           int64
+	mtime          string
+	rows           int64
+	image          nbio.ImageColumn
+	schema         *arrow.Schema // input schema
+	meta           map[string]string
+	outSchema      *arrow.Schema
+	pass           []int    // input columns passed through
+	replaced       []string // score columns of a scored input that new scores replace
+	scoreNames     []string
+	classNames     []string
+	fail           error       // preflight failure
+	failed         atomic.Bool // failed while streaming: drop what follows
+	warnedRange    bool
 }
 
 // batch travels through the pipeline: one input record batch and its
-// preprocessed tensor.
+// preprocessed tensor, or a file's end (rec == nil) or failure (fail).
 type batch struct {
 	file  *prepared
 	rec   arrow.RecordBatch // nil for the end-of-file marker
+	fail  error             // the file failed: discard its output
 	first int64             // row number of rec's first row within the file
 	buf   *tensorBuf
 	errs  []error // per row: decode error or nil
@@ -308,9 +173,63 @@ type tensorBuf struct {
 	probs   []float32 // (Batch, classes)
 }
 
-// Run scores every input. On error or cancellation the output being
-// written is discarded; finished outputs stay (they are complete).
+// run is one Run's state, shared by its stages.
+type run struct {
+	*Runner
+	cfg      RunConfig
+	sum      *RunSummary
+	label    string // shard label, "" unsharded
+	locks    *unitLocks
+	view     *manifestView
+	manifest *manifestWriter
+	prep     *nbio.Preprocess
+	pool     chan *tensorBuf
+	total    int64
+	decodeNs atomic.Int64
+	inferNs  atomic.Int64
+}
+
+// Run scores every input. A unit that fails is recorded and the others go
+// on (--on-error fail stops instead); on cancellation the output being
+// written is discarded and finished outputs stay (they are complete).
 func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
+	t0 := time.Now()
+	s, err := r.start()
+	if err != nil {
+		return nil, err
+	}
+	lock, err := AcquireLock(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Release()
+	if s.locks, err = openUnitLocks(s.cfg.OutDir); err != nil {
+		return nil, err
+	}
+	defer s.locks.close()
+	files, err := s.plan()
+	if err == nil {
+		s.manifest, err = openManifest(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
+	}
+	if err != nil {
+		return s.sum, err
+	}
+	defer s.manifest.close()
+	s.allocBuffers()
+
+	g, ctx := errgroup.WithContext(ctx)
+	toDecode, toInfer, toWrite := make(chan *batch, 1), make(chan *batch, 1), make(chan *batch, 1)
+	g.Go(func() error { return s.read(ctx, files, toDecode) })
+	g.Go(func() error { return s.decodeStage(ctx, toDecode, toInfer) })
+	g.Go(func() error { return s.inferStage(ctx, toInfer, toWrite) })
+	g.Go(func() error { return s.writeStage(ctx, toWrite) })
+	err = g.Wait()
+	s.finish(t0)
+	return s.sum, err
+}
+
+// start checks the configuration and fills in defaults.
+func (r *Runner) start() (*run, error) {
 	cfg := r.Config
 	if cfg.Batch < 1 || cfg.Batch > r.Net.Options().MaxBatch {
 		return nil, fmt.Errorf("batch %d out of range 1..%d", cfg.Batch, r.Net.Options().MaxBatch)
@@ -324,248 +243,487 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 	if r.Mem == nil {
 		r.Mem = memory.DefaultAllocator
 	}
-	t0 := time.Now()
 	if cfg.Shards < 0 || cfg.Shards > 0 && (cfg.Shard < 0 || cfg.Shard >= cfg.Shards) {
 		return nil, fmt.Errorf("shard %d/%d: want 0 <= shard < shards", cfg.Shard, cfg.Shards)
 	}
-	shardLabel := ""
-	if cfg.Shards > 0 {
-		shardLabel = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
+	s := &run{Runner: r, cfg: cfg, prep: PreprocessFor(r.Model)}
+	if cfg.PixelRange > 0 {
+		s.prep.FloatScale = 255 / cfg.PixelRange
 	}
-	lock, err := AcquireLock(cfg.OutDir, cfg.Shard, cfg.Shards)
+	if cfg.Shards > 0 {
+		s.label = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
+	}
+	s.sum = &RunSummary{ModelID: r.Model.ID, Shard: s.label}
+	return s, nil
+}
+
+func (s *run) warn(msg string) {
+	if s.Warn != nil {
+		s.Warn(msg)
+	}
+}
+
+// ShardOf assigns unit i of a run's ordered unit list to a shard: round
+// robin, so every shard gets an even share and N shards cover each unit
+// exactly once (all shards see the same input list).
+func ShardOf(i, shards int) int { return i % shards }
+
+// plan lists this run's units, reports outputs whose input is gone,
+// leaves out finished units and preflights the rest.
+func (s *run) plan() ([]*prepared, error) {
+	all, err := planUnits(s.cfg.Inputs, s.cfg.OutDir, s.cfg.SplitRows)
 	if err != nil {
 		return nil, err
 	}
-	defer lock.Release()
-	all, err := planUnits(cfg.Inputs, cfg.OutDir, cfg.SplitRows)
-	if err != nil {
+	if err := checkOutputs(all, s.cfg.Inputs); err != nil {
 		return nil, err
 	}
 	var mine []unit
 	for i, u := range all {
-		if cfg.Shards == 0 || ShardOf(i, cfg.Shards) == cfg.Shard {
+		if s.cfg.Shards == 0 || ShardOf(i, s.cfg.Shards) == s.cfg.Shard {
 			mine = append(mine, u)
 		}
 	}
-	sum := &RunSummary{ModelID: r.Model.ID, Files: len(mine), Shard: shardLabel}
-	// Temporaries of our outputs can only be left by a crashed run: we hold the lock.
-	for _, u := range mine {
-		stale, _ := filepath.Glob(filepath.Join(filepath.Dir(u.out), nbio.TempPrefix(u.out)+"*"))
-		for _, t := range stale {
-			if os.Remove(t) == nil {
-				sum.StaleTemps++
-			}
-		}
+	s.sum.Files = len(mine)
+	s.view = newManifestView(s.cfg.OutDir)
+	if err := s.view.refresh(); err != nil {
+		return nil, err
 	}
-	done, err := ReadManifests(cfg.OutDir)
-	if err != nil {
+	if err := s.missingInputs(); err != nil {
 		return nil, err
 	}
 	var todo []unit
 	for _, u := range mine {
-		if e, ok := done[filepath.Base(u.out)]; ok && !cfg.Force && e.ModelID == r.Model.ID && e.Input == u.path {
-			if fp, _, _, err := Fingerprint(u.path); err == nil && fp == e.Fingerprint {
-				if _, err := os.Stat(u.out); err == nil {
-					sum.FilesSkip++
-					continue
-				}
+		s.removeStale(u)
+		e, ok := s.view.latest[u.rel]
+		if !s.cfg.Force {
+			done, reason := finished(u, e, ok, s.Model.ID)
+			if done {
+				s.sum.FilesSkip++
+				continue
+			}
+			if reason != "" {
+				s.sum.OutputsRedone++
+				s.warn(reason + "; scoring it again")
 			}
 		}
 		todo = append(todo, u)
 	}
-	files, total, err := r.Preflight(todo)
-	if err != nil {
-		return sum, err
-	}
-	manifest, err := openManifest(cfg.OutDir, cfg.Shard, cfg.Shards)
-	if err != nil {
-		return sum, err
-	}
-	defer manifest.close()
-	prep := PreprocessFor(r.Model)
-	classes := r.Net.Classes()
-
-	// A fixed pool of tensor buffers bounds memory: depth 3 = one being
-	// decoded, one in inference, one waiting.
-	const depth = 3
-	pool := make(chan *tensorBuf, depth)
-	for i := 0; i < depth; i++ {
-		tb := &tensorBuf{x: make([]float32, cfg.Batch*prep.Len()), probs: make([]float32, cfg.Batch*classes)}
-		for w := 0; w < cfg.Workers; w++ {
-			tb.scratch = append(tb.scratch, make([]uint8, prep.Len()))
+	files := s.preflight(todo)
+	if s.cfg.OnError == "fail" {
+		for _, f := range files {
+			if f.fail != nil {
+				return nil, f.fail // before anything is written
+			}
 		}
-		pool <- tb
 	}
-	g, ctx := errgroup.WithContext(ctx)
-	toDecode := make(chan *batch, 1)
-	toInfer := make(chan *batch, 1)
-	toWrite := make(chan *batch, 1)
-	send := func(ch chan<- *batch, b *batch) error {
-		select {
-		case ch <- b:
-			return nil
-		case <-ctx.Done():
+	return files, nil
+}
+
+// missingInputs reports finished outputs whose input, below one of this
+// run's input roots, no longer exists; with Prune it removes them.
+func (s *run) missingInputs() error {
+	roots := map[string]bool{}
+	for _, in := range s.cfg.Inputs {
+		roots[in.Root] = true
+	}
+	var rels []string
+	for rel := range s.view.latest {
+		rels = append(rels, rel)
+	}
+	sort.Strings(rels)
+	for _, rel := range rels {
+		e := s.view.latest[rel]
+		if !e.Done() || !filepath.IsAbs(e.Input) || !underRoot(e.Input, roots) {
+			continue
+		}
+		if _, err := os.Lstat(e.Input); !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		out := filepath.Join(s.cfg.OutDir, filepath.FromSlash(rel))
+		if _, err := os.Stat(out); err != nil {
+			continue
+		}
+		m := MissingInput{Input: e.Input, Output: out}
+		if s.cfg.Prune {
+			if err := s.pruneOutput(rel, e); err != nil {
+				return err
+			}
+			m.Pruned = true
+		} else {
+			s.warn(fmt.Sprintf("input %s is gone; its output %s stays (pass --prune to remove it)", e.Input, out))
+		}
+		s.sum.InputsMissing = append(s.sum.InputsMissing, m)
+	}
+	return nil
+}
+
+// pruneOutput removes an output whose input is gone, under its unit lock,
+// and records the removal so no rerun counts it as finished.
+func (s *run) pruneOutput(rel string, e ManifestEntry) error {
+	if err := s.locks.wait(context.Background(), rel); err != nil {
+		return err
+	}
+	defer s.locks.unlock(rel)
+	out := filepath.Join(s.cfg.OutDir, filepath.FromSlash(rel))
+	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("pruning %s: %w", out, err)
+	}
+	w, err := openManifest(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	e.Status, e.Error = "removed", "input gone: "+e.Input
+	e.Finished = time.Now().UTC().Format(time.RFC3339Nano)
+	e.Shard = s.label
+	return w.append(e)
+}
+
+// removeStale removes a dead run's temporaries of u's output, unless a
+// live run holds u (they are then its own).
+func (s *run) removeStale(u unit) {
+	if ok, err := s.locks.try(u.rel); err == nil && ok {
+		s.removeTemps(u.out)
+		s.locks.unlock(u.rel)
+	}
+}
+
+// removeTemps removes the temporaries of out; the caller holds its lock,
+// so they can only be a dead run's.
+func (s *run) removeTemps(out string) {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(out), nbio.TempPrefix(out)+"*"))
+	for _, t := range stale {
+		if os.Remove(t) == nil {
+			s.sum.StaleTemps++
+		}
+	}
+}
+
+// preflight opens every unit's input and checks it can be scored, before
+// any output is written. A unit that cannot be scored keeps its reason in
+// fail and is recorded when its turn comes.
+func (s *run) preflight(units []unit) []*prepared {
+	out := make([]*prepared, 0, len(units))
+	for _, u := range units {
+		p := &prepared{unit: u, path: u.in.Path, abs: u.in.Abs, rel: u.rel}
+		p.fail = u.planErr
+		if p.fail == nil {
+			p.fail = s.check(p)
+		}
+		if p.fail == nil && p.rows > 0 {
+			s.total += p.rows
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (s *run) check(p *prepared) error {
+	src, err := nbio.OpenRowGroups(p.path, nil, 1, p.rowGroups, s.Mem)
+	if err != nil {
+		return &InputError{p.path, err}
+	}
+	p.schema, p.meta, p.rows = src.Schema(), src.Metadata(), src.NumRows()
+	unkept := src.Unkept()
+	src.Close()
+	if p.image, err = nbio.FindImageColumn(p.schema, s.cfg.ImageCol); err != nil {
+		return &InputError{p.path, fmt.Errorf("%s: %w", p.path, err)}
+	}
+	if p.fp, p.size, p.mtime, err = Fingerprint(p.path); err != nil {
+		return &InputError{p.path, err}
+	}
+	p.classNames = s.classNamesFor(p.meta)
+	for _, u := range unkept {
+		s.warn(fmt.Sprintf("%s: passthrough column %s", p.path, u))
+	}
+	return s.outputSchema(p)
+}
+
+// allocBuffers makes the fixed pool of tensor buffers that bounds memory:
+// depth 3 = one being decoded, one in inference, one waiting.
+func (s *run) allocBuffers() {
+	const depth = 3
+	classes := s.Net.Classes()
+	s.pool = make(chan *tensorBuf, depth)
+	for i := 0; i < depth; i++ {
+		tb := &tensorBuf{x: make([]float32, s.cfg.Batch*s.prep.Len()), probs: make([]float32, s.cfg.Batch*classes)}
+		for w := 0; w < s.cfg.Workers; w++ {
+			tb.scratch = append(tb.scratch, make([]uint8, s.prep.Len()))
+		}
+		s.pool <- tb
+	}
+}
+
+// send passes b on, or drops it when the run is cancelled.
+func send(ctx context.Context, ch chan<- *batch, b *batch) error {
+	select {
+	case ch <- b:
+		return nil
+	case <-ctx.Done():
+		if b.rec != nil {
+			b.rec.Release()
+		}
+		return ctx.Err()
+	}
+}
+
+// read streams each unit's record batches under its unit lock. A unit
+// another live run holds is put off to the end and waited for; one that
+// run finished meanwhile is skipped.
+func (s *run) read(ctx context.Context, files []*prepared, out chan<- *batch) error {
+	defer close(out)
+	var later []*prepared
+	for _, f := range files {
+		ok, err := s.locks.try(f.rel)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			later = append(later, f)
+			continue
+		}
+		if err := s.readUnit(ctx, f, out); err != nil {
+			return err
+		}
+	}
+	for _, f := range later {
+		if err := s.locks.wait(ctx, f.rel); err != nil {
+			return err
+		}
+		if err := s.readUnit(ctx, f, out); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readUnit streams one unit whose lock this run holds; the writer
+// releases the lock once the unit is committed or recorded as failed.
+func (s *run) readUnit(ctx context.Context, f *prepared, out chan<- *batch) error {
+	if _, err := os.Stat(f.out); err == nil && !s.cfg.Force {
+		if err := s.view.refresh(); err != nil {
+			s.locks.unlock(f.rel)
+			return err
+		}
+		if e, ok := s.view.latest[f.rel]; ok {
+			if done, _ := finished(f.unit, e, ok, s.Model.ID); done {
+				s.locks.unlock(f.rel)
+				s.sum.FilesSkip++
+				s.sum.ByOthers++
+				return nil
+			}
+		}
+	}
+	s.removeTemps(f.out)
+	if f.fail != nil {
+		return send(ctx, out, &batch{file: f, fail: f.fail})
+	}
+	if err := os.MkdirAll(filepath.Dir(f.out), 0o755); err != nil {
+		return send(ctx, out, &batch{file: f, fail: err})
+	}
+	src, err := nbio.OpenRowGroups(f.path, nil, s.cfg.Batch, f.rowGroups, s.Mem)
+	if err != nil {
+		return send(ctx, out, &batch{file: f, fail: &InputError{f.path, err}})
+	}
+	defer src.Close()
+	var row int64
+	for !f.failed.Load() {
+		rec, err := src.Next()
+		if err == io.EOF {
+			return send(ctx, out, &batch{file: f})
+		}
+		if err != nil {
+			return send(ctx, out, &batch{file: f, fail: &InputError{f.path, err}})
+		}
+		if !rec.Schema().Equal(f.schema) {
+			rec.Release()
+			return send(ctx, out, &batch{file: f, fail: &InputError{f.path, fmt.Errorf("%s: schema changed while reading", f.path)}})
+		}
+		n := rec.NumRows()
+		if err := send(ctx, out, &batch{file: f, rec: rec, first: row, n: int(n)}); err != nil {
+			return err
+		}
+		row += n
+	}
+	return nil // the decoder failed the file and sent its marker
+}
+
+// decodeStage preprocesses rows in parallel into a pooled buffer, order
+// kept. A file that fails here is marked once; what follows of it is dropped.
+func (s *run) decodeStage(ctx context.Context, in <-chan *batch, out chan<- *batch) error {
+	defer close(out)
+	for b := range in {
+		f := b.file
+		if b.fail != nil {
+			if f.failed.Swap(true) {
+				continue // already marked by the decoder
+			}
+		} else if f.failed.Load() {
 			if b.rec != nil {
 				b.rec.Release()
 			}
-			return ctx.Err()
+			continue
+		} else if b.rec != nil {
+			select {
+			case b.buf = <-s.pool:
+			case <-ctx.Done():
+				b.rec.Release()
+				return ctx.Err()
+			}
+			ts := time.Now()
+			err := s.decode(b, s.prep, s.cfg)
+			s.decodeNs.Add(int64(time.Since(ts)))
+			if err != nil {
+				b.rec.Release()
+				s.pool <- b.buf
+				if !IsInputError(err) {
+					return err // --on-error fail
+				}
+				f.failed.Store(true)
+				b = &batch{file: f, fail: err}
+			}
+		}
+		if err := send(ctx, out, b); err != nil {
+			return err
 		}
 	}
-	var decodeNs, inferNs atomic.Int64
+	return nil
+}
 
-	// read: stream record batches, one file after another
-	g.Go(func() error {
-		defer close(toDecode)
-		for _, f := range files {
-			src, err := nbio.OpenRowGroups(f.path, nil, cfg.Batch, f.rowGroups, r.Mem)
-			if err != nil {
-				return &InputError{f.path, err}
-			}
-			var row int64
-			for {
-				rec, err := src.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					src.Close()
-					return &InputError{f.path, err}
-				}
-				if !rec.Schema().Equal(f.schema) {
-					rec.Release()
-					src.Close()
-					return &InputError{f.path, fmt.Errorf("%s: schema changed while reading", f.path)}
-				}
-				n := rec.NumRows()
-				if err := send(toDecode, &batch{file: f, rec: rec, first: row, n: int(n)}); err != nil {
-					src.Close()
-					return err
-				}
-				row += n
-			}
-			src.Close()
-			if err := send(toDecode, &batch{file: f}); err != nil { // end of file
+// inferStage: the only user of the network.
+func (s *run) inferStage(ctx context.Context, in <-chan *batch, out chan<- *batch) error {
+	defer close(out)
+	for b := range in {
+		if b.rec != nil {
+			ts := time.Now()
+			if err := s.Net.Forward(b.buf.x, b.n, b.buf.probs, nil); err != nil {
+				b.rec.Release()
 				return err
 			}
+			s.inferNs.Add(int64(time.Since(ts)))
 		}
-		return nil
-	})
-
-	// decode: preprocess rows in parallel into a pooled buffer, order kept
-	g.Go(func() error {
-		defer close(toInfer)
-		for b := range toDecode {
-			if b.rec != nil {
-				var tb *tensorBuf
-				select {
-				case tb = <-pool:
-				case <-ctx.Done():
-					b.rec.Release()
-					return ctx.Err()
-				}
-				b.buf = tb
-				ts := time.Now()
-				if err := r.decode(b, prep, cfg); err != nil {
-					b.rec.Release()
-					return err
-				}
-				decodeNs.Add(int64(time.Since(ts)))
-			}
-			if err := send(toInfer, b); err != nil {
-				return err
-			}
+		if err := send(ctx, out, b); err != nil {
+			return err
 		}
-		return nil
-	})
+	}
+	return nil
+}
 
-	// infer: the only user of the network
-	g.Go(func() error {
-		defer close(toWrite)
-		for b := range toInfer {
-			if b.rec != nil {
-				ts := time.Now()
-				if err := r.Net.Forward(b.buf.x, b.n, b.buf.probs, nil); err != nil {
-					b.rec.Release()
-					return err
-				}
-				inferNs.Add(int64(time.Since(ts)))
-			}
-			if err := send(toWrite, b); err != nil {
-				return err
-			}
+// writeStage writes one output per unit, committed at its end together
+// with its manifest entry, under the unit's lock.
+func (s *run) writeStage(ctx context.Context, in <-chan *batch) error {
+	var w *nbio.ParquetWriter
+	var fs FileSummary
+	var ft time.Time
+	var done int64
+	defer func() {
+		if w != nil {
+			w.Abort()
 		}
-		return nil
-	})
-
-	// write: one output per input, committed at end of file
-	g.Go(func() error {
-		var w *nbio.ParquetWriter
-		var fs FileSummary
-		var ft time.Time
-		var done int64
-		defer func() {
+	}()
+	for b := range in {
+		f := b.file
+		if b.fail != nil {
 			if w != nil {
 				w.Abort()
-			}
-		}()
-		for b := range toWrite {
-			if w == nil {
-				ft = time.Now()
-				var err error
-				w, err = nbio.CreateParquet(b.file.out, b.file.outSchema, nbio.WriterOptions{
-					Compression: cfg.Compression, RowGroupRows: cfg.RowGroupRows,
-					Metadata: map[string]string{
-						"ninbatch.model_id": r.Model.ID, "ninbatch.version": cfg.Version,
-						"ninbatch.input": b.file.path, "ninbatch.input_fingerprint": b.file.fp,
-					}}, r.Mem)
-				if err != nil {
-					if b.rec != nil {
-						b.rec.Release()
-						pool <- b.buf
-					}
-					return err
-				}
-				fs = FileSummary{Input: b.file.path, RowGroups: b.file.rowGroups, Output: b.file.out, Fingerprint: b.file.fp}
-			}
-			if b.rec == nil { // end of file
-				// an input rewritten while we read it must not be recorded as done
-				if fp, _, _, err := Fingerprint(b.file.path); err != nil || fp != b.file.fp {
-					return &InputError{b.file.path, fmt.Errorf("%s changed while it was being read; its output was discarded (rerun to score the new content)", b.file.path)}
-				}
-				if err := w.Commit(); err != nil {
-					w = nil
-					return err
-				}
 				w = nil
-				fs.Seconds = time.Since(ft).Seconds()
-				if err := manifest.append(ManifestEntry{Input: fs.Input, RowGroups: fs.RowGroups, Size: b.file.size, MTime: b.file.mtime,
-					Fingerprint: fs.Fingerprint, Output: filepath.Base(fs.Output), RowsIn: fs.RowsIn, RowsOut: fs.RowsOut,
-					RowsError: fs.RowsError, RowsSkipped: fs.RowsSkipped, ModelID: r.Model.ID, Version: cfg.Version,
-					Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: shardLabel, Seconds: fs.Seconds}); err != nil {
-					return err
-				}
-				sum.Outputs = append(sum.Outputs, fs)
-				sum.FilesDone++
-				if r.FileDone != nil {
-					r.FileDone(fs)
-				}
-				continue
 			}
-			err := r.write(w, b, &fs, prep, cfg)
-			b.rec.Release()
-			pool <- b.buf
-			if err != nil {
+			if err := s.unitFailed(f, b.fail); err != nil {
 				return err
 			}
-			done += int64(b.n)
-			if r.Progress != nil {
-				r.Progress(done, total)
-			}
+			continue
 		}
-		return nil
-	})
+		if w == nil {
+			ft = time.Now()
+			var err error
+			w, err = nbio.CreateParquet(f.out, f.outSchema, nbio.WriterOptions{
+				Compression: s.cfg.Compression, RowGroupRows: s.cfg.RowGroupRows, Metadata: s.outputMetadata(f)}, s.Mem)
+			if err != nil {
+				if b.rec != nil {
+					b.rec.Release()
+					s.pool <- b.buf
+				}
+				return err
+			}
+			fs = FileSummary{Input: f.path, RowGroups: f.rowGroups, Output: f.out, Fingerprint: f.fp}
+		}
+		if b.rec == nil { // end of unit
+			fs.Seconds = time.Since(ft).Seconds()
+			err := s.commit(w, f, &fs)
+			w = nil
+			if err != nil {
+				if IsInputError(err) {
+					if err := s.unitFailed(f, err); err != nil {
+						return err
+					}
+					continue
+				}
+				return err
+			}
+			continue
+		}
+		err := s.write(w, b, &fs, s.prep, s.cfg)
+		b.rec.Release()
+		s.pool <- b.buf
+		if err != nil {
+			return err
+		}
+		done += int64(b.n)
+		if s.Progress != nil {
+			s.Progress(done, s.total)
+		}
+	}
+	return nil
+}
 
-	err = g.Wait()
+// commit finishes a unit: its input must not have changed while read; the
+// output is renamed into place, then the manifest records it (size and
+// checksum too), then the unit lock is released.
+func (s *run) commit(w *nbio.ParquetWriter, f *prepared, fs *FileSummary) error {
+	if fp, _, _, err := Fingerprint(f.path); err != nil || fp != f.fp {
+		w.Abort()
+		return &InputError{f.path, fmt.Errorf("%s changed while it was being read; its output was discarded (rerun to score the new content)", f.path)}
+	}
+	if err := w.Commit(); err != nil {
+		return err
+	}
+	size, sha := w.Checksum()
+	err := s.manifest.append(ManifestEntry{Input: f.abs, RowGroups: fs.RowGroups, Size: f.size, MTime: f.mtime,
+		Fingerprint: fs.Fingerprint, Output: f.rel, OutputSize: size, OutputSHA256: sha, RowsIn: fs.RowsIn, RowsOut: fs.RowsOut,
+		RowsError: fs.RowsError, RowsSkipped: fs.RowsSkipped, ModelID: s.Model.ID, Version: s.cfg.Version,
+		Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: s.label, Seconds: fs.Seconds})
+	s.locks.unlock(f.rel)
+	if err != nil {
+		return err
+	}
+	s.sum.Outputs = append(s.sum.Outputs, *fs)
+	s.sum.FilesDone++
+	if s.FileDone != nil {
+		s.FileDone(*fs)
+	}
+	return nil
+}
+
+// unitFailed records a unit that could not be scored (summary and
+// manifest) and releases its lock; under --on-error fail it stops the run.
+func (s *run) unitFailed(f *prepared, cause error) error {
+	defer s.locks.unlock(f.rel)
+	if s.cfg.OnError == "fail" {
+		return cause
+	}
+	msg := cause.Error()
+	s.sum.FilesFailed++
+	s.sum.Failures = append(s.sum.Failures, FileFailure{Input: f.path, RowGroups: f.rowGroups, Output: f.out, Error: msg})
+	s.warn(fmt.Sprintf("%s was not scored: %s", f.path, msg))
+	return s.manifest.append(ManifestEntry{Input: f.abs, RowGroups: f.rowGroups, Size: f.size, MTime: f.mtime,
+		Fingerprint: f.fp, Output: f.rel, Status: "failed", Error: msg, ModelID: s.Model.ID, Version: s.cfg.Version,
+		Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: s.label})
+}
+
+// finish totals the summary.
+func (s *run) finish(t0 time.Time) {
+	sum := s.sum
 	for _, o := range sum.Outputs {
 		sum.RowsIn += o.RowsIn
 		sum.RowsOut += o.RowsOut
@@ -574,197 +732,9 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 	}
 	sum.RowsScored = sum.RowsIn - sum.RowsError - sum.RowsSkipped
 	sum.Seconds = time.Since(t0).Seconds()
-	sum.InferSecs = float64(inferNs.Load()) / 1e9
-	sum.DecodeSecs = float64(decodeNs.Load()) / 1e9
+	sum.InferSecs = float64(s.inferNs.Load()) / 1e9
+	sum.DecodeSecs = float64(s.decodeNs.Load()) / 1e9
 	if sum.Seconds > 0 {
 		sum.ImgPerSec = float64(sum.RowsIn) / sum.Seconds
 	}
-	return sum, err
-}
-
-// decode preprocesses b's rows into b.buf.x with cfg.Workers goroutines.
-func (r *Runner) decode(b *batch, prep *nbio.Preprocess, cfg RunConfig) error {
-	col := b.rec.Column(b.file.image.Index)
-	ir, err := nbio.NewImageReader(col, b.file.image.Kind)
-	if err != nil {
-		return &InputError{b.file.path, fmt.Errorf("%s rows %d..%d column %s: %w", b.file.path, b.first, b.first+int64(b.n)-1, b.file.image.Name, err)}
-	}
-	b.errs = make([]error, b.n)
-	sz := prep.Len()
-	var wg sync.WaitGroup
-	for w := 0; w < cfg.Workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			scratch := b.buf.scratch[w]
-			for i := w; i < b.n; i += cfg.Workers {
-				x := b.buf.x[i*sz : (i+1)*sz]
-				if err := prep.Input(x, scratch, ir.At(i), cfg.Shape); err != nil {
-					b.errs[i] = err
-					clear(x)
-				}
-			}
-		}(w)
-	}
-	wg.Wait()
-	if cfg.OnError == "fail" {
-		for i, e := range b.errs {
-			if e != nil {
-				return &RowError{File: b.file.path, Row: b.first + int64(i), Column: b.file.image.Name, Err: e}
-			}
-		}
-	}
-	return nil
-}
-
-// write appends b's rows with their scores (or errors) to the output.
-func (r *Runner) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio.Preprocess, cfg RunConfig) error {
-	classes := r.Net.Classes()
-	mem := r.Mem
-	n := b.n
-	fs.RowsIn += int64(n)
-	keep := make([]int, 0, n) // rows that go to the output
-	for i := 0; i < n; i++ {
-		if b.errs[i] != nil {
-			if cfg.OnError == "skip" {
-				fs.RowsSkipped++
-				continue
-			}
-			fs.RowsError++
-		}
-		keep = append(keep, i)
-	}
-	if len(keep) == 0 {
-		return nil
-	}
-	probsB := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
-	defer probsB.Release()
-	pv := probsB.ValueBuilder().(*array.Float32Builder)
-	top1B := array.NewInt32Builder(mem)
-	defer top1B.Release()
-	top1pB := array.NewFloat32Builder(mem)
-	defer top1pB.Release()
-	labelB := array.NewStringBuilder(mem)
-	defer labelB.Release()
-	topkB := array.NewListBuilder(mem, topkType.Elem())
-	defer topkB.Release()
-	topkS := topkB.ValueBuilder().(*array.StructBuilder)
-	idB := array.NewStringBuilder(mem)
-	defer idB.Release()
-	errB := array.NewStringBuilder(mem)
-	defer errB.Release()
-	names := b.file.classNames
-	order := make([]int, classes)
-	for _, i := range keep {
-		idB.Append(r.Model.ID)
-		if e := b.errs[i]; e != nil {
-			probsB.AppendNull()
-			top1B.AppendNull()
-			top1pB.AppendNull()
-			labelB.AppendNull()
-			topkB.AppendNull()
-			errB.Append(e.Error())
-			continue
-		}
-		errB.AppendNull()
-		p := b.buf.probs[i*classes : (i+1)*classes]
-		probsB.Append(true)
-		pv.AppendValues(p, nil)
-		for k := range order {
-			order[k] = k
-		}
-		k := min(cfg.TopK, classes)
-		best := 0
-		for j, v := range p {
-			if v > p[best] {
-				best = j
-			}
-		}
-		top1B.Append(int32(best))
-		top1pB.Append(p[best])
-		if names != nil {
-			labelB.Append(names[best])
-		}
-		if cfg.TopK > 0 {
-			sort.SliceStable(order, func(a, c int) bool { return p[order[a]] > p[order[c]] })
-			topkB.Append(true)
-			for _, c := range order[:k] {
-				topkS.Append(true)
-				topkS.FieldBuilder(0).(*array.Int32Builder).Append(int32(c))
-				topkS.FieldBuilder(1).(*array.Float32Builder).Append(p[c])
-				if names != nil {
-					topkS.FieldBuilder(2).(*array.StringBuilder).Append(names[c])
-				} else {
-					topkS.FieldBuilder(2).(*array.StringBuilder).AppendNull()
-				}
-			}
-		}
-	}
-	// passthrough columns, filtered to the kept rows
-	var cols []arrow.Array
-	defer func() {
-		for _, c := range cols {
-			c.Release()
-		}
-	}()
-	for ci := 0; ci < int(b.rec.NumCols()); ci++ {
-		if ci == b.file.image.Index {
-			continue
-		}
-		c, err := takeRows(mem, b.rec.Column(ci), keep, n)
-		if err != nil {
-			return fmt.Errorf("%s column %s: %w", b.file.path, b.rec.ColumnName(ci), err)
-		}
-		cols = append(cols, c)
-	}
-	cols = append(cols, probsB.NewArray(), top1B.NewArray(), top1pB.NewArray())
-	if names != nil {
-		cols = append(cols, labelB.NewArray())
-	}
-	if cfg.TopK > 0 {
-		cols = append(cols, topkB.NewArray())
-	}
-	cols = append(cols, idB.NewArray(), errB.NewArray())
-	rec := array.NewRecordBatch(b.file.outSchema, cols, int64(len(keep)))
-	defer rec.Release()
-	if err := w.Write(rec); err != nil {
-		return err
-	}
-	fs.RowsOut += int64(len(keep))
-	return nil
-}
-
-// takeRows returns col restricted to the rows in keep (ascending). When
-// every row is kept it shares the input's buffers (zero copy).
-func takeRows(mem memory.Allocator, col arrow.Array, keep []int, n int) (arrow.Array, error) {
-	if len(keep) == n {
-		col.Retain()
-		return col, nil
-	}
-	// concatenate the contiguous runs of kept rows
-	var parts []arrow.Array
-	for s := 0; s < len(keep); {
-		e := s
-		for e+1 < len(keep) && keep[e+1] == keep[e]+1 {
-			e++
-		}
-		parts = append(parts, array.NewSlice(col, int64(keep[s]), int64(keep[e]+1)))
-		s = e + 1
-	}
-	defer func() {
-		for _, p := range parts {
-			p.Release()
-		}
-	}()
-	if len(parts) == 1 {
-		parts[0].Retain()
-		return parts[0], nil
-	}
-	return array.Concatenate(parts, mem)
-}
-
-// IsInputError reports whether err is about an input file rather than the run.
-func IsInputError(err error) bool {
-	var ie *InputError
-	return errors.As(err, &ie)
 }

@@ -224,7 +224,7 @@ func newRunner(t *testing.T, m *nin.Model, inputs []string, out string, onErr st
 	}
 	t.Cleanup(net.Close)
 	return &Runner{Model: m, Net: net, Mem: memory.DefaultAllocator, Config: RunConfig{
-		Inputs: inputs, OutDir: out, Batch: 5, TopK: 3, OnError: onErr, Workers: workers, Version: "test"}}
+		Inputs: nbio.Files(inputs...), OutDir: out, Batch: 5, TopK: 3, OnError: onErr, Workers: workers, Version: "test"}}
 }
 
 // TestRunLayoutsMatchEngine: every image layout scores to the engine's own
@@ -390,13 +390,27 @@ func TestRunBadFiles(t *testing.T) {
 	} {
 		out := filepath.Join(dir, "out-"+filepath.Base(c.file))
 		os.MkdirAll(out, 0o755)
-		// the good file comes first: preflight must still refuse before writing it
-		_, err := newRunner(t, m, []string{good, c.file}, out, "record", 1).Run(context.Background())
+		// --on-error fail: the good file comes first, and preflight must
+		// still refuse before writing it
+		_, err := newRunner(t, m, []string{good, c.file}, out, "fail", 1).Run(context.Background())
 		if err == nil || !IsInputError(err) || !strings.Contains(err.Error(), c.msg) || !strings.Contains(err.Error(), c.file) {
 			t.Fatalf("%s: %v", c.file, err)
 		}
 		if ents := dataFiles(out); len(ents) != 0 {
 			t.Fatalf("%s: partial output %v", c.file, ents)
+		}
+		// record (the default): the bad file is recorded, the good one commits
+		sum, err := newRunner(t, m, []string{good, c.file}, out, "record", 1).Run(context.Background())
+		if err != nil || sum.FilesDone != 1 || sum.FilesFailed != 1 || len(sum.Failures) != 1 ||
+			!strings.Contains(sum.Failures[0].Error, c.msg) || sum.Failures[0].Input != c.file {
+			t.Fatalf("%s, record: %v %+v", c.file, err, sum)
+		}
+		if ents := dataFiles(out); len(ents) != 1 || ents[0] != "good.parquet" {
+			t.Fatalf("%s, record: outputs %v", c.file, ents)
+		}
+		man, _ := ReadManifests(out)
+		if e := man[OutputRel(filepath.Base(c.file), 0, 0)]; e.Status != "failed" || !strings.Contains(e.Error, c.msg) {
+			t.Fatalf("%s, record: manifest entry %+v", c.file, e)
 		}
 	}
 }

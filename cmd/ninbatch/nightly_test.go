@@ -386,7 +386,8 @@ func TestRunExitCodes(t *testing.T) {
 		{[]string{"--on-error", "record", bad}, 3, "1 rows could not be scored"},
 		{[]string{"--on-error", "skip", bad}, 3, "1 skipped"},
 		{[]string{"--on-error", "fail", bad}, 1, bad + " row 1 column image"},
-		{[]string{text}, 1, "not a Parquet or Arrow"},
+		{[]string{text}, 3, "not a Parquet or Arrow"},
+		{[]string{"--on-error", "fail", text}, 1, "not a Parquet or Arrow"},
 		{[]string{"--on-error", "maybe", bad}, 2, "on-error"},
 		{[]string{empty, filepath.Join(in, "part-000.parquet")}, 0, ""},
 	} {

@@ -29,9 +29,15 @@ func newRunCommand() *cli.Command {
 preprocesses its image column as the model says, runs the network and writes
 OUT/<input base name>.parquet: every non-image input column unchanged, then probs,
 top1, top1_prob, top1_label (when class names are known), topk, model_id and error.
-Rows whose image cannot be read are kept with an error (--on-error record), dropped
-(skip) or stop the run (fail). Exit codes: 0 all rows scored, 1 the run failed,
-2 usage or configuration error, 3 finished but some rows errored.
+Outputs mirror the inputs' paths below the directory (or glob prefix) given, and
+never replace an input. Rows whose image cannot be read are kept with an error
+(--on-error record), dropped (skip) or stop the run (fail); a file that cannot be
+read is recorded as failed and the others are scored (fail stops at it). Columns
+named like ninbatch's own are refused (use --prefix), except the score columns of
+a file ninbatch scored before, which are replaced. Float32 tensor columns hold
+pixels on the 0..255 scale unless --pixel-range 1. Exit codes: 0 all rows scored,
+1 the run failed, 2 usage or configuration error, 3 finished but some rows or
+files errored.
 
 Example:
    ninbatch run --model models/nin-mnist.nin --out scored/ data/mnist/test.parquet`,
@@ -44,7 +50,10 @@ Example:
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output directory"},
 			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "rows per inference batch"},
 			&cli.StringFlag{Name: "image-col", Usage: "image column (default: auto-detect)"},
+			&cli.BoolFlag{Name: "recursive", Usage: "search directory inputs' subdirectories too (partitioned key=value/ layouts); outputs mirror the paths below the directory"},
 			&cli.StringFlag{Name: "shape", Usage: "HxWxC of raw tensor image columns (default: the model's input)"},
+			&cli.Float64Flag{Name: "pixel-range", Value: 255, Usage: "largest pixel value in float32 tensor columns: 255 (the scale of decoded images) or 1 (0..1 tensors, PyTorch's ToTensor)"},
+			&cli.StringFlag{Name: "prefix", Usage: "prepend this to ninbatch's column names (probs, top1, ..., error), e.g. when the input has an 'error' column of its own"},
 			&cli.IntFlag{Name: "topk", Value: 5, Usage: "entries in the topk column (0 = no column)"},
 			&cli.StringFlag{Name: "on-error", Value: "record", Usage: "bad rows: record (keep with error), skip (drop) or fail (stop)"},
 			&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd, snappy or none"},
@@ -55,6 +64,7 @@ Example:
 			&cli.IntFlag{Name: "shards", EnvVars: []string{"NINBATCH_SHARDS"}, Usage: "N, with the shard index from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job)"},
 			&cli.Int64Flag{Name: "split-rows", Usage: "split Parquet inputs above this many rows into row-group ranges, each its own unit and output (0 = never)"},
 			&cli.BoolFlag{Name: "force", Usage: "rescore inputs the manifest records as finished"},
+			&cli.BoolFlag{Name: "prune", Usage: "remove outputs whose input is gone from below the input directories (reported in the summary either way)"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores for inference (overrides the global --threads)"},
 		},
 		Action: runRun,
@@ -105,11 +115,15 @@ func runRun(c *cli.Context) error {
 	if err != nil {
 		return asUsage(err)
 	}
-	inputs, err := nbio.ExpandInputs(c.Args().Slice())
+	out := c.String(flagOut)
+	inputs, err := nbio.ExpandInputFiles(c.Args().Slice(), nbio.ExpandOptions{Recursive: c.Bool("recursive"), Exclude: []string{out}})
 	if err != nil {
 		return asUsage(err)
 	}
-	out := c.String(flagOut)
+	pixelRange := float32(c.Float64("pixel-range"))
+	if pixelRange != 255 && pixelRange != 1 {
+		return usageErr("--pixel-range %v: want 255 (float tensors hold 0..255, like decoded images) or 1 (0..1, PyTorch's ToTensor)", c.Float64("pixel-range"))
+	}
 	if err := mkdirAll(out); err != nil {
 		return err
 	}
@@ -143,6 +157,7 @@ func runRun(c *cli.Context) error {
 	start := time.Now()
 	r := &pipeline.Runner{Model: m, Net: net, Mem: memory.DefaultAllocator,
 		Config: pipeline.RunConfig{Inputs: inputs, OutDir: out, ImageCol: c.String("image-col"), Shape: shape,
+			PixelRange: pixelRange, Prefix: c.String("prefix"), Prune: c.Bool("prune"),
 			Batch: batch, TopK: c.Int("topk"), OnError: onErr, Compression: c.String("compression"),
 			RowGroupRows: c.Int("row-group-rows"), Workers: workers, Version: version,
 			Shard: shard, Shards: shards, Force: c.Bool("force"), SplitRows: c.Int64("split-rows")},
@@ -157,6 +172,10 @@ func runRun(c *cli.Context) error {
 			if bar.every() {
 				logger.Info().Int64("rows", done).Int64("total", total).Float64("img_per_s", rate).Str("eta", eta).Msg("scoring")
 			}
+		},
+		Warn: func(msg string) {
+			bar.done()
+			logger.Warn().Msg(msg)
 		},
 		FileDone: func(fs pipeline.FileSummary) {
 			bar.done()
@@ -180,14 +199,19 @@ func runRun(c *cli.Context) error {
 			Float64("img_per_s", sum.ImgPerSec).Msg("run finished")
 	}
 	var locked *pipeline.LockedError
+	var config *pipeline.ConfigError
 	switch {
 	case runErr == nil:
-	case errors.As(runErr, &locked):
+	case errors.As(runErr, &locked), errors.As(runErr, &config):
 		return &exitError{exitUsage, runErr}
 	case errors.Is(runErr, context.Canceled):
 		return &exitError{exitFailed, errors.New("interrupted: the file being written was discarded; finished outputs are complete")}
 	default:
 		return &exitError{exitFailed, runErr}
+	}
+	if sum.FilesFailed > 0 {
+		return &exitError{exitRowsErrors, fmt.Errorf("%d of %d units could not be scored and were recorded as failed (see the log or --summary); the others are committed",
+			sum.FilesFailed, sum.Files)}
 	}
 	if sum.RowsError+sum.RowsSkipped > 0 {
 		return &exitError{exitRowsErrors, fmt.Errorf("%d rows could not be scored (%d recorded with an error, %d skipped)",

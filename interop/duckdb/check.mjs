@@ -2,6 +2,7 @@
 //
 //   node check.mjs write PNG_DIR OUT_DIR   -> writes inputs in several layouts with DuckDB
 //   node check.mjs verify OUT_DIR          -> reads ninbatch outputs with DuckDB, prints JSON facts
+//   node check.mjs sql 'STMT; ...; QUERY'  -> runs the statements, prints the last one's rows as JSON
 import { DuckDBInstance } from '@duckdb/node-api';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -55,7 +56,12 @@ if (cmd === 'write') {
     facts[f] = { ...r, ordered: order[0].ordered, metadata_keys: meta.map((m) => m.k).sort() };
   }
   console.log(JSON.stringify(facts));
+} else if (cmd === 'sql') {
+  // statements separated by ';\n'; the last one's rows are printed
+  const stmts = a.split(/;\s*\n/).map((x) => x.trim()).filter((x) => x);
+  for (const st of stmts.slice(0, -1)) await con.run(st);
+  console.log(JSON.stringify(await rows(stmts[stmts.length - 1])));
 } else {
-  console.error('usage: node check.mjs write PNG_DIR OUT_DIR | verify OUT_DIR');
+  console.error('usage: node check.mjs write PNG_DIR OUT_DIR | verify OUT_DIR | sql STATEMENTS');
   process.exit(2);
 }

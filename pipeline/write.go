@@ -1,0 +1,215 @@
+package pipeline
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+)
+
+// decode preprocesses b's rows into b.buf.x with cfg.Workers goroutines.
+func (r *run) decode(b *batch, prep *nbio.Preprocess, cfg RunConfig) error {
+	col := b.rec.Column(b.file.image.Index)
+	ir, err := nbio.NewImageReader(col, b.file.image.Kind)
+	if err != nil {
+		return &InputError{b.file.path, fmt.Errorf("%s rows %d..%d column %s: %w", b.file.path, b.first, b.first+int64(b.n)-1, b.file.image.Name, err)}
+	}
+	b.errs = make([]error, b.n)
+	sz := prep.Len()
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.Workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			scratch := b.buf.scratch[w]
+			for i := w; i < b.n; i += cfg.Workers {
+				x := b.buf.x[i*sz : (i+1)*sz]
+				if err := prep.Input(x, scratch, ir.At(i), cfg.Shape); err != nil {
+					b.errs[i] = err
+					clear(x)
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if b.file.image.Kind == nbio.ImageRawF32 {
+		r.checkRange(b, ir, prep)
+	}
+	if cfg.OnError == "fail" {
+		for i, e := range b.errs {
+			if e != nil {
+				return &RowError{File: b.file.path, Row: b.first + int64(i), Column: b.file.image.Name, Err: e}
+			}
+		}
+	}
+	return nil
+}
+
+// write appends b's rows with their scores (or errors) to the output.
+func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio.Preprocess, cfg RunConfig) error {
+	classes := r.Net.Classes()
+	mem := r.Mem
+	n := b.n
+	fs.RowsIn += int64(n)
+	keep := make([]int, 0, n) // rows that go to the output
+	for i := 0; i < n; i++ {
+		if b.errs[i] != nil {
+			if cfg.OnError == "skip" {
+				fs.RowsSkipped++
+				continue
+			}
+			fs.RowsError++
+		}
+		keep = append(keep, i)
+	}
+	if len(keep) == 0 {
+		return nil
+	}
+	probsB := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+	defer probsB.Release()
+	pv := probsB.ValueBuilder().(*array.Float32Builder)
+	top1B := array.NewInt32Builder(mem)
+	defer top1B.Release()
+	top1pB := array.NewFloat32Builder(mem)
+	defer top1pB.Release()
+	labelB := array.NewStringBuilder(mem)
+	defer labelB.Release()
+	topkB := array.NewListBuilder(mem, topkType.Elem())
+	defer topkB.Release()
+	topkS := topkB.ValueBuilder().(*array.StructBuilder)
+	idB := array.NewStringBuilder(mem)
+	defer idB.Release()
+	errB := array.NewStringBuilder(mem)
+	defer errB.Release()
+	names := b.file.classNames
+	order := make([]int, classes)
+	for _, i := range keep {
+		idB.Append(r.Model.ID)
+		if e := b.errs[i]; e != nil {
+			probsB.AppendNull()
+			top1B.AppendNull()
+			top1pB.AppendNull()
+			labelB.AppendNull()
+			topkB.AppendNull()
+			errB.Append(e.Error())
+			continue
+		}
+		errB.AppendNull()
+		p := b.buf.probs[i*classes : (i+1)*classes]
+		probsB.Append(true)
+		pv.AppendValues(p, nil)
+		for k := range order {
+			order[k] = k
+		}
+		k := min(cfg.TopK, classes)
+		best := 0
+		for j, v := range p {
+			if v > p[best] {
+				best = j
+			}
+		}
+		top1B.Append(int32(best))
+		top1pB.Append(p[best])
+		if names != nil {
+			labelB.Append(names[best])
+		}
+		if cfg.TopK > 0 {
+			sort.SliceStable(order, func(a, c int) bool { return p[order[a]] > p[order[c]] })
+			topkB.Append(true)
+			for _, c := range order[:k] {
+				topkS.Append(true)
+				topkS.FieldBuilder(0).(*array.Int32Builder).Append(int32(c))
+				topkS.FieldBuilder(1).(*array.Float32Builder).Append(p[c])
+				if names != nil {
+					topkS.FieldBuilder(2).(*array.StringBuilder).Append(names[c])
+				} else {
+					topkS.FieldBuilder(2).(*array.StringBuilder).AppendNull()
+				}
+			}
+		}
+	}
+	// passthrough columns, filtered to the kept rows
+	var cols []arrow.Array
+	defer func() {
+		for _, c := range cols {
+			c.Release()
+		}
+	}()
+	for _, ci := range b.file.pass {
+		c, err := takeRows(mem, b.rec.Column(ci), keep, n)
+		if err != nil {
+			return fmt.Errorf("%s column %s: %w", b.file.path, b.rec.ColumnName(ci), err)
+		}
+		cols = append(cols, c)
+	}
+	cols = append(cols, probsB.NewArray(), top1B.NewArray(), top1pB.NewArray())
+	if names != nil {
+		cols = append(cols, labelB.NewArray())
+	}
+	if cfg.TopK > 0 {
+		cols = append(cols, topkB.NewArray())
+	}
+	cols = append(cols, idB.NewArray(), errB.NewArray())
+	rec := array.NewRecordBatch(b.file.outSchema, cols, int64(len(keep)))
+	defer rec.Release()
+	if err := w.Write(rec); err != nil {
+		return err
+	}
+	fs.RowsOut += int64(len(keep))
+	return nil
+}
+
+// takeRows returns col restricted to the rows in keep (ascending). When
+// every row is kept it shares the input's buffers (zero copy).
+func takeRows(mem memory.Allocator, col arrow.Array, keep []int, n int) (arrow.Array, error) {
+	if len(keep) == n {
+		col.Retain()
+		return col, nil
+	}
+	// concatenate the contiguous runs of kept rows
+	var parts []arrow.Array
+	for s := 0; s < len(keep); {
+		e := s
+		for e+1 < len(keep) && keep[e+1] == keep[e]+1 {
+			e++
+		}
+		parts = append(parts, array.NewSlice(col, int64(keep[s]), int64(keep[e]+1)))
+		s = e + 1
+	}
+	defer func() {
+		for _, p := range parts {
+			p.Release()
+		}
+	}()
+	if len(parts) == 1 {
+		parts[0].Retain()
+		return parts[0], nil
+	}
+	return array.Concatenate(parts, mem)
+}
+
+// checkRange warns, once per file, when a float tensor column holds only
+// values within 0..1 while the preprocessing expects 0..255 pixels
+// (PyTorch's ToTensor convention under a /255 model): such rows would all
+// score as nearly black images.
+func (r *run) checkRange(b *batch, ir *nbio.ImageReader, prep *nbio.Preprocess) {
+	if b.file.warnedRange || prep.FloatScale != 0 && prep.FloatScale != 1 || prep.Scale > 0.5 {
+		return
+	}
+	var peak float32
+	for i := 0; i < b.n; i++ {
+		for _, v := range ir.At(i).F32 {
+			peak = max(peak, v)
+		}
+	}
+	if peak > 0 && peak <= 1 {
+		b.file.warnedRange = true
+		r.warn(fmt.Sprintf("%s column %s: float pixels are all within 0..1, but the model scales pixels by %g (it expects 0..255); pass --pixel-range 1 if the tensors hold 0..1 values",
+			b.file.path, b.file.image.Name, prep.Scale))
+	}
+}
