@@ -525,7 +525,7 @@ func TestRowGroupByteBound(t *testing.T) {
 // time, kept as the reference of the row-wise version.
 func resizePixelLoop(dst, src []uint8, h, w, oh, ow, c int) {
 	tmp := make([]float32, h*ow*c)
-	xs := filterTaps(w, ow)
+	xs := filterTaps(w, ow, 0, ow)
 	for y := 0; y < h; y++ {
 		for x, t := range xs {
 			for ch := 0; ch < c; ch++ {
@@ -537,7 +537,7 @@ func resizePixelLoop(dst, src []uint8, h, w, oh, ow, c int) {
 			}
 		}
 	}
-	for y, t := range filterTaps(h, oh) {
+	for y, t := range filterTaps(h, oh, 0, oh) {
 		for x := 0; x < ow; x++ {
 			for ch := 0; ch < c; ch++ {
 				var s float32
@@ -646,11 +646,11 @@ func TestGrayIntoRGBModel(t *testing.T) {
 			name := fmt.Sprintf("%s %dx%d %s", enc.name, p.W, p.H, p.Resize)
 			want := make([]uint8, p.Len())
 			switch p.Resize {
-			case "shorter": // 9×13 to 8×12 (shorter side 8, 12 = round(13·8/9)), then the center 7×7
-				tmp := make([]uint8, 8*12*3)
-				resizePixelLoop(tmp, rgb, h, w, 8, 12, 3)
+			case "shorter": // 9×13 to 8×11 (shorter side 8, 11 = ⌊13·8/9⌋ as torchvision), then the center 7×7
+				tmp := make([]uint8, 8*11*3)
+				resizePixelLoop(tmp, rgb, h, w, 8, 11, 3)
 				for y := 0; y < 7; y++ {
-					copy(want[y*7*3:(y+1)*7*3], tmp[((y)*12+2)*3:])
+					copy(want[y*7*3:(y+1)*7*3], tmp[((y)*11+2)*3:])
 				}
 			case "none":
 				copy(want, rgb)

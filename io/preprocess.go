@@ -28,9 +28,16 @@ func (p *Preprocess) Len() int { return p.H * p.W * p.C }
 // size, writing H·W·C bytes into dst.
 //
 //	exact:   resize to H×W (bilinear, antialiased when shrinking)
-//	shorter: resize the shorter side to ResizeTo keeping the aspect ratio,
-//	         then take the center H×W crop
+//	shorter: torchvision's Resize(ResizeTo) + CenterCrop(H, W), at every
+//	         size (an image already H×W is resized and cropped too): the
+//	         shorter side to ResizeTo, the longer to ⌊long·ResizeTo/short⌋,
+//	         then the center crop, its offset rounded half to even
 //	none:    the image must already be H×W
+//
+// Only the cropped part of the resized image is computed, and a resize
+// target over MaxImagePixels (an extreme aspect ratio: 1×100000 would
+// become 256×25,600,000) is an error, so no image asks for more than the
+// model's input and its own pixels.
 func (p *Preprocess) Fit(dst, pix []uint8, h, w int) error {
 	return p.fit(dst, pix, h, w, p.C)
 }
@@ -38,32 +45,49 @@ func (p *Preprocess) Fit(dst, pix []uint8, h, w int) error {
 // fit is Fit for pixels with c channels (p.C, or 1 for a gray image that
 // is expanded later), writing H·W·c bytes.
 func (p *Preprocess) fit(dst, pix []uint8, h, w, c int) error {
-	if h == p.H && w == p.W {
-		copy(dst, pix[:p.H*p.W*c])
-		return nil
-	}
 	switch p.Resize {
 	case "exact":
-		resize(dst, pix, h, w, p.H, p.W, c)
+		if h == p.H && w == p.W { // the bilinear filter at scale 1 is the identity
+			copy(dst, pix[:p.H*p.W*c])
+			return nil
+		}
+		resizeCrop(dst, pix, h, w, p.H, p.W, 0, 0, p.H, p.W, c)
 		return nil
 	case "shorter":
-		rh, rw := p.ResizeTo, p.ResizeTo
-		if h < w {
-			rw = int(math.Round(float64(w) * float64(p.ResizeTo) / float64(h)))
-		} else {
-			rh = int(math.Round(float64(h) * float64(p.ResizeTo) / float64(w)))
-		}
+		rh, rw := ShorterSide(h, w, p.ResizeTo)
 		rh, rw = max(rh, p.H), max(rw, p.W)
-		tmp := make([]uint8, rh*rw*c)
-		resize(tmp, pix, h, w, rh, rw, c)
-		y0, x0 := (rh-p.H)/2, (rw-p.W)/2
-		for y := 0; y < p.H; y++ {
-			copy(dst[y*p.W*c:(y+1)*p.W*c], tmp[((y0+y)*rw+x0)*c:])
+		if int64(rh)*int64(rw) > MaxImagePixels {
+			return fmt.Errorf("image of %dx%d pixels would be resized to %dx%d before the center crop, over the %d pixel limit (aspect ratio too extreme)", w, h, rw, rh, MaxImagePixels)
 		}
+		resizeCrop(dst, pix, h, w, rh, rw, centerOffset(rh, p.H), centerOffset(rw, p.W), p.H, p.W, c)
 		return nil
 	default:
+		if h == p.H && w == p.W {
+			copy(dst, pix[:p.H*p.W*c])
+			return nil
+		}
 		return fmt.Errorf("image is %dx%d, the model takes %dx%d and its preprocessing does not resize", w, h, p.W, p.H)
 	}
+}
+
+// ShorterSide is the size torchvision's Resize(to) gives an h×w image: the
+// shorter side becomes to, the longer ⌊long·to/short⌋.
+func ShorterSide(h, w, to int) (rh, rw int) {
+	if h <= w {
+		return to, int(int64(w) * int64(to) / int64(h))
+	}
+	return int(int64(h) * int64(to) / int64(w)), to
+}
+
+// centerOffset is torchvision's CenterCrop offset, int(round((n-k)/2))
+// with Python's round half to even.
+func centerOffset(n, k int) int {
+	d := n - k
+	q := d / 2
+	if d%2 == 1 && q%2 == 1 {
+		q++
+	}
+	return q
 }
 
 // normalizeGray is Normalize for a 3-channel model fed gray pixels: each
@@ -151,46 +175,58 @@ func expandGray(rgb []uint8) {
 	}
 }
 
-// resize is separable bilinear resampling with PIL's antialiasing: when
-// shrinking, the triangle filter widens by the scale factor so every source
-// pixel contributes.
+// resize is resizeCrop of the whole h×w → oh×ow image.
+func resize(dst, src []uint8, h, w, oh, ow, c int) {
+	resizeCrop(dst, src, h, w, oh, ow, 0, 0, oh, ow, c)
+}
+
+// resizeCrop writes the ch×cw window at (y0, x0) of the h×w image resized
+// to rh×rw: separable bilinear resampling with PIL's antialiasing (when
+// shrinking, the triangle filter widens by the scale factor so every
+// source pixel contributes). Only the window's taps and the source rows
+// they read are computed, so the cost and scratch are bounded by the
+// window and the source, never by rh×rw.
 //
 // The vertical pass accumulates whole rows (every output pixel of a row has
 // the same taps), in the same order per pixel as a pixel-by-pixel loop, so
 // the result is bit-identical to it (TestResizeMatchesPixelLoop); the taps
-// are cached per size pair and the scratch rows pooled. Upscaling MNIST's
-// 28×28 to nin-imagenet's 224×224×3 took 2.5 ms an image pixel by pixel,
-// 10% of a 2-core `run`'s CPU.
-func resize(dst, src []uint8, h, w, oh, ow, c int) {
-	xs, ys := filterTapsCached(w, ow), filterTapsCached(h, oh)
+// are cached per size and window, and the scratch rows pooled.
+func resizeCrop(dst, src []uint8, h, w, rh, rw, y0, x0, ch, cw, c int) {
+	xs, ys := filterTapsCached(w, rw, x0, cw), filterTapsCached(h, rh, y0, ch)
+	lo, hi := ys[0].start, 0 // the source rows the window reads
+	for _, t := range ys {
+		lo, hi = min(lo, t.start), max(hi, t.start+len(t.w))
+	}
 	buf := resizePool.Get().(*[]float32)
 	defer resizePool.Put(buf)
-	n := h*ow*c + ow*c
+	rows := hi - lo
+	n := rows*cw*c + cw*c
 	if cap(*buf) < n {
 		*buf = make([]float32, n)
 	}
-	tmp, row := (*buf)[:h*ow*c], (*buf)[h*ow*c:n] // (h, ow, c) horizontal pass; one output row
-	for y := 0; y < h; y++ {
+	tmp, row := (*buf)[:rows*cw*c], (*buf)[rows*cw*c:n] // (rows, cw, c) horizontal pass; one output row
+	for y := lo; y < hi; y++ {
 		for x, t := range xs {
-			for ch := 0; ch < c; ch++ {
+			for k := 0; k < c; k++ {
 				var s float32
-				for k, wt := range t.w {
-					s += wt * float32(src[(y*w+t.start+k)*c+ch])
+				for j, wt := range t.w {
+					s += wt * float32(src[(y*w+t.start+j)*c+k])
 				}
-				tmp[(y*ow+x)*c+ch] = s
+				tmp[((y-lo)*cw+x)*c+k] = s
 			}
 		}
 	}
-	rw := ow * c
+	rwc := cw * c
 	for y, t := range ys {
 		clear(row)
-		for k, wt := range t.w {
-			in := tmp[(t.start+k)*rw : (t.start+k+1)*rw]
+		for j, wt := range t.w {
+			r := t.start + j - lo
+			in := tmp[r*rwc : (r+1)*rwc]
 			for i, v := range in {
 				row[i] += wt * v
 			}
 		}
-		out := dst[y*rw : (y+1)*rw]
+		out := dst[y*rwc : (y+1)*rwc]
 		for i, s := range row {
 			// s ≥ 0 (non-negative taps and pixels), and float64(s)+0.5 is
 			// exact, so truncating it is math.Round
@@ -201,18 +237,31 @@ func resize(dst, src []uint8, h, w, oh, ow, c int) {
 
 var (
 	resizePool = sync.Pool{New: func() any { return new([]float32) }}
-	tapsCache  sync.Map // [2]int{in, out} → []taps
+	tapsMu     sync.Mutex
+	tapsCache  = map[[4]int][]taps{} // {in, out, first, n} → taps; bounded by maxTapsCached
 )
 
-// filterTapsCached is filterTaps, computed once per (in, out): a run's
-// images are mostly one size.
-func filterTapsCached(in, out int) []taps {
-	key := [2]int{in, out}
-	if t, ok := tapsCache.Load(key); ok {
-		return t.([]taps)
+// maxTapsCached bounds the taps cache: a run's images are mostly a few
+// sizes, but an archive of every size must not grow it without end.
+const maxTapsCached = 256
+
+// filterTapsCached is filterTaps for outputs first..first+n-1, computed
+// once per size and window.
+func filterTapsCached(in, out, first, n int) []taps {
+	key := [4]int{in, out, first, n}
+	tapsMu.Lock()
+	t, ok := tapsCache[key]
+	tapsMu.Unlock()
+	if ok {
+		return t
 	}
-	t := filterTaps(in, out)
-	tapsCache.Store(key, t)
+	t = filterTaps(in, out, first, n)
+	tapsMu.Lock()
+	if len(tapsCache) >= maxTapsCached {
+		clear(tapsCache)
+	}
+	tapsCache[key] = t
+	tapsMu.Unlock()
 	return t
 }
 
@@ -221,12 +270,15 @@ type taps struct {
 	w     []float32
 }
 
-func filterTaps(in, out int) []taps {
+// filterTaps are the taps of outputs first..first+n-1 of an in → out
+// resize (each output's taps depend only on its own position).
+func filterTaps(in, out, first, n int) []taps {
 	scale := float64(in) / float64(out)
 	ss := math.Max(scale, 1)
 	support := ss // bilinear: support 1 in output units
-	res := make([]taps, out)
-	for o := range res {
+	res := make([]taps, n)
+	for i := range res {
+		o := first + i
 		center := (float64(o) + 0.5) * scale
 		lo := max(int(math.Floor(center-support+0.5)), 0)
 		hi := min(int(math.Floor(center+support+0.5)), in)
@@ -246,7 +298,7 @@ func filterTaps(in, out int) []taps {
 		for i := range ws {
 			ws[i] = float32(float64(ws[i]) / sum)
 		}
-		res[o] = taps{lo, ws}
+		res[i] = taps{lo, ws}
 	}
 	return res
 }
