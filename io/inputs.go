@@ -148,12 +148,14 @@ func ExpandInputFiles(args []string, opt ExpandOptions) ([]InputFile, error) {
 // listDir lists dir's data files, sorted by path; subdirs reports whether
 // it has subdirectories (searched only when recursive).
 func listDir(dir string, recursive bool, exclude map[string]bool) (files []string, subdirs bool, err error) {
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	// a trailing separator makes WalkDir follow a symlinked root
+	root := strings.TrimSuffix(dir, string(filepath.Separator)) + string(filepath.Separator)
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		if d.IsDir() {
-			if p == dir {
+			if p == root {
 				return nil
 			}
 			subdirs = true

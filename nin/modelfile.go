@@ -31,8 +31,7 @@ import (
 //	classes     class names as a JSON array of strings
 //	provenance  Provenance as JSON
 const (
-	fileFormat    = "ninbatch.nin/1"
-	maxHeaderSize = 100 << 20 // the safetensors limit
+	fileFormat = "ninbatch.nin/1"
 )
 
 type tensorHeader struct {
@@ -161,6 +160,11 @@ func writeAtomic(path string, write func(io.Writer) error) error {
 	}
 	tmp := f.Name()
 	ok := false
+	if err := f.Chmod(0o644); err != nil { // CreateTemp makes it 0600; models are shared like outputs
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
 	defer func() {
 		if !ok {
 			f.Close()
@@ -243,7 +247,7 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 	}
 	hlen := binary.LittleEndian.Uint64(lenb[:])
 	if hlen > maxHeaderSize {
-		return nil, nil, nil, fmt.Errorf("header length %d exceeds the %d byte limit", hlen, maxHeaderSize)
+		return nil, nil, nil, fmt.Errorf("not a .nin (safetensors) file: its first 8 bytes declare a %d-byte header, which exceeds the %d-byte limit", hlen, maxHeaderSize)
 	}
 	if int64(hlen) > size-8 {
 		return nil, nil, nil, fmt.Errorf("header length %d runs past the end of the %d byte file (truncated?)", hlen, size)
@@ -251,6 +255,9 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 	hb := make([]byte, hlen)
 	if _, err := io.ReadFull(r, hb); err != nil {
 		return nil, nil, nil, fmt.Errorf("reading header: %w", err)
+	}
+	if err := checkHeader(hb); err != nil {
+		return nil, nil, nil, fmt.Errorf("not a valid safetensors file: %w", err)
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(hb, &raw); err != nil {

@@ -5,43 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"testing"
 
+	"github.com/ninbatch/ninbatch/internal/testutil"
 	nbio "github.com/ninbatch/ninbatch/io"
 )
 
-// duckdbDir is the npm project that drives DuckDB (installed by .ci/run).
-func duckdbDir(t *testing.T) string {
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "..", "interop", "duckdb")
-	_, errNode := exec.LookPath("node")
-	_, errMod := os.Stat(filepath.Join(dir, "node_modules", "@duckdb", "node-api"))
-	if errNode != nil || errMod != nil {
-		if os.Getenv("NINBATCH_REQUIRE_DUCKDB") == "1" {
-			t.Fatalf("DuckDB interop needs node and `npm ci` in %s (node: %v, module: %v)", dir, errNode, errMod)
-		}
-		t.Skipf("DuckDB not installed (run npm ci in %s); CI sets NINBATCH_REQUIRE_DUCKDB=1", dir)
-	}
-	return dir
-}
-
-func node(t *testing.T, dir string, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command("node", append([]string{filepath.Join(dir, "check.mjs")}, args...)...)
-	cmd.Dir = dir
-	out, err := cmd.Output()
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			t.Fatalf("node %v: %v\n%s", args, err, ee.Stderr)
-		}
-		t.Fatalf("node %v: %v", args, err)
-	}
-	return out
-}
+func duckdbDir(t *testing.T) string                        { return testutil.DuckDBDir(t) }
+func node(t *testing.T, dir string, args ...string) []byte { return testutil.Node(t, dir, args...) }
 
 // TestDuckDBInterop: DuckDB, an independent Parquet implementation, writes
 // inputs (Hugging Face struct, plain binary, raw uint8 list; several row

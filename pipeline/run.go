@@ -198,6 +198,14 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 	if err != nil {
 		return nil, err
 	}
+	// before anything is written, even a lock file
+	all, err := planUnits(s.cfg.Inputs, s.cfg.OutDir, s.cfg.SplitRows)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkOutputs(all, s.cfg.Inputs); err != nil {
+		return nil, err
+	}
 	lock, err := AcquireLock(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
 	if err != nil {
 		return nil, err
@@ -207,7 +215,7 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 		return nil, err
 	}
 	defer s.locks.close()
-	files, err := s.plan()
+	files, err := s.plan(all)
 	if err == nil {
 		s.manifest, err = openManifest(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
 	}
@@ -270,14 +278,7 @@ func ShardOf(i, shards int) int { return i % shards }
 
 // plan lists this run's units, reports outputs whose input is gone,
 // leaves out finished units and preflights the rest.
-func (s *run) plan() ([]*prepared, error) {
-	all, err := planUnits(s.cfg.Inputs, s.cfg.OutDir, s.cfg.SplitRows)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkOutputs(all, s.cfg.Inputs); err != nil {
-		return nil, err
-	}
+func (s *run) plan(all []unit) ([]*prepared, error) {
 	var mine []unit
 	for i, u := range all {
 		if s.cfg.Shards == 0 || ShardOf(i, s.cfg.Shards) == s.cfg.Shard {
@@ -437,7 +438,13 @@ func (s *run) check(p *prepared) error {
 	for _, u := range unkept {
 		s.warn(fmt.Sprintf("%s: passthrough column %s", p.path, u))
 	}
-	return s.outputSchema(p)
+	if err := s.outputSchema(p); err != nil {
+		return err
+	}
+	if len(p.replaced) > 0 {
+		s.warn(fmt.Sprintf("%s holds scores from an earlier run; its columns %v are replaced by this run's (pass --prefix to keep both)", p.path, p.replaced))
+	}
+	return nil
 }
 
 // allocBuffers makes the fixed pool of tensor buffers that bounds memory:

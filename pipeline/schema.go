@@ -64,10 +64,13 @@ func (r *Runner) outputSchema(p *prepared) error {
 		taken[strings.ToLower(f.Name)] = f.Name
 	}
 	own := map[string]bool{}
-	if _, scored := p.meta["ninbatch.model_id"]; scored {
-		names := standardScoreColumns
-		if s, ok := p.meta["ninbatch.score_columns"]; ok {
-			json.Unmarshal([]byte(s), &names)
+	if r.scoredBefore(p) {
+		var names []string
+		if s, ok := p.meta["ninbatch.score_columns"]; !ok || json.Unmarshal([]byte(s), &names) != nil {
+			names = nil
+			for _, n := range standardScoreColumns {
+				names = append(names, r.Config.Prefix+n)
+			}
 		}
 		for _, n := range names {
 			own[n] = true
@@ -95,6 +98,23 @@ func (r *Runner) outputSchema(p *prepared) error {
 		p.scoreNames[i] = f.Name
 	}
 	return nil
+}
+
+// scoredBefore reports whether an input holds ninbatch scores: it is a
+// ninbatch output (its metadata says so), or it has the probs and model_id
+// columns a run writes (a scored file joined back to its images, which
+// loses the metadata).
+func (r *Runner) scoredBefore(p *prepared) bool {
+	if _, ok := p.meta["ninbatch.model_id"]; ok {
+		return true
+	}
+	probs, id := p.schema.FieldIndices(r.Config.Prefix+colProbs), p.schema.FieldIndices(r.Config.Prefix+colModelID)
+	if len(probs) != 1 || len(id) != 1 {
+		return false
+	}
+	lt, ok := p.schema.Field(probs[0]).Type.(arrow.ListLikeType)
+	return ok && arrow.TypeEqual(lt.Elem(), arrow.PrimitiveTypes.Float32) &&
+		arrow.IsBaseBinary(p.schema.Field(id[0]).Type.ID())
 }
 
 // outputMetadata is the output file's key/value metadata: the input's own

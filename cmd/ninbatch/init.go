@@ -24,12 +24,18 @@ Example:
 			&cli.Uint64Flag{Name: flagSeed, Value: 1, Usage: "random seed"},
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output .nin file"},
 			&cli.StringFlag{Name: "classes", Usage: "comma-separated class names (one per output)"},
+			&cli.BoolFlag{Name: "force", Usage: "replace --out if it exists"},
 		},
 		Action: runInit,
 	}
 }
 
 func runInit(c *cli.Context) error {
+	if !c.Bool("force") {
+		if err := refuseReplace(c.String(flagOut), "random weights"); err != nil {
+			return err
+		}
+	}
 	s, err := nin.Preset(c.String(flagPreset))
 	if err != nil {
 		return asUsage(err)

@@ -59,6 +59,7 @@ Example:
 			&cli.IntFlag{Name: "limit", Usage: "use only the first N training images (quick experiments)"},
 			&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file (default OUT.ckpt)"},
 			&cli.BoolFlag{Name: "resume", Usage: "continue from the checkpoint"},
+			&cli.BoolFlag{Name: "force", Usage: "replace an existing --out, checkpoint and metrics file (a new run over a checkpoint is refused without it)"},
 			&cli.BoolFlag{Name: "export", Usage: "write the checkpoint's model (as far as training got) to --out and stop"},
 			&cli.StringFlag{Name: "metrics", Usage: "per-epoch metrics, JSON lines (default OUT.metrics.jsonl)"},
 			&cli.StringFlag{Name: "plot", Usage: "training curves, PNG, redrawn every epoch (default OUT.curves.png)"},
@@ -108,6 +109,9 @@ func runTrain(c *cli.Context) error {
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageErr("%v", err)
+	}
+	if err := checkTrainOutputs(c, out, ckpt, metricsPath); err != nil {
+		return err
 	}
 	threads := threadsOf(c)
 
@@ -247,6 +251,42 @@ func saveTrained(m *nin.Model, st nin.TrainState, dataset, out, note string) err
 	}
 	logger.Info().Str("out", out).Str("model_id", m.ID).Int("epochs", st.Epoch).
 		Float64("training_s", st.Seconds).Interface("final", last).Msg("model written")
+	return nil
+}
+
+// checkTrainOutputs refuses to replace a model, checkpoint or metrics file
+// that an earlier run left, unless --force: a new run over a checkpoint
+// would restart from epoch 0 and overwrite it, and --out may be a
+// trained model. --resume continues the run that wrote them.
+func checkTrainOutputs(c *cli.Context, out, ckpt, metrics string) error {
+	if c.Bool("force") {
+		return nil
+	}
+	if c.Bool("export") {
+		return refuseReplace(out, "the model exported from the checkpoint")
+	}
+	if c.Bool("resume") {
+		return nil
+	}
+	if _, err := os.Stat(ckpt); err == nil {
+		epochs := "an earlier run"
+		if _, _, st, err := nin.LoadCheckpoint(ckpt); err == nil {
+			epochs = fmt.Sprintf("a run that finished %d epochs", st.Epoch)
+		}
+		return usageErr("checkpoint %s exists (%s): pass --resume to continue it, or --force to start over (replacing it, %s and %s)", ckpt, epochs, metrics, out)
+	}
+	if err := refuseReplace(out, "the model this run trains"); err != nil {
+		return err
+	}
+	return refuseReplace(metrics, "this run's metrics")
+}
+
+// refuseReplace is a usage error when path exists: commands that write a
+// model replace an existing file only with --force.
+func refuseReplace(path, what string) error {
+	if _, err := os.Lstat(path); err == nil {
+		return usageErr("%s exists: pass --force to replace it with %s, or choose another path", path, what)
+	}
 	return nil
 }
 
