@@ -10,7 +10,7 @@ go build -o bin/ninbatch ./cmd/ninbatch
 model=models/nin-mnist.nin
 [ -f data/mnist/test.parquet ] || bin/ninbatch dataset mnist --from "$(bash scripts/fetch-mnist.sh)" --out data/mnist
 bin/ninbatch info "$model" | sed -n 1,3p  # sed reads to the end: head would SIGPIPE info under pipefail
-bin/ninbatch run --model "$model" --out out/scored --summary out/summary.json data/mnist/test.parquet
+bin/ninbatch run --model "$model" --out out/scored --force --summary out/summary.json data/mnist/test.parquet  # --force: rescore on every demo run
 bin/ninbatch eval --model "$model" data/mnist/test.parquet
 echo
 echo "scored rows: out/scored/test.parquet"
