@@ -188,6 +188,119 @@ TGT static void gemm_avx2(GEMM_ARGS) {
         } while (p0 < k);
     }
 }
+
+// AVX-512: a 12 × 32 block of C (two 16-column panels) in 24 of the 32 zmm
+// registers, 2 B vectors and a broadcast beside them; tails are masked
+// (columns) or shorter blocks (rows, a constant after inlining), so there
+// is no scalar loop. Same blocking as the AVX2 kernel: the same packed
+// panels, row blocks of NB_MC_BYTES, K blocks through C for streamed B.
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define NB_MR512 12
+
+TGT512 INLINE void micro512(const int mr, const int np, int64_t k, const float *a, int64_t lda,
+                            const float *bq, int64_t pstride, const float *bb, int relu, float *c,
+                            int64_t ldc, __mmask16 m0, __mmask16 m1, int acc) {
+    const __m512 z = _mm512_setzero_ps();
+#define NB_DECL(i) __m512 c##i##a = z, c##i##b = z;
+    NB_DECL(0) NB_DECL(1) NB_DECL(2) NB_DECL(3) NB_DECL(4) NB_DECL(5)
+    NB_DECL(6) NB_DECL(7) NB_DECL(8) NB_DECL(9) NB_DECL(10) NB_DECL(11)
+#undef NB_DECL
+    if (acc) {
+#define NB_LOAD(i)                                                         \
+    if (mr > i) {                                                          \
+        c##i##a = _mm512_maskz_loadu_ps(m0, c + i * ldc);                  \
+        if (np > 1) c##i##b = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16); \
+    }
+        NB_LOAD(0) NB_LOAD(1) NB_LOAD(2) NB_LOAD(3) NB_LOAD(4) NB_LOAD(5)
+        NB_LOAD(6) NB_LOAD(7) NB_LOAD(8) NB_LOAD(9) NB_LOAD(10) NB_LOAD(11)
+#undef NB_LOAD
+    }
+    const float *bq1 = bq + pstride;
+#pragma GCC unroll 2
+    for (int64_t p = 0; p < k; p++) {
+        const __m512 b0 = _mm512_loadu_ps(bq + p * NB_NR);
+        const __m512 b1 = np > 1 ? _mm512_loadu_ps(bq1 + p * NB_NR) : z;
+#define NB_FMA(i)                                                  \
+    if (mr > i) {                                                  \
+        const __m512 x = _mm512_set1_ps(a[i * lda + p]);           \
+        c##i##a = _mm512_fmadd_ps(x, b0, c##i##a);                 \
+        if (np > 1) c##i##b = _mm512_fmadd_ps(x, b1, c##i##b);     \
+    }
+        NB_FMA(0) NB_FMA(1) NB_FMA(2) NB_FMA(3) NB_FMA(4) NB_FMA(5)
+        NB_FMA(6) NB_FMA(7) NB_FMA(8) NB_FMA(9) NB_FMA(10) NB_FMA(11)
+#undef NB_FMA
+    }
+    const __m512 bb0 = _mm512_loadu_ps(bb), bb1 = _mm512_loadu_ps(bb + 16);
+#define NB_ROW(i)                                                              \
+    if (mr > i) {                                                              \
+        __m512 u = _mm512_add_ps(c##i##a, bb0);                                \
+        if (relu) u = _mm512_max_ps(u, z);                                     \
+        _mm512_mask_storeu_ps(c + i * ldc, m0, u);                             \
+        if (np > 1) {                                                          \
+            __m512 w = _mm512_add_ps(c##i##b, bb1);                            \
+            if (relu) w = _mm512_max_ps(w, z);                                 \
+            _mm512_mask_storeu_ps(c + i * ldc + 16, m1, w);                    \
+        }                                                                      \
+    }
+    NB_ROW(0) NB_ROW(1) NB_ROW(2) NB_ROW(3) NB_ROW(4) NB_ROW(5)
+    NB_ROW(6) NB_ROW(7) NB_ROW(8) NB_ROW(9) NB_ROW(10) NB_ROW(11)
+#undef NB_ROW
+}
+
+// rows: every mr ≤ 12 as its own constant-folded copy, for np 1 or 2.
+#define NB_CASES(NP)                                                                           \
+    switch (mr) {                                                                              \
+    case 12: micro512(12, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;   \
+    case 11: micro512(11, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;   \
+    case 10: micro512(10, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;   \
+    case 9: micro512(9, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;     \
+    case 8: micro512(8, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;     \
+    case 7: micro512(7, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;     \
+    case 6: micro512(6, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;     \
+    case 5: micro512(5, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;     \
+    case 4: micro512(4, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;     \
+    case 3: micro512(3, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;     \
+    case 2: micro512(2, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;     \
+    default: micro512(1, NP, kl, ai, lda, bq, ps, bb, act, cij, ldc, m0, m1, acc); break;    \
+    }
+
+TGT512 static void gemm_avx512(GEMM_ARGS) {
+    const int64_t bbytes = k * ((j1 - j0 + NB_NR - 1) / NB_NR * NB_NR) * (int64_t)sizeof(float);
+    const int64_t nkb = k > NB_KC_MAX && bbytes > nb_b_stream_bytes ? (k + NB_KC - 1) / NB_KC : 1;
+    const int64_t kc = (k + nkb - 1) / nkb;
+    int64_t mc = NB_MC_BYTES / (int64_t)sizeof(float) / (kc > 0 ? kc : 1) / NB_MR512 * NB_MR512;
+    if (mc < NB_MR512) mc = NB_MR512;
+    const int64_t ps = NB_NR * k;  // one panel
+    for (int64_t i0 = 0; i0 < m; i0 += mc) {
+        const int64_t i1 = m - i0 < mc ? m : i0 + mc;
+        int64_t p0 = 0;
+        do {
+            const int64_t kl = k - p0 < kc ? k - p0 : kc;
+            const int acc = p0 > 0, last = p0 + kl >= k;
+            for (int64_t j = j0; j < j1; j += 2 * NB_NR) {
+                const int nc = j1 - j < 2 * NB_NR ? (int)(j1 - j) : 2 * NB_NR;
+                float bb[2 * NB_NR] = {0};
+                if (bias && last) memcpy(bb, bias + (j - j0), (size_t)nc * sizeof(float));
+                const int act = relu && last;
+                const __mmask16 m0 = nc >= NB_NR ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+                const __mmask16 m1 = nc >= 2 * NB_NR ? 0xFFFF : nc > NB_NR ? (__mmask16)((1u << (nc - NB_NR)) - 1) : 0;
+                const float *bq = bp + (j / NB_NR) * NB_NR * k + p0 * NB_NR;
+                for (int64_t i = i0; i < i1; i += NB_MR512) {
+                    const int mr = i1 - i < NB_MR512 ? (int)(i1 - i) : NB_MR512;
+                    const float *ai = a + i * lda + p0;
+                    float *cij = c + i * ldc + (j - j0);
+                    if (nc > NB_NR) {
+                        NB_CASES(2)
+                    } else {
+                        NB_CASES(1)
+                    }
+                }
+            }
+            p0 += kl;
+        } while (p0 < k);
+    }
+}
+#undef NB_CASES
 #endif
 
 int nb_gemm_fast(void) {
@@ -200,6 +313,10 @@ int nb_gemm_fast(void) {
 
 void nb_gemm_packed(GEMM_ARGS, int generic) {
 #ifdef NB_GEMM_AVX2
+    if (!generic && nb_isa_level() >= NB_ISA_AVX512) {
+        gemm_avx512(m, k, j0, j1, a, lda, bp, bias, relu, c, ldc);
+        return;
+    }
     if (!generic && nb_have_avx2_fma()) {
         gemm_avx2(m, k, j0, j1, a, lda, bp, bias, relu, c, ldc);
         return;

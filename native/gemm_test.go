@@ -10,17 +10,18 @@ import (
 	"github.com/ninbatch/ninbatch/native/nativeref"
 )
 
-// TestGemmPackedConformance compares both builds of the packed GEMM (AVX2
-// and the scalar baseline) with the float64 reference over a grid of
-// shapes: m across the 6-row blocks (1, 5, 6, 7, 13, 49), n across the
-// 16-column panels (1, 10, 16, 17, 48), k from 1 to past the 4-deep unroll,
+// TestGemmPackedConformance compares every build of the packed GEMM this
+// CPU runs (AVX-512, AVX2, the scalar baseline) with the float64 reference
+// over a grid of shapes: m across the 6- and 12-row blocks (1, 5, 6, 7,
+// 12, 13, 25, 49), n across the 16-column panels and 32-column pairs (1,
+// 10, 16, 17, 31, 33, 48), k from 1 to past the unrolls,
 // column ranges starting on later panels, padded leading dimensions, with
 // and without bias and ReLU, and both packing layouts.
 func TestGemmPackedConformance(t *testing.T) {
 	type shape = struct{ m, n, k int }
 	var shapes []shape
-	for _, m := range []int{1, 5, 6, 7, 13, 49} {
-		for _, n := range []int{1, 10, 16, 17, 48} {
+	for _, m := range []int{1, 5, 6, 7, 12, 13, 25, 49} {
+		for _, n := range []int{1, 10, 16, 17, 31, 33, 48} {
 			for _, k := range []int{1, 3, 4, 9, 64} {
 				shapes = append(shapes, shape{m, n, k})
 			}
@@ -39,7 +40,7 @@ func TestGemmPackedConformance(t *testing.T) {
 
 func gemmPackedGrid(t *testing.T, shapes []struct{ m, n, k int }) {
 	r := rand.New(rand.NewPCG(7, 1))
-	builds := []bool{false, true}
+	builds := Levels()
 	for _, sh := range shapes {
 		m, n, k := sh.m, sh.n, sh.k
 		for _, cr := range [][2]int{{0, n}, {16, n}, {0, min(n, 16)}, {16, min(n, 32)}} {
@@ -70,14 +71,16 @@ func gemmPackedGrid(t *testing.T, shapes []struct{ m, n, k int }) {
 				PackB(bp, src, k, n, ldb, trans)
 				want := make([]float32, max(1, m*ldc))
 				nativeref.Gemm(want, ldc, a, lda, b, k, n, j0, j1, m, bias, relu)
-				for _, generic := range builds {
+				for _, isa := range builds {
 					got := make([]float32, len(want))
 					for i := range got {
 						got[i] = float32(math.NaN()) // untouched padding must stay as it was
 					}
-					gemmPacked(got, ldc, a, lda, bp, k, n, j0, j1, m, bias, relu, generic)
-					name := fmt.Sprintf("m%d n%d k%d cols[%d,%d) lda%d ldc%d trans=%v relu=%v bias=%v generic=%v",
-						m, n, k, j0, j1, lda, ldc, trans, relu, withBias, generic)
+					old, _ := SetISA(isa)
+					gemmPacked(got, ldc, a, lda, bp, k, n, j0, j1, m, bias, relu, false)
+					SetISA(old)
+					name := fmt.Sprintf("m%d n%d k%d cols[%d,%d) lda%d ldc%d trans=%v relu=%v bias=%v isa=%v",
+						m, n, k, j0, j1, lda, ldc, trans, relu, withBias, isa)
 					for i := 0; i < m; i++ {
 						for j := 0; j < ldc; j++ {
 							g, w := got[i*ldc+j], want[i*ldc+j]
@@ -156,12 +159,19 @@ func BenchmarkGemmPacked(b *testing.B) {
 		report := func(b *testing.B) {
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		}
-		b.Run(s.name+"/packed", func(b *testing.B) {
-			for b.Loop() {
-				GemmPacked(c, s.n, a, s.k, bp, s.k, s.n, 0, s.n, s.m, bias, true)
+		for _, isa := range Levels() {
+			if isa == Scalar {
+				continue
 			}
-			report(b)
-		})
+			b.Run(s.name+"/packed-"+isa.String(), func(b *testing.B) {
+				old, _ := SetISA(isa)
+				defer SetISA(old)
+				for b.Loop() {
+					GemmPacked(c, s.n, a, s.k, bp, s.k, s.n, 0, s.n, s.m, bias, true)
+				}
+				report(b)
+			})
+		}
 		b.Run(s.name+"/openblas", func(b *testing.B) {
 			for b.Loop() {
 				blas.Sgemm(false, true, s.m, s.n, s.k, 1, a, s.k, w, s.k, 0, c, s.n)

@@ -74,6 +74,14 @@ void nb_mul(float *x, const float *m, int64_t len);
 #if defined(__x86_64__) && defined(__GNUC__)
 // 1 when the CPU has AVX2 and FMA: the kernels built for them may run
 // (checked once; defined in winograd.c).
+// Instruction-set levels (native.ISA): the kernels run the widest one at
+// or below the level set, and nb_set_isa clamps to what the CPU supports.
+#define NB_ISA_SCALAR 0
+#define NB_ISA_AVX2 1
+#define NB_ISA_AVX512 2
+int nb_isa_supported(void);
+int nb_set_isa(int level);
+int nb_isa_level(void);
 int nb_have_avx2_fma(void);
 #endif
 

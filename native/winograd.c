@@ -115,15 +115,6 @@ static void wino_dy_base(DY_ARGS) { WINO_DY_CASES(wino_dy_body) }
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(IN_ARGS) { WINO_IN_CASES(wino_in_body) }
 __attribute__((target("avx2,fma"))) static void wino_out_avx2(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
 __attribute__((target("avx2,fma"))) static void wino_dy_avx2(DY_ARGS) { WINO_DY_CASES(wino_dy_body) }
-
-int nb_have_avx2_fma(void) {
-    static int have = -1;
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    }
-    return have;
-}
 #endif
 
 void nb_wino_in(IN_ARGS) {
