@@ -17,7 +17,9 @@ func dot(a, b []float32) float64 {
 	return s
 }
 
-func TestPoolBackwardConformance(t *testing.T) {
+func TestPoolBackwardConformance(t *testing.T) { eachISA(t, testPoolBackwardConformance) }
+
+func testPoolBackwardConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	for _, ceil := range []bool{true, false} {
 		for i, g := range windowGrid(ceil) {
@@ -53,7 +55,9 @@ func TestPoolBackwardConformance(t *testing.T) {
 	}
 }
 
-func TestBiasActBackwardConformance(t *testing.T) {
+func TestBiasActBackwardConformance(t *testing.T) { eachISA(t, testBiasActBackwardConformance) }
+
+func testBiasActBackwardConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 8))
 	for _, rows := range []int{0, 1, 5, 64} {
 		for _, c := range []int{1, 7, 192} {
@@ -78,7 +82,9 @@ func TestBiasActBackwardConformance(t *testing.T) {
 	}
 }
 
-func TestGAPSoftmaxXentBackward(t *testing.T) {
+func TestGAPSoftmaxXentBackward(t *testing.T) { eachISA(t, testGAPSoftmaxXentBackward) }
+
+func testGAPSoftmaxXentBackward(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	for _, n := range []int{1, 3} {
 		for _, c := range []int{1, 10, 1000} {

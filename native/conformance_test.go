@@ -84,7 +84,9 @@ func TestOutSize(t *testing.T) {
 	}
 }
 
-func TestIm2colConformance(t *testing.T) {
+func TestIm2colConformance(t *testing.T) { eachISA(t, testIm2colConformance) }
+
+func testIm2colConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, g := range windowGrid(false) {
 		in := randSlice(r, g.InLen())
@@ -107,7 +109,9 @@ func TestIm2colConformance(t *testing.T) {
 	}
 }
 
-func TestCol2imConformance(t *testing.T) {
+func TestCol2imConformance(t *testing.T) { eachISA(t, testCol2imConformance) }
+
+func testCol2imConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(2, 2))
 	for _, g := range windowGrid(false) {
 		rows := g.Rows()
@@ -154,7 +158,9 @@ func TestCol2imAdjoint(t *testing.T) {
 // TestMaxPoolArgmaxTies: the argmax kernel (8 channels per vector, then a
 // scalar tail) keeps the reference's first-in-window choice when values tie,
 // with channel counts that mix the vector body and the tail.
-func TestMaxPoolArgmaxTies(t *testing.T) {
+func TestMaxPoolArgmaxTies(t *testing.T) { eachISA(t, testMaxPoolArgmaxTies) }
+
+func testMaxPoolArgmaxTies(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 5))
 	for _, c := range []int{8, 19, 96} {
 		for _, p := range []int{0, 1} {
@@ -174,7 +180,9 @@ func TestMaxPoolArgmaxTies(t *testing.T) {
 	}
 }
 
-func TestPoolConformance(t *testing.T) {
+func TestPoolConformance(t *testing.T) { eachISA(t, testPoolConformance) }
+
+func testPoolConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(4, 4))
 	for _, ceil := range []bool{true, false} {
 		var grid []Geom
@@ -218,7 +226,9 @@ func TestPoolConformance(t *testing.T) {
 // TestAvePoolCaffeBorder pins the Caffe divisor on a hand-worked case:
 // 4×4 input, 3×3/2 ceil windows → 2×2 output; the bottom-right window is
 // 2×2 in bounds and divides by 4, not 9.
-func TestAvePoolCaffeBorder(t *testing.T) {
+func TestAvePoolCaffeBorder(t *testing.T) { eachISA(t, testAvePoolCaffeBorder) }
+
+func testAvePoolCaffeBorder(t *testing.T) {
 	in := make([]float32, 16)
 	for i := range in {
 		in[i] = float32(i)
@@ -232,7 +242,9 @@ func TestAvePoolCaffeBorder(t *testing.T) {
 	}
 }
 
-func TestBiasActConformance(t *testing.T) {
+func TestBiasActConformance(t *testing.T) { eachISA(t, testBiasActConformance) }
+
+func testBiasActConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 5))
 	for _, rows := range []int{0, 1, 7, 64} {
 		for _, c := range []int{1, 3, 10, 192} {
@@ -252,7 +264,9 @@ func TestBiasActConformance(t *testing.T) {
 	}
 }
 
-func TestGAPSoftmaxConformance(t *testing.T) {
+func TestGAPSoftmaxConformance(t *testing.T) { eachISA(t, testGAPSoftmaxConformance) }
+
+func testGAPSoftmaxConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 6))
 	for _, n := range []int{0, 1, 3} {
 		for _, hw := range []int{1, 7, 49, 64} {
@@ -282,7 +296,9 @@ func TestGAPSoftmaxConformance(t *testing.T) {
 	}
 }
 
-func TestSoftmaxExtremes(t *testing.T) {
+func TestSoftmaxExtremes(t *testing.T) { eachISA(t, testSoftmaxExtremes) }
+
+func testSoftmaxExtremes(t *testing.T) {
 	in := []float32{1e30, -1e30, 0, 88, 89, 1000}
 	out := make([]float32, 6)
 	Softmax(out, in, 2, 3)

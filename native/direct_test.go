@@ -16,7 +16,9 @@ import (
 // 96-channel pass (1, 5, 8, 13, 96, 100, 192), on whole outputs and on an
 // odd row range, with and without ReLU. Rows outside the range and the
 // out slice's tail stay untouched.
-func TestConvDirectConformance(t *testing.T) {
+func TestConvDirectConformance(t *testing.T) { eachISA(t, testConvDirectConformance) }
+
+func testConvDirectConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	couts := []int{1, 5, 8, 13, 96, 100, 192}
 	n := 0

@@ -1,8 +1,10 @@
-// Winograd transform bodies, included twice by winograd.c: with WINO_UNROLL
-// a full-unroll pragma for the specialised tile sizes (constant m, a and
-// tables, so zero entries fold away), and with it empty for the generic
-// fallback, whose runtime bounds would otherwise unroll into minutes of
-// compile time for code that no preset runs. WINO_NAME names each copy.
+// Winograd transform bodies, included by winograd.c once per vector width
+// (VT: VW floats, loaded and stored by VLD/VST) and per unrolling: with
+// WINO_UNROLL a full-unroll pragma for the specialised tile sizes (constant
+// m, a and tables, so zero entries fold away), and with it empty for the
+// generic fallback, whose runtime bounds would otherwise unroll into
+// minutes of compile time for code that no preset runs. WINO_NAME names
+// each copy.
 INLINE void WINO_NAME(wino_in_body)(const float *in, int64_t h, int64_t w, int64_t c, int64_t p,
                          int64_t th, int64_t tw, const int64_t m, const int64_t a, const float *bt,
                          int64_t t0, int64_t nt, const int64_t vstride, float *v) {
@@ -12,9 +14,9 @@ INLINE void WINO_NAME(wino_in_body)(const float *in, int64_t h, int64_t w, int64
         const int64_t img = t / plane, r = t % plane;
         const int64_t iy0 = (r / tw) * m - p, ix0 = (r % tw) * m - p;
         const float *base = in + img * h * w * c;
-        for (int64_t q = 0; q < c; q += 8) {
-            const int64_t nq = c - q < 8 ? c - q : 8;
-            v8 d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
+        for (int64_t q = 0; q < c; q += VW) {
+            const int64_t nq = c - q < VW ? c - q : VW;
+            VT d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
             WINO_UNROLL
             for (int64_t i = 0; i < a; i++) {
                 const int64_t y = iy0 + i;
@@ -22,9 +24,9 @@ INLINE void WINO_NAME(wino_in_body)(const float *in, int64_t h, int64_t w, int64
                 for (int64_t j = 0; j < a; j++) {
                     const int64_t x = ix0 + j;
                     if (y < 0 || y >= h || x < 0 || x >= w) {
-                        d[i][j] = (v8){0};
+                        d[i][j] = (VT){0};
                     } else {
-                        d[i][j] = ld8(base + (y * w + x) * c + q, nq);
+                        d[i][j] = VLD(base + (y * w + x) * c + q, nq);
                     }
                 }
             }
@@ -32,7 +34,7 @@ INLINE void WINO_NAME(wino_in_body)(const float *in, int64_t h, int64_t w, int64
             for (int64_t i = 0; i < a; i++) {
                 WINO_UNROLL
                 for (int64_t j = 0; j < a; j++) {
-                    v8 s = {0};
+                    VT s = {0};
                     WINO_UNROLL
                     for (int64_t k = 0; k < a; k++) {
                         const float b = bt[i * a + k];
@@ -46,13 +48,13 @@ INLINE void WINO_NAME(wino_in_body)(const float *in, int64_t h, int64_t w, int64
             for (int64_t i = 0; i < a; i++) {
                 WINO_UNROLL
                 for (int64_t j = 0; j < a; j++) {
-                    v8 s = {0};
+                    VT s = {0};
                     WINO_UNROLL
                     for (int64_t k = 0; k < a; k++) {
                         const float b = bt[j * a + k];
                         if (b != 0) s += b * t1[i][k];
                     }
-                    st8(o + (i * a + j) * vstride, s, nq);
+                    VST(o + (i * a + j) * vstride, s, nq);
                 }
             }
         }
@@ -61,16 +63,16 @@ INLINE void WINO_NAME(wino_in_body)(const float *in, int64_t h, int64_t w, int64
 
 // One output pixel of the output transform's column pass: act(*bv + Σ_k
 // Aᵀ[j][k]·t1i[k]) stored to dst (nq channels).
-INLINE void WINO_NAME(wino_out_px)(const v8 *t1i, const int64_t a, const float *at, int64_t j,
-                                   const v8 *bv, int relu, float *dst, int64_t nq) {
-    v8 s = *bv;
+INLINE void WINO_NAME(wino_out_px)(const VT *t1i, const int64_t a, const float *at, int64_t j,
+                                   const VT *bv, int relu, float *dst, int64_t nq) {
+    VT s = *bv;
     WINO_UNROLL
     for (int64_t k = 0; k < a; k++) {
         const float b = at[j * a + k];
         if (b != 0) s += b * t1i[k];
     }
-    if (relu) s = (v8)((v8i)s & (s > (v8){0}));  // NaN → 0, as nb_bias_act
-    st8(dst, s, nq);
+    if (relu) s = (VT)((VTI)s & (s > (VT){0}));  // NaN → 0, as nb_bias_act
+    VST(dst, s, nq);
 }
 
 INLINE void WINO_NAME(wino_out_body)(const float *mm, int64_t oh, int64_t ow, int64_t cout,
@@ -84,19 +86,19 @@ INLINE void WINO_NAME(wino_out_body)(const float *mm, int64_t oh, int64_t ow, in
         const int64_t oy0 = (r / tw) * m, ox0 = (r % tw) * m;
         const int64_t mi = oh - oy0 < m ? oh - oy0 : m, mj = ow - ox0 < m ? ow - ox0 : m;
         float *obase = out + img * oh * ow * ldo;
-        for (int64_t q = 0; q < cout; q += 8) {
-            const int64_t nq = cout - q < 8 ? cout - q : 8;
+        for (int64_t q = 0; q < cout; q += VW) {
+            const int64_t nq = cout - q < VW ? cout - q : VW;
             const float *src = mm + tt * cout + q;
-            v8 x[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
+            VT x[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
             WINO_UNROLL
             for (int64_t k = 0; k < a; k++)
                 WINO_UNROLL
-                for (int64_t j = 0; j < a; j++) x[k][j] = ld8(src + (k * a + j) * mstride, nq);
+                for (int64_t j = 0; j < a; j++) x[k][j] = VLD(src + (k * a + j) * mstride, nq);
             WINO_UNROLL
             for (int64_t i = 0; i < m; i++) {
                 WINO_UNROLL
                 for (int64_t j = 0; j < a; j++) {
-                    v8 s = {0};
+                    VT s = {0};
                     WINO_UNROLL
                     for (int64_t k = 0; k < a; k++) {
                         const float b = at[i * a + k];
@@ -105,7 +107,7 @@ INLINE void WINO_NAME(wino_out_body)(const float *mm, int64_t oh, int64_t ow, in
                     t1[i][j] = s;
                 }
             }
-            const v8 bv = ld8(bias + q, nq);
+            const VT bv = VLD(bias + q, nq);
             if (mi == m && mj == m) {
                 // a whole tile: constant bounds, so the specialised copies
                 // unroll it and keep t1 in registers
@@ -135,14 +137,14 @@ INLINE void WINO_NAME(wino_dy_body)(const float *dy, int64_t oh, int64_t ow, int
         const int64_t oy0 = (r / tw) * m, ox0 = (r % tw) * m;
         const int64_t mi = oh - oy0 < m ? oh - oy0 : m, mj = ow - ox0 < m ? ow - ox0 : m;
         const float *base = dy + img * oh * ow * c;
-        for (int64_t q = 0; q < c; q += 8) {
-            const int64_t nq = c - q < 8 ? c - q : 8;
-            v8 d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
+        for (int64_t q = 0; q < c; q += VW) {
+            const int64_t nq = c - q < VW ? c - q : VW;
+            VT d[NB_WINO_MAXA][NB_WINO_MAXA], t1[NB_WINO_MAXA][NB_WINO_MAXA];
 WINO_UNROLL
             for (int64_t i = 0; i < m; i++) {
 WINO_UNROLL
                 for (int64_t j = 0; j < m; j++) {
-                    d[i][j] = (i < mi && j < mj) ? ld8(base + ((oy0 + i) * ow + ox0 + j) * c + q, nq) : (v8){0};
+                    d[i][j] = (i < mi && j < mj) ? VLD(base + ((oy0 + i) * ow + ox0 + j) * c + q, nq) : (VT){0};
                 }
             }
             // t1 = A D: t1[ξ][j] = Σ_i Aᵀ[i][ξ]·D[i][j]
@@ -150,7 +152,7 @@ WINO_UNROLL
             for (int64_t xi = 0; xi < a; xi++) {
 WINO_UNROLL
                 for (int64_t j = 0; j < m; j++) {
-                    v8 s = {0};
+                    VT s = {0};
 WINO_UNROLL
                     for (int64_t i = 0; i < m; i++) {
                         const float b = at[i * a + xi];
@@ -164,13 +166,13 @@ WINO_UNROLL
             for (int64_t xi = 0; xi < a; xi++) {
 WINO_UNROLL
                 for (int64_t nu = 0; nu < a; nu++) {
-                    v8 s = {0};
+                    VT s = {0};
 WINO_UNROLL
                     for (int64_t j = 0; j < m; j++) {
                         const float b = at[j * a + nu];
                         if (b != 0) s += b * t1[xi][j];
                     }
-                    st8(o + (xi * a + nu) * ys, s, nq);
+                    VST(o + (xi * a + nu) * ys, s, nq);
                 }
             }
         }

@@ -1,11 +1,11 @@
 // Winograd F(m×m, r×r) input and output transforms (see kernels.h).
 //
-// Each tile is transformed 8 channels at a time, the whole a×a patch held as
-// 8-float vectors: Bᵀ d B (input) and Aᵀ X A (output) are a few dozen
+// Each tile is transformed 8 (AVX2) or 16 (AVX-512) channels at a time, the
+// whole a×a patch held as vectors: Bᵀ d B (input) and Aᵀ X A (output) are a few dozen
 // broadcast multiply-adds per vector, zero matrix entries skipped. The body
 // is specialised for the tile sizes in use (a = 4, 6 with m = 2, 4) so the
-// loops unroll, and compiled twice: AVX2+FMA, picked at run time when the
-// CPU has it, and the x86-64 baseline.
+// loops unroll, and compiled three times: AVX-512 and AVX2+FMA, picked at
+// run time by the ISA level, and the x86-64 baseline.
 #include "kernels.h"
 
 #include <string.h>
@@ -32,6 +32,30 @@ INLINE v8 ld8(const float *p, int64_t n) {
         else memcpy((p), &st8_v, (size_t)(n) * sizeof(float));    \
     } while (0)
 
+// 16-float vectors for the AVX-512 copies: one zmm register each.
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
+
+INLINE v16 ld16(const float *p, int64_t n) {
+    v16 v = {0};
+    if (n == 16) memcpy(&v, p, sizeof v);
+    else memcpy(&v, p, (size_t)n * sizeof(float));
+    return v;
+}
+
+#define st16(p, v, n)                                             \
+    do {                                                          \
+        const v16 st16_v = (v);                                   \
+        if ((n) == 16) memcpy((p), &st16_v, sizeof st16_v);       \
+        else memcpy((p), &st16_v, (size_t)(n) * sizeof(float));   \
+    } while (0)
+
+// 8 floats a vector: the baseline and AVX2 copies
+#define VT v8
+#define VTI v8i
+#define VW 8
+#define VLD ld8
+#define VST st8
 #define WINO_UNROLL _Pragma("GCC unroll 8")
 #define WINO_NAME(x) x
 #include "wino_body.h"
@@ -42,6 +66,33 @@ INLINE v8 ld8(const float *p, int64_t n) {
 #include "wino_body.h"
 #undef WINO_UNROLL
 #undef WINO_NAME
+#undef VT
+#undef VTI
+#undef VW
+#undef VLD
+#undef VST
+
+// 16 floats a vector: the AVX-512 copies
+#define VT v16
+#define VTI v16i
+#define VW 16
+#define VLD ld16
+#define VST st16
+#define WINO_UNROLL _Pragma("GCC unroll 8")
+#define WINO_NAME(x) x##_w16
+#include "wino_body.h"
+#undef WINO_UNROLL
+#undef WINO_NAME
+#define WINO_UNROLL
+#define WINO_NAME(x) x##_w16_generic
+#include "wino_body.h"
+#undef WINO_UNROLL
+#undef WINO_NAME
+#undef VT
+#undef VTI
+#undef VW
+#undef VLD
+#undef VST
 
 // The transforms of native.WinoMatrices for the tile sizes in use, as
 // float32 (TestWinoTablesMatchGo keeps them equal, bit for bit). A call whose
@@ -115,10 +166,18 @@ static void wino_dy_base(DY_ARGS) { WINO_DY_CASES(wino_dy_body) }
 __attribute__((target("avx2,fma"))) static void wino_in_avx2(IN_ARGS) { WINO_IN_CASES(wino_in_body) }
 __attribute__((target("avx2,fma"))) static void wino_out_avx2(OUT_ARGS) { WINO_OUT_CASES(wino_out_body) }
 __attribute__((target("avx2,fma"))) static void wino_dy_avx2(DY_ARGS) { WINO_DY_CASES(wino_dy_body) }
+#define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+TGT512 static void wino_in_avx512(IN_ARGS) { WINO_IN_CASES(wino_in_body_w16) }
+TGT512 static void wino_out_avx512(OUT_ARGS) { WINO_OUT_CASES(wino_out_body_w16) }
+TGT512 static void wino_dy_avx512(DY_ARGS) { WINO_DY_CASES(wino_dy_body_w16) }
 #endif
 
 void nb_wino_in(IN_ARGS) {
 #ifdef NB_HAVE_AVX2_PATH
+    if (nb_isa_level() >= NB_ISA_AVX512) {
+        wino_in_avx512(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
+        return;
+    }
     if (nb_have_avx2_fma()) {
         wino_in_avx2(in, h, w, c, p, th, tw, m, a, bt, t0, nt, vs, v);
         return;
@@ -129,6 +188,10 @@ void nb_wino_in(IN_ARGS) {
 
 void nb_wino_out(OUT_ARGS) {
 #ifdef NB_HAVE_AVX2_PATH
+    if (nb_isa_level() >= NB_ISA_AVX512) {
+        wino_out_avx512(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, ldo, out);
+        return;
+    }
     if (nb_have_avx2_fma()) {
         wino_out_avx2(mm, oh, ow, cout, th, tw, m, a, at, bias, relu, t0, nt, ms, ldo, out);
         return;
@@ -139,6 +202,10 @@ void nb_wino_out(OUT_ARGS) {
 
 void nb_wino_dy(DY_ARGS) {
 #ifdef NB_HAVE_AVX2_PATH
+    if (nb_isa_level() >= NB_ISA_AVX512) {
+        wino_dy_avx512(dy, oh, ow, c, th, tw, m, a, at, t0, nt, ys, yh);
+        return;
+    }
     if (nb_have_avx2_fma()) {
         wino_dy_avx2(dy, oh, ow, c, th, tw, m, a, at, t0, nt, ys, yh);
         return;

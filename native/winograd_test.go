@@ -92,7 +92,9 @@ func refWino(w Wino) nativeref.Wino {
 	return nativeref.Wino{G: ref(w.G), M: w.M, A: w.A, TH: w.TH, TW: w.TW}
 }
 
-func TestWinoInOutConformance(t *testing.T) {
+func TestWinoInOutConformance(t *testing.T) { eachISA(t, testWinoInOutConformance) }
+
+func testWinoInOutConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(8, 8))
 	for gi, w := range winoGrid() {
 		name := fmt.Sprintf("F(%d,%d) %+v", w.M, w.G.K, w.G)
@@ -154,7 +156,9 @@ func TestWinoInOutConformance(t *testing.T) {
 // transform, input transform, one product per transform position, output
 // transform) and compares it with a float64 direct convolution. It logs
 // the worst relative error per tile size: the measured error bound.
-func TestWinoConvMatchesDirect(t *testing.T) {
+func TestWinoConvMatchesDirect(t *testing.T) { eachISA(t, testWinoConvMatchesDirect) }
+
+func testWinoConvMatchesDirect(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	worst := map[string]float64{}
 	for _, w := range winoGrid() {
@@ -262,7 +266,9 @@ func TestWinoTablesMatchGo(t *testing.T) {
 // (sizes 1, odd, padded; partial edge tiles; F(2×2) and F(4×4)). The
 // products are done in float32 in a tile order split into two chunks, as
 // the trainer accumulates them.
-func TestWinoWeightGradMatchesDirect(t *testing.T) {
+func TestWinoWeightGradMatchesDirect(t *testing.T) { eachISA(t, testWinoWeightGradMatchesDirect) }
+
+func testWinoWeightGradMatchesDirect(t *testing.T) {
 	r := rand.New(rand.NewPCG(10, 10))
 	worst := map[string]float64{}
 	for _, w := range winoGrid() {
@@ -341,7 +347,9 @@ func TestWinoWeightGradMatchesDirect(t *testing.T) {
 // and the C filter gradient is its adjoint: <WinoFilter(w), du> =
 // <w, WinoFilterGrad(du)> in double, for every tile in use and channel
 // counts that are and are not multiples of the 4-channel vector.
-func TestWinoFilterConformance(t *testing.T) {
+func TestWinoFilterConformance(t *testing.T) { eachISA(t, testWinoFilterConformance) }
+
+func testWinoFilterConformance(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 11))
 	for _, c := range [][2]int{{2, 3}, {2, 5}, {4, 3}, {4, 5}} {
 		m, k := c[0], c[1]
