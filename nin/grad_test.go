@@ -314,7 +314,7 @@ func trainerFastForward(t *testing.T, tile, tileBytes, mb int) {
 		}
 		return tr, m
 	}
-	fast, _ := mk(WinogradAuto, DirectAuto, GEMMPacked)
+	fast, _ := mk(WinogradAuto, DirectOn, GEMMPacked)
 	plain, _ := mk(WinogradOff, DirectOff, GEMMOpenBLAS)
 	nf, nd := 0, 0
 	chunked := false

@@ -111,11 +111,14 @@ type DirectConv string
 const (
 	// DirectAuto runs k×k convs with fewer than 8 input channels (the
 	// presets' first convs, whose im2col GEMM has K = 25, 75 or 363) with
-	// the direct kernel: 1.3–2× faster than im2col + sgemm per layer
-	// (native.BenchmarkFirstConv).
+	// the direct kernel where it beats im2col + GEMM: with OpenBLAS or the
+	// AVX2 packed GEMM (1.3–2× per layer, native.BenchmarkFirstConv), not
+	// with the AVX-512 packed GEMM (see directPays).
 	DirectAuto DirectConv = "auto"
 	// DirectOff runs them as im2col + GEMM.
 	DirectOff DirectConv = "off"
+	// DirectOn runs them with the direct kernel whatever the GEMM.
+	DirectOn DirectConv = "on"
 )
 
 // fastPathDefaults fills in and checks the Winograd and direct-conv
@@ -130,8 +133,8 @@ func fastPathDefaults(w *Winograd, d *DirectConv, tile int) error {
 	switch {
 	case *w != WinogradAuto && *w != WinogradOff && *w != WinogradOn:
 		return fmt.Errorf("nin: winograd %q: want auto, off or on", *w)
-	case *d != DirectAuto && *d != DirectOff:
-		return fmt.Errorf("nin: direct-conv %q: want auto or off", *d)
+	case *d != DirectAuto && *d != DirectOff && *d != DirectOn:
+		return fmt.Errorf("nin: direct-conv %q: want auto, on or off", *d)
 	case tile != 0 && tile != 2 && tile != 4:
 		return fmt.Errorf("nin: Winograd tile %d: want 2 or 4 (0 = per layer)", tile)
 	}
@@ -140,6 +143,16 @@ func fastPathDefaults(w *Winograd, d *DirectConv, tile int) error {
 
 // directMaxCin is the largest input channel count DirectAuto takes.
 const directMaxCin = 7
+
+// directPays: DirectAuto uses the direct kernel (AVX2 at best) unless the
+// conv GEMMs run on the AVX-512 packed kernel, which ran the whole net
+// faster with the first conv as im2col + GEMM (docs/benchmarks.md).
+func directPays(packed bool) bool { return !packed || native.Current() < native.AVX512 }
+
+// useDirect: whether a conv with cin input channels runs the direct kernel.
+func useDirect(d DirectConv, k, cin int, packed bool) bool {
+	return k > 1 && cin <= directMaxCin && (d == DirectOn || d == DirectAuto && directPays(packed))
+}
 
 // winoTile is the Winograd output tile m of a k×k stride-1 conv with an
 // oh × ow output: forced when 2 or 4, else the m of F(2×2, k×k) and
@@ -634,6 +647,9 @@ func (o *poolOp) forward(_ *stream, dst, src []float32, n int) {
 
 // NewNet builds an inference network for a model.
 func NewNet(m *Model, opt Options) (*Net, error) {
+	if err := native.ISAError(); err != nil {
+		return nil, err
+	}
 	if m == nil || m.Params == nil {
 		return nil, errors.New("nin: model has no parameters")
 	}
@@ -728,7 +744,7 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 				continue
 			}
 			o := &convOp{g: g, p: p, relu: relu, oneByOne: l.k == 1 && l.s == 1 && l.p == 0, name: l.Name}
-			if opt.Direct == DirectAuto && l.k > 1 && p.Cin <= directMaxCin {
+			if useDirect(opt.Direct, l.k, p.Cin, packed) {
 				o.wt, o.ws = native.DirectWeights(p.W, p.Cout, l.GemmK)
 				maxCol = max(maxCol, native.DirectPadLen(g))
 				net.ops = append(net.ops, o)

@@ -256,89 +256,104 @@ func TestForwardMatchesReference(t *testing.T) {
 			if spread == 0 {
 				t.Fatal("reference logits are all zero: the test would prove nothing")
 			}
-			for _, opt := range []Options{
-				{MaxBatch: 3, Threads: 2},
-				{MaxBatch: 3, Threads: 2, Mode: ModeStreams},
-				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS},
-				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10},
-				{MaxBatch: 3, Threads: 1},
-				{MaxBatch: 3, Threads: 2, Winograd: WinogradOff},
-				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn},
-				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, Winograd: WinogradOn},
-				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn},
-				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 2},
-				{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 4},
-				{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn, WinoTile: 4},
-				{MaxBatch: 3, Threads: 2, Direct: DirectOff},
-				// batch 1 split over 3 parts: channel slices of 8 that leave
-				// a part empty (10 classes), rows in thirds
-				{MaxBatch: 3, Threads: 3},
-				{MaxBatch: 3, Threads: 3, Winograd: WinogradOn, TileBytes: 64 << 10},
-				{MaxBatch: 3, Threads: 1, Direct: DirectOff, Winograd: WinogradOff},
-				// OpenBLAS for every conv GEMM (the default is the packed
-				// kernel on AVX2 CPUs), and the packed kernel with ModeBLAS
-				{MaxBatch: 3, Threads: 2, GEMM: GEMMOpenBLAS},
-				{MaxBatch: 3, Threads: 3, GEMM: GEMMOpenBLAS, Winograd: WinogradOn, TileBytes: 64 << 10},
-				{MaxBatch: 3, Threads: 1, GEMM: GEMMOpenBLAS, Direct: DirectOff, Winograd: WinogradOff},
-				{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, GEMM: GEMMPacked, Winograd: WinogradOn},
-				{MaxBatch: 3, Threads: 3, GEMM: GEMMPacked, Direct: DirectOff, Winograd: WinogradOff},
-				// every conv its own layer call (streams, and batch 1 split
-				// call by call), without chains
-				{MaxBatch: 3, Threads: 2, Unfused: true},
-				{MaxBatch: 3, Threads: 3, Unfused: true, Winograd: WinogradOff, TileBytes: 64 << 10},
-			} {
-				net, err := NewNet(m, opt)
-				if err != nil {
-					t.Fatal(err)
-				}
-				switch wl := net.WinogradLayers(); {
-				case opt.Winograd == WinogradOff && len(wl) > 0:
-					t.Fatalf("winograd off, but %v run as Winograd", wl)
-				case opt.Winograd == WinogradOn && len(wl) < 2:
-					t.Fatalf("winograd on, but only %v run as Winograd", wl)
-				}
-				if opt.WinoTile != 0 {
-					for _, f := range net.WinogradForms() {
-						if !strings.Contains(f, fmt.Sprintf("F(%dx%d,", opt.WinoTile, opt.WinoTile)) {
-							t.Fatalf("wino tile %d, but %s", opt.WinoTile, f)
-						}
-					}
-				}
-				wantPacked := opt.GEMM == GEMMPacked || (opt.GEMM == "" && opt.Mode != ModeBLAS && native.GemmFast())
-				if net.PackedGEMM() != wantPacked {
-					t.Fatalf("gemm %q mode %q: packed = %v", opt.GEMM, opt.Mode, net.PackedGEMM())
-				}
-				// chains: built with the packed GEMM, unless Unfused
-				chains := 0
-				for _, o := range net.run {
-					if _, ok := o.(*chainOp); ok {
-						chains++
-					}
-				}
-				if wantChains := wantPacked && !opt.Unfused; wantChains != (chains > 0) {
-					t.Fatalf("%+v: %d chains in the ops run", opt, chains)
-				}
-				// every preset's first conv reads 1 or 3 channels (Winograd
-				// on takes the stride-1 ones first)
-				wantDirect := opt.Direct != DirectOff && (opt.Winograd != WinogradOn || name == "nin-imagenet")
-				if dl := net.DirectLayers(); wantDirect != (len(dl) > 0) {
-					t.Fatalf("direct %q, but direct layers %v", opt.Direct, dl)
-				}
-				for _, b := range []int{1, batch} {
-					c := net.Classes()
-					probs, logits := make([]float32, b*c), make([]float32, b*c)
-					if err := net.Forward(x[:b*in], b, probs, logits); err != nil {
+			// every ISA this CPU runs: the same nets, the same bound
+			for _, isa := range native.Levels() {
+				t.Run(isa.String(), func(t *testing.T) {
+					old, err := native.SetISA(isa)
+					if err != nil {
 						t.Fatal(err)
 					}
-					for i := 0; i < b; i++ {
-						el := relErr(logits[i*c:(i+1)*c], wantLogits[i])
-						ep := relErr(probs[i*c:(i+1)*c], wantProbs[i])
-						if el > 1e-4 || ep > 1e-4 {
-							t.Errorf("%+v batch %d image %d: rel err logits %.2e probs %.2e", opt, b, i, el, ep)
+					defer native.SetISA(old)
+					for _, opt := range []Options{
+						{MaxBatch: 3, Threads: 2},
+						{MaxBatch: 3, Threads: 2, Mode: ModeStreams},
+						{MaxBatch: 3, Threads: 2, Mode: ModeBLAS},
+						{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10},
+						{MaxBatch: 3, Threads: 1},
+						{MaxBatch: 3, Threads: 2, Winograd: WinogradOff},
+						{MaxBatch: 3, Threads: 2, Winograd: WinogradOn},
+						{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, Winograd: WinogradOn},
+						{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn},
+						{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 2},
+						{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 4},
+						{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn, WinoTile: 4},
+						{MaxBatch: 3, Threads: 2, Direct: DirectOff},
+						{MaxBatch: 3, Threads: 2, Direct: DirectOn},
+						// batch 1 split over 3 parts: channel slices of 8 that leave
+						// a part empty (10 classes), rows in thirds
+						{MaxBatch: 3, Threads: 3},
+						{MaxBatch: 3, Threads: 3, Winograd: WinogradOn, TileBytes: 64 << 10},
+						{MaxBatch: 3, Threads: 1, Direct: DirectOff, Winograd: WinogradOff},
+						// OpenBLAS for every conv GEMM (the default is the packed
+						// kernel on AVX2 CPUs), and the packed kernel with ModeBLAS
+						{MaxBatch: 3, Threads: 2, GEMM: GEMMOpenBLAS},
+						{MaxBatch: 3, Threads: 3, GEMM: GEMMOpenBLAS, Winograd: WinogradOn, TileBytes: 64 << 10},
+						{MaxBatch: 3, Threads: 1, GEMM: GEMMOpenBLAS, Direct: DirectOff, Winograd: WinogradOff},
+						{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, GEMM: GEMMPacked, Winograd: WinogradOn},
+						{MaxBatch: 3, Threads: 3, GEMM: GEMMPacked, Direct: DirectOff, Winograd: WinogradOff},
+						// every conv its own layer call (streams, and batch 1 split
+						// call by call), without chains
+						{MaxBatch: 3, Threads: 2, Unfused: true},
+						{MaxBatch: 3, Threads: 3, Unfused: true, Winograd: WinogradOff, TileBytes: 64 << 10},
+					} {
+						net, err := NewNet(m, opt)
+						if err != nil {
+							t.Fatal(err)
 						}
+						switch wl := net.WinogradLayers(); {
+						case opt.Winograd == WinogradOff && len(wl) > 0:
+							t.Fatalf("winograd off, but %v run as Winograd", wl)
+						case opt.Winograd == WinogradOn && len(wl) < 2:
+							t.Fatalf("winograd on, but only %v run as Winograd", wl)
+						}
+						if opt.WinoTile != 0 {
+							for _, f := range net.WinogradForms() {
+								if !strings.Contains(f, fmt.Sprintf("F(%dx%d,", opt.WinoTile, opt.WinoTile)) {
+									t.Fatalf("wino tile %d, but %s", opt.WinoTile, f)
+								}
+							}
+						}
+						wantPacked := opt.GEMM == GEMMPacked || (opt.GEMM == "" && opt.Mode != ModeBLAS && native.GemmFast())
+						if net.PackedGEMM() != wantPacked {
+							t.Fatalf("gemm %q mode %q: packed = %v", opt.GEMM, opt.Mode, net.PackedGEMM())
+						}
+						// chains: built with the packed GEMM, unless Unfused
+						chains := 0
+						for _, o := range net.run {
+							if _, ok := o.(*chainOp); ok {
+								chains++
+							}
+						}
+						if wantChains := wantPacked && !opt.Unfused; wantChains != (chains > 0) {
+							t.Fatalf("%+v: %d chains in the ops run", opt, chains)
+						}
+						// every preset's first conv reads 1 or 3 channels (Winograd
+						// on takes the stride-1 ones first)
+						d := opt.Direct
+						if d == "" {
+							d = DirectAuto
+						}
+						wantDirect := useDirect(d, 5, 1, net.PackedGEMM()) && (opt.Winograd != WinogradOn || name == "nin-imagenet")
+						if dl := net.DirectLayers(); wantDirect != (len(dl) > 0) {
+							t.Fatalf("direct %q, but direct layers %v", opt.Direct, dl)
+						}
+						for _, b := range []int{1, batch} {
+							c := net.Classes()
+							probs, logits := make([]float32, b*c), make([]float32, b*c)
+							if err := net.Forward(x[:b*in], b, probs, logits); err != nil {
+								t.Fatal(err)
+							}
+							for i := 0; i < b; i++ {
+								el := relErr(logits[i*c:(i+1)*c], wantLogits[i])
+								ep := relErr(probs[i*c:(i+1)*c], wantProbs[i])
+								if el > 1e-4 || ep > 1e-4 {
+									t.Errorf("%+v batch %d image %d: rel err logits %.2e probs %.2e", opt, b, i, el, ep)
+								}
+							}
+						}
+						net.Close()
 					}
-				}
-				net.Close()
+				})
 			}
 		})
 	}
@@ -401,7 +416,7 @@ func TestForwardArgumentErrors(t *testing.T) {
 // layers included; without it they differ (the derived weights are copies).
 func TestReloadFollowsParams(t *testing.T) {
 	m := randomModel(t, "nin-mnist", 3)
-	opt := Options{MaxBatch: 2, Threads: 1}
+	opt := Options{MaxBatch: 2, Threads: 1, Direct: DirectOn}
 	net, err := NewNet(m, opt)
 	if err != nil {
 		t.Fatal(err)

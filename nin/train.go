@@ -96,6 +96,9 @@ type StepResult struct {
 
 // NewTrainer prepares training buffers for m; m.Params are updated in place.
 func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
+	if err := native.ISAError(); err != nil {
+		return nil, err
+	}
 	if m == nil || m.Params == nil {
 		return nil, errors.New("nin: model has no parameters")
 	}
@@ -171,7 +174,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 			maxWV = max(maxWV, aa*native.WinoStride(wo.chunk, p.Cin))
 			maxWM = max(maxWM, aa*native.WinoStride(wo.chunk, p.Cout))
 			t.fast[i], t.fwdPack[i] = wo, nil
-		case opt.Direct == DirectAuto && p.Cin <= directMaxCin:
+		case useDirect(opt.Direct, l.k, p.Cin, packed):
 			o := &convOp{g: g, p: p, relu: relu, name: l.Name}
 			o.wt, o.ws = native.DirectWeights(p.W, p.Cout, l.GemmK)
 			maxPad = max(maxPad, native.DirectPadLen(g))

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/native"
 	"github.com/ninbatch/ninbatch/nin"
 )
 
@@ -74,6 +75,7 @@ type MissingInput struct {
 // RunSummary is the run's outcome (the --summary JSON).
 type RunSummary struct {
 	ModelID       string         `json:"model_id"`
+	ISA           string         `json:"isa"` // the kernels' instruction set
 	Shard         string         `json:"shard,omitempty"`
 	Files         int            `json:"files"`         // units of work assigned to this run
 	FilesDone     int            `json:"files_done"`    // scored and committed now
@@ -261,7 +263,7 @@ func (r *Runner) start() (*run, error) {
 	if cfg.Shards > 0 {
 		s.label = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
 	}
-	s.sum = &RunSummary{ModelID: r.Model.ID, Shard: s.label}
+	s.sum = &RunSummary{ModelID: r.Model.ID, Shard: s.label, ISA: native.Current().String()}
 	return s, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/native"
 )
 
 // Score column names, before --prefix.
@@ -135,6 +136,7 @@ func (r *Runner) outputMetadata(p *prepared) map[string]string {
 	names, _ := json.Marshal(p.scoreNames)
 	md["ninbatch.model_id"] = r.Model.ID
 	md["ninbatch.version"] = r.Config.Version
+	md["ninbatch.isa"] = native.Current().String()
 	md["ninbatch.input"] = p.abs
 	md["ninbatch.input_fingerprint"] = p.fp
 	md["ninbatch.score_columns"] = string(names)

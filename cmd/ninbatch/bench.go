@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ninbatch/ninbatch/blas"
+	"github.com/ninbatch/ninbatch/native"
 	"github.com/ninbatch/ninbatch/nin"
 )
 
@@ -56,6 +57,8 @@ type benchResult struct {
 	Winograd      []string `json:"winograd_layers"`
 	Direct        []string `json:"direct_layers"`
 	GEMM          string   `json:"gemm"` // "packed" or "openblas": what ran the conv GEMMs
+	ISA           string   `json:"isa"`  // the kernels' instruction set: avx512, avx2 or scalar
+	CPUFlags      string   `json:"cpu_flags"`
 	MicroBatch    int      `json:"micro_batch"`
 	Reps          int      `json:"reps"`
 	ImgPerSec     float64  `json:"img_per_s"`      // median
@@ -137,7 +140,7 @@ func runBench(c *cli.Context) error {
 	opt := net.Options()
 	res := benchResult{
 		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradForms(), Direct: net.DirectLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
-		GEMM:      gemmName(net.PackedGEMM()),
+		GEMM: gemmName(net.PackedGEMM()), ISA: native.Current().String(), CPUFlags: native.CPUFlags(),
 		ImgPerSec: sorted[len(sorted)/2], ImgPerSecBest: sorted[len(sorted)-1], GFLOPPerImage: gflop,
 		BLAS: blas.Backend + " " + blas.CoreName(), CPUMsPerImage: cpuPerImage * 1e3,
 	}
@@ -145,8 +148,8 @@ func runBench(c *cli.Context) error {
 	if c.Bool(flagJSON) {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
-	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d, gemm %s, winograd %v): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s; %.2f CPU ms/image (%d reps x %d calls, %s)\n",
-		src, batch, threads, res.Mode, res.MicroBatch, res.GEMM, res.Winograd, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, res.CPUMsPerImage, reps, inner, res.BLAS)
+	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d, gemm %s, isa %s, winograd %v): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s; %.2f CPU ms/image (%d reps x %d calls, %s; cpu: %s)\n",
+		src, batch, threads, res.Mode, res.MicroBatch, res.GEMM, res.ISA, res.Winograd, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, res.CPUMsPerImage, reps, inner, res.BLAS, res.CPUFlags)
 	return nil
 }
 

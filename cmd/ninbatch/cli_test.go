@@ -127,3 +127,28 @@ func TestThreadsFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestISAEnvironment: NINBATCH_ISA lowers the kernels' level (info and
+// bench say which ran); an unknown or unsupported level is a usage error,
+// never a crash.
+func TestISAEnvironment(t *testing.T) {
+	for _, c := range []struct {
+		isa, want string
+		code      int
+	}{{"avx2", "kernels  avx2", 0}, {"scalar", "kernels  scalar", 0}, {"sse9", "NINBATCH_ISA", 2}} {
+		cmd := subprocess("info", "--preset", "nin-mnist")
+		cmd.Env = append(cmd.Env, "NINBATCH_ISA="+c.isa)
+		out, _ := cmd.CombinedOutput()
+		if c.code == 0 && (cmd.ProcessState.ExitCode() != 0 || !strings.Contains(string(out), c.want)) {
+			t.Errorf("NINBATCH_ISA=%s info: exit %d\n%s", c.isa, cmd.ProcessState.ExitCode(), out)
+		}
+		if c.code != 0 {
+			cmd := subprocess("bench", "--preset", "nin-mnist", "--batch", "1", "--reps", "1")
+			cmd.Env = append(cmd.Env, "NINBATCH_ISA="+c.isa)
+			out, _ := cmd.CombinedOutput()
+			if cmd.ProcessState.ExitCode() != c.code || !strings.Contains(string(out), c.want) {
+				t.Errorf("NINBATCH_ISA=%s bench: exit %d\n%s", c.isa, cmd.ProcessState.ExitCode(), out)
+			}
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ninbatch/ninbatch/native"
 	"github.com/ninbatch/ninbatch/nin"
 )
 
@@ -45,6 +46,7 @@ type infoJSON struct {
 	TotalParams   int64           `json:"total_params"`
 	TotalMACs     int64           `json:"total_macs"`
 	GFLOPPerImage float64         `json:"gflop_per_image"`
+	ISA           string          `json:"isa"` // the kernels this machine runs
 }
 
 func runInfo(c *cli.Context) error {
@@ -63,7 +65,7 @@ func runInfo(c *cli.Context) error {
 	info := infoJSON{
 		Name: m.Spec.Name, Source: src, ModelID: m.ID, Input: m.Spec.Input, Pooling: m.Spec.Pooling,
 		Classes: m.Spec.Classes(), ClassNames: m.Classes, Preprocess: m.Preprocess, Layers: layers,
-		TotalParams: params, TotalMACs: macs, GFLOPPerImage: 2 * float64(macs) / 1e9,
+		TotalParams: params, TotalMACs: macs, GFLOPPerImage: 2 * float64(macs) / 1e9, ISA: native.Current().String(),
 	}
 	if m.ID != "" {
 		info.Provenance = &m.Provenance
@@ -93,6 +95,7 @@ func runInfo(c *cli.Context) error {
 	tw.Flush()
 	fmt.Fprintf(w, "\n%s parameters (%.2f MiB float32), %.3f GFLOP/image (2 x %s MACs)\n",
 		commas(params), float64(params)*4/(1<<20), info.GFLOPPerImage, commas(macs))
+	fmt.Fprintf(w, "kernels  %s here (cpu: %s; NINBATCH_ISA=avx2|scalar lowers it)\n", info.ISA, native.CPUFlags())
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ninbatch/ninbatch/native"
 	"github.com/ninbatch/ninbatch/pipeline"
 )
 
@@ -34,17 +36,34 @@ func mnistDir(t *testing.T) string {
 // error is the ≤ 0.60% it ships with (issue 4).
 func TestShippedModelWinogradSwitch(t *testing.T) {
 	if testing.Short() {
-		t.Skip("scores 8 × 10,000 images")
+		t.Skip("scores 12 × 10,000 images")
 	}
 	dir := t.TempDir()
 	if code, _, e := runCLI(t, "dataset", "mnist", "--from", mnistDir(t), "--out", dir); code != 0 {
 		t.Fatalf("dataset mnist: exit %d: %s", code, e)
 	}
 	var first pipeline.EvalResult
-	for i, w := range []string{"off --gemm openblas", "on", "auto", "on --wino-tile 2", "on --wino-tile 4 --gemm openblas",
-		"off --direct-conv off", "auto --gemm openblas", "off --gemm packed"} {
+	settings := []string{"off --gemm openblas", "on", "auto", "on --wino-tile 2", "on --wino-tile 4 --gemm openblas",
+		"off --direct-conv off", "auto --gemm openblas", "off --gemm packed", "auto --direct-conv on"}
+	// and the default settings under every other ISA level this CPU runs
+	type run struct {
+		w   string
+		isa native.ISA
+	}
+	var runs []run
+	for _, w := range settings {
+		runs = append(runs, run{w, native.Current()})
+	}
+	for _, isa := range native.Levels()[1:] {
+		runs = append(runs, run{"auto", isa})
+	}
+	for i, rn := range runs {
+		w := rn.w
+		old, _ := native.SetISA(rn.isa)
 		args := append([]string{"eval", "--model", "../../models/nin-mnist.nin", "--json", "--winograd"}, strings.Fields(w)...)
 		code, o, e := runCLI(t, append(args, filepath.Join(dir, "test.parquet"))...)
+		native.SetISA(old)
+		w += " isa=" + rn.isa.String()
 		if code != 0 {
 			t.Fatalf("eval --winograd %s: exit %d: %s", w, code, e)
 		}
@@ -65,6 +84,9 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 		}
 		if r.Top1 != first.Top1 || !reflect.DeepEqual(r.Confusion, first.Confusion) {
 			t.Errorf("winograd %s: accuracy %.4f / confusion differ from winograd off, gemm openblas (%.4f)", w, r.Top1, first.Top1)
+		}
+		if math.Abs(r.LogLoss-first.LogLoss) > 2e-6 {
+			t.Errorf("winograd %s: log-loss %.7f, winograd off %.7f", w, r.LogLoss, first.LogLoss)
 		}
 	}
 }
