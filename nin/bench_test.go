@@ -13,7 +13,7 @@ import (
 
 // BenchmarkForward: every preset at batch 1, 16, 64 with 1 and 2 threads
 // (ModeAuto), reporting img/s and effective GFLOP/s (2 × conv MACs).
-// Compare with ../shared/peers/bench.sh run in the same sitting.
+// Compare with scripts/bench-peers.sh, which interleaves the peers with it.
 func BenchmarkForward(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
 		m := randomModel(b, preset, 1)

@@ -350,8 +350,7 @@ func (o *convOp) gemm(out, a []float32, nr, k, c0, c1 int) {
 // In split calls (batch 1 on 2 cores), a 1×1 conv needs only its own
 // pixels' inputs, so each part takes its share of the pixels through all
 // the stages, and the workers meet once per chain instead of once per
-// conv; each meeting cost ~22 µs on this VM, and nin-mnist has 9 split
-// convs an image.
+// conv (tens of µs a meeting; nin-mnist has 9 split convs an image).
 //
 // The kernels and their order per pixel are those of the separate ops: the
 // output is bit-identical.
@@ -693,11 +692,9 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		// 8 images per step: the Winograd products are GEMMs with M =
 		// tiles × micro-batch and K = Cin, and OpenBLAS runs them far below
 		// its peak when M is small (64 tiles for one nin-cifar10 image).
-		// A sweep at batch 64 on 2 threads (docs/benchmarks.md, session 3)
-		// against the old rule of ~1000 first-layer pixels (1–2 images):
-		// CPU per image fell 10–15% on nin-cifar10, 25% on nin-mnist and
-		// 25–30% on nin-imagenet; 4, 6, 8 and 16 were within noise of each
-		// other except on nin-imagenet, where 16 lost.
+		// Measured against ~1000 first-layer pixels (1–2 images) at batch
+		// 64 on 2 threads, CPU per image fell 10–30% (docs/benchmarks.md,
+		// "Micro-batches").
 		//
 		// With the packed GEMM, whose speed does not depend on M, small
 		// images go 4 at a time: nin-mnist (largest activation 294 KiB per

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ninbatch, ONNX Runtime and PyTorch interleaved in one sitting (see scripts/bench_peers.py).
+# ninbatch, ONNX Runtime and PyTorch interleaved in one run (see scripts/bench_peers.py).
 #   bash scripts/bench-peers.sh [--models nin-cifar10] [--batches 1,16,64] [--threads 1,2] [--reps 5]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

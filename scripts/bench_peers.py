@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""ninbatch vs ONNX Runtime vs PyTorch on the NIN presets, interleaved in one sitting.
+"""ninbatch vs ONNX Runtime vs PyTorch on the NIN presets, interleaved in one run.
 
 Uses the peers kit in ../shared/peers (read-only) as a library: its PyTorch engines, its onnxruntime-node
 worker and its sgemm/FMA probes. ninbatch runs as one more engine: a `ninbatch bench --serve` process that
@@ -11,7 +11,7 @@ rep of every engine in rotated order, with the peers' anti-spin waits between re
         [--engines ofi,ort] [--mode auto] [--out results.json]
 
 Prints one Markdown table: img/s of ninbatch, ORT and the best PyTorch variant, the ratios, and ninbatch's
-effective GFLOP/s as a share of this sitting's sgemm ceiling and FMA peak (same thread count).
+effective GFLOP/s as a share of this run's sgemm ceiling and FMA peak (same thread count).
 """
 import sys
 
@@ -29,6 +29,7 @@ PEERS = os.environ.get("PEERS_DIR", os.path.join(ROOT, "..", "shared", "peers"))
 sys.path.insert(0, PEERS)
 os.environ.setdefault("PEERS_CACHE", os.path.expanduser("~/.cache/ninbatch-peers"))
 
+import bench as peers_bench  # noqa: E402
 import bench_infer as bi  # noqa: E402
 import sgemm_bench  # noqa: E402
 import torch  # noqa: E402
@@ -82,6 +83,38 @@ def bench_config(model_name, batch, threads, engines, reps, target, ort, nb):
     return {e: statistics.median(s) for e, s in samples.items()}, samples
 
 
+def cpu_flags():
+    """The SIMD flags of /proc/cpuinfo, printed with every figure."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                fl = line.split(":", 1)[1].split()
+                keep = [f for f in fl if f.startswith(("avx", "fma", "amx"))]
+                return " ".join(sorted(set(keep)))
+    except OSError:
+        pass
+    return "unknown"
+
+
+def ninbatch_isa(binary):
+    out = subprocess.run([binary, "info", "--preset", "nin-mnist"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("kernels"):
+            return line.split()[1]
+    return "unknown"
+
+
+def fma_peak_isa():
+    try:
+        out = subprocess.run([sgemm_bench.FMA_BIN, "0.05", "1"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    for tok in out.split():
+        if tok.startswith("isa="):
+            return tok[4:]
+    return "unknown"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="nin-mnist,nin-cifar10,nin-imagenet")
@@ -98,6 +131,12 @@ def main():
     engines = a.engines.split(",")
     threads = [int(t) for t in a.threads.split(",")]
     t0 = time.time()
+    models = a.models.split(",")
+    if "ort" in engines:  # a fresh machine has no ONNX exports yet
+        peers_bench.prepare_onnx(models, max(threads))
+    flags = cpu_flags()
+    nb_isa = ninbatch_isa(a.binary)
+    fma_isa = fma_peak_isa()
     bi.log("sgemm ceiling and FMA peak")
     ceil = sgemm_bench.ceiling(tuple(threads))
     fma = {r["threads"]: r["gflops_max"] for r in sgemm_bench.fma_peak()}
@@ -106,7 +145,7 @@ def main():
     rows, dump = [], []
     try:
         for t in threads:
-            for m in a.models.split(","):
+            for m in models:
                 for b in [int(x) for x in a.batches.split(",")]:
                     med, samples = bench_config(m, b, t, engines, a.reps, a.target, ort, nb)
                     dump.append(dict(model=m, batch=b, threads=t, median=med, samples=samples))
@@ -118,6 +157,8 @@ def main():
             ort.close()
     print(f"ninbatch vs peers, interleaved ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), "
           f"medians of {a.reps} reps; ninbatch mode {a.mode}, winograd {a.winograd}\n")
+    print(f"CPU flags: {flags}. ninbatch kernels: {nb_isa}; ONNX Runtime: MLAS, its own run-time choice "
+          f"(AVX512F kernels on AVX-512 CPUs); FMA peak measured with {fma_isa}.\n")
     print("| model | batch | threads | ninbatch img/s | ORT img/s | torch-best img/s | nb/ORT | nb/torch | "
           "nb GFLOP/s | % sgemm ceil | % FMA peak |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -13,7 +13,7 @@ import (
 
 // benchServer answers timing requests on stdin/stdout, one JSON object per
 // line, so an outside harness (scripts/bench_peers.py) can interleave
-// ninbatch's repetitions with PyTorch's and ONNX Runtime's in one sitting:
+// ninbatch's repetitions with PyTorch's and ONNX Runtime's in one run:
 //
 //	{"cmd":"calib","preset":"nin-cifar10","batch":64,"threads":2,"target":0.15} -> {"inner":N}
 //	{"cmd":"time", "preset":"nin-cifar10","batch":64,"threads":2,"inner":N}       -> {"sec":S}
