@@ -30,3 +30,13 @@ int nb_isa_level(void) {
 }
 
 int nb_have_avx2_fma(void) { return nb_isa_level() >= NB_ISA_AVX2; }
+
+// nb_relax: a spin-wait step that yields the core's execution resources to
+// its SMT sibling (PAUSE), for the engine's brief spins between layer calls.
+void nb_relax(int n) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    for (int i = 0; i < n; i++) __builtin_ia32_pause();
+#else
+    (void)n;
+#endif
+}

@@ -128,3 +128,7 @@ func CPUFlags() string {
 	}
 	return strings.Join(f, " ")
 }
+
+// Relax is one step of a spin-wait: a few PAUSE instructions, so a spinning
+// thread leaves its core's execution units to the SMT sibling doing work.
+func Relax() { C.nb_relax(16) }

@@ -83,6 +83,7 @@ int nb_isa_supported(void);
 int nb_set_isa(int level);
 int nb_isa_level(void);
 int nb_have_avx2_fma(void);
+void nb_relax(int n);
 #endif
 
 // nb_wino_table returns the float32 transform table the Winograd kernels

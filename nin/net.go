@@ -141,6 +141,12 @@ func fastPathDefaults(w *Winograd, d *DirectConv, tile int) error {
 	return nil
 }
 
+// spinMACs: a net of at most this many multiply-adds an image (nin-mnist,
+// 50 M; not nin-cifar10, 222 M) waits for the parts of its split layer
+// calls by spinning. Its layers are tens of µs apart, less than a thread
+// wake-up; bigger nets lost 15% at batch 1 to the spins (docs/benchmarks.md).
+const spinMACs = 100_000_000
+
 // directMaxCin is the largest input channel count DirectAuto takes.
 const directMaxCin = 7
 
@@ -191,8 +197,10 @@ type Net struct {
 	packed  bool // conv GEMMs on native.GemmPacked
 
 	streams []*stream
-	work    []chan task
-	done    chan struct{}
+	work    []*mailbox // one per worker goroutine (nil: no workers)
+	fin     *tally     // parts finished by the workers
+	posted  int64      // parts handed to the workers so far (the caller's count)
+	spin    bool       // split calls wait by spinning (see spinMACs)
 	next    atomic.Int64
 	closed  bool
 
@@ -214,6 +222,7 @@ type task uint8
 const (
 	taskDrain task = iota
 	taskPart
+	taskStop
 )
 
 // splitCall is one layer call whose rows (or tiles) are divided among all
@@ -789,11 +798,13 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		net.streams = append(net.streams, st)
 	}
 	if opt.Threads > 1 && opt.Mode != ModeBLAS {
-		net.done = make(chan struct{}, opt.Threads)
+		net.fin = newTally()
+		_, macs := Totals(layers)
+		net.spin = macs <= spinMACs
 		for _, st := range net.streams {
-			ch := make(chan task)
-			net.work = append(net.work, ch)
-			go net.worker(st, ch)
+			box := newMailbox()
+			net.work = append(net.work, box)
+			go net.worker(st, box)
 		}
 	}
 	return net, nil
@@ -815,8 +826,8 @@ func (n *Net) Close() {
 		return
 	}
 	n.closed = true
-	for _, ch := range n.work {
-		close(ch)
+	for _, box := range n.work {
+		box.post(taskStop)
 	}
 }
 
@@ -928,12 +939,11 @@ func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
 	case useStreams:
 		blas.SetThreads(1)
 		n.cur = j
-		for _, ch := range n.work {
-			ch <- taskDrain
+		for _, box := range n.work {
+			box.post(taskDrain)
 		}
-		for range n.work {
-			<-n.done
-		}
+		n.posted += int64(len(n.work))
+		n.fin.waitFor(n.posted, false) // a whole batch: sleep, leave the cores to the workers
 		n.cur = job{}
 	case n.work != nil:
 		// fewer images than workers: each layer call is split over all of
@@ -950,15 +960,24 @@ func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
 	return nil
 }
 
-func (n *Net) worker(st *stream, work <-chan task) {
-	for t := range work {
+func (n *Net) worker(st *stream, box *mailbox) {
+	var seen uint64
+	spin := true
+	for {
+		var t task
+		t, seen = box.next(seen, spin)
 		switch t {
+		case taskStop:
+			return
 		case taskDrain:
 			n.drain(st, n.cur)
 		case taskPart:
 			n.sp.o.forwardPart(st, n.sp.dst, n.sp.src, n.sp.n, st.idx, n.sp.parts)
+			spin = n.spin // the next layer call is microseconds away
 		}
-		n.done <- struct{}{}
+		if n.fin.add() || t == taskDrain {
+			spin = false // a waiter woken (it waits on this processor), or a whole batch done: park at once
+		}
 	}
 }
 
@@ -972,13 +991,12 @@ func (n *Net) layer(st *stream, o op, dst, src []float32, m int) {
 	}
 	parts := len(n.work)
 	n.sp = splitCall{o: po, dst: dst, src: src, n: m, parts: parts}
-	for _, ch := range n.work[1:] {
-		ch <- taskPart
+	for _, box := range n.work[1:] {
+		box.post(taskPart)
 	}
 	po.forwardPart(st, dst, src, m, 0, parts)
-	for range n.work[1:] {
-		<-n.done
-	}
+	n.posted += int64(parts - 1)
+	n.fin.waitFor(n.posted, n.spin) // the other parts take about as long as ours
 	n.sp = splitCall{}
 }
 
