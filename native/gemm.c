@@ -122,7 +122,7 @@ TGT INLINE void micro(const int mr, int64_t k, const float *a, int64_t lda, cons
 }
 
 // Blocking with B packed in advance. A rows are taken in blocks of up to
-// NB_MC_BYTES of A (kept in L2); within a row block, panel by panel, and
+// nb_mc_bytes of A (kept in L2); within a row block, panel by panel, and
 // within a panel, 6 rows at a time: the panel stays in L1 across the
 // block's rows, and the block's rows stay in L2 across its panels. A
 // Winograd product or a chain tile (tens to a few hundred rows, K ≤ 512)
@@ -141,10 +141,16 @@ TGT INLINE void micro(const int mr, int64_t k, const float *a, int64_t lda, cons
 // (nin-imagenet's 1024 × 1024 1×1 convs, the im2col convs under
 // --winograd off) K blocks were no faster, and 0.85–0.9× on 288 × 384 ×
 // 2304.
-#define NB_MC_BYTES (128 << 10)
+static int64_t nb_mc_bytes = 128 << 10;  // set from the detected L2 (native.tuneCaches)
 #define NB_KC_MAX 512
 #define NB_KC 384
 static int64_t nb_b_stream_bytes = 4 << 20;
+
+int64_t nb_gemm_set_block_bytes(int64_t n) {
+    const int64_t old = nb_mc_bytes;
+    nb_mc_bytes = n;
+    return old;
+}
 
 int64_t nb_gemm_set_stream_bytes(int64_t n) {
     const int64_t old = nb_b_stream_bytes;
@@ -156,7 +162,7 @@ TGT static void gemm_avx2(GEMM_ARGS) {
     const int64_t bbytes = k * ((j1 - j0 + NB_NR - 1) / NB_NR * NB_NR) * (int64_t)sizeof(float);
     const int64_t nkb = k > NB_KC_MAX && bbytes > nb_b_stream_bytes ? (k + NB_KC - 1) / NB_KC : 1;
     const int64_t kc = (k + nkb - 1) / nkb;
-    int64_t mc = NB_MC_BYTES / (int64_t)sizeof(float) / (kc > 0 ? kc : 1) / NB_MR * NB_MR;
+    int64_t mc = nb_mc_bytes / (int64_t)sizeof(float) / (kc > 0 ? kc : 1) / NB_MR * NB_MR;
     if (mc < NB_MR) mc = NB_MR;
     for (int64_t i0 = 0; i0 < m; i0 += mc) {
         const int64_t i1 = m - i0 < mc ? m : i0 + mc;
@@ -193,7 +199,7 @@ TGT static void gemm_avx2(GEMM_ARGS) {
 // registers, 2 B vectors and a broadcast beside them; tails are masked
 // (columns) or shorter blocks (rows, a constant after inlining), so there
 // is no scalar loop. Same blocking as the AVX2 kernel: the same packed
-// panels, row blocks of NB_MC_BYTES, K blocks through C for streamed B.
+// panels, row blocks of nb_mc_bytes, K blocks through C for streamed B.
 #define TGT512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #define NB_MR512 12
 
@@ -268,7 +274,7 @@ TGT512 static void gemm_avx512(GEMM_ARGS) {
     const int64_t bbytes = k * ((j1 - j0 + NB_NR - 1) / NB_NR * NB_NR) * (int64_t)sizeof(float);
     const int64_t nkb = k > NB_KC_MAX && bbytes > nb_b_stream_bytes ? (k + NB_KC - 1) / NB_KC : 1;
     const int64_t kc = (k + nkb - 1) / nkb;
-    int64_t mc = NB_MC_BYTES / (int64_t)sizeof(float) / (kc > 0 ? kc : 1) / NB_MR512 * NB_MR512;
+    int64_t mc = nb_mc_bytes / (int64_t)sizeof(float) / (kc > 0 ? kc : 1) / NB_MR512 * NB_MR512;
     if (mc < NB_MR512) mc = NB_MR512;
     const int64_t ps = NB_NR * k;  // one panel
     for (int64_t i0 = 0; i0 < m; i0 += mc) {

@@ -96,3 +96,8 @@ func cbool(b bool) C.int {
 	}
 	return 0
 }
+
+// SetGemmBlockBytes sets the bytes of A one row block of GemmPacked covers
+// (kept in L2 while the block's panels go by) and returns the old value.
+// Not safe during GEMM calls.
+func SetGemmBlockBytes(n int) int { return int(C.nb_gemm_set_block_bytes(C.int64_t(n))) }

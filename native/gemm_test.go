@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/ninbatch/ninbatch/blas"
@@ -149,6 +151,9 @@ func BenchmarkGemmPacked(b *testing.B) {
 	prev := blas.Threads()
 	blas.SetThreads(1)
 	defer blas.SetThreads(prev)
+	if kib, err := strconv.Atoi(os.Getenv("NINBATCH_BENCH_BLOCK_KIB")); err == nil {
+		defer SetGemmBlockBytes(SetGemmBlockBytes(kib << 10))
+	}
 	for _, s := range shapes {
 		r := rand.New(rand.NewPCG(1, 2))
 		a, w, bias := randSlice(r, s.m*s.k), randSlice(r, s.n*s.k), randSlice(r, s.n)

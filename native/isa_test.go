@@ -48,3 +48,20 @@ func TestISAForcing(t *testing.T) {
 		t.Error("ParseISA accepted sse9")
 	}
 }
+
+// TestCacheSizes: sysfs sizes parse, and the GEMM block follows L2.
+func TestCacheSizes(t *testing.T) {
+	for s, want := range map[string]int{"48K": 48 << 10, "1024K": 1 << 20, "32M": 32 << 20, "x": 0} {
+		if got := parseSize(s); got != want {
+			t.Errorf("parseSize(%q) = %d, want %d", s, got, want)
+		}
+	}
+	for l2, want := range map[int]int{256 << 10: 64 << 10, 512 << 10: 128 << 10, 1 << 20: 256 << 10, 8 << 20: 512 << 10} {
+		if got := gemmBlockBytes(Caches{L2: l2}); got != want {
+			t.Errorf("L2 %d KiB: block %d KiB, want %d", l2>>10, got>>10, want>>10)
+		}
+	}
+	if c := readCaches(t.TempDir()); c.L2 != 512<<10 {
+		t.Errorf("no sysfs: %+v", c)
+	}
+}

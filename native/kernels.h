@@ -84,6 +84,7 @@ int nb_set_isa(int level);
 int nb_isa_level(void);
 int nb_have_avx2_fma(void);
 void nb_relax(int n);
+int64_t nb_gemm_set_block_bytes(int64_t n);
 #endif
 
 // nb_wino_table returns the float32 transform table the Winograd kernels
