@@ -158,12 +158,19 @@ int64_t nb_gemm_set_stream_bytes(int64_t n) {
     return old;
 }
 
-TGT static void gemm_avx2(GEMM_ARGS) {
-    const int64_t bbytes = k * ((j1 - j0 + NB_NR - 1) / NB_NR * NB_NR) * (int64_t)sizeof(float);
+// gemm_blocks: the K block length and the rows of a row block (a multiple
+// of the micro-kernel's mr) for a call over nc columns.
+static void gemm_blocks(int64_t k, int64_t nc, int64_t mr, int64_t *kc, int64_t *mc) {
+    const int64_t bbytes = k * ((nc + NB_NR - 1) / NB_NR * NB_NR) * (int64_t)sizeof(float);
     const int64_t nkb = k > NB_KC_MAX && bbytes > nb_b_stream_bytes ? (k + NB_KC - 1) / NB_KC : 1;
-    const int64_t kc = (k + nkb - 1) / nkb;
-    int64_t mc = nb_mc_bytes / (int64_t)sizeof(float) / (kc > 0 ? kc : 1) / NB_MR * NB_MR;
-    if (mc < NB_MR) mc = NB_MR;
+    *kc = (k + nkb - 1) / nkb;
+    *mc = nb_mc_bytes / (int64_t)sizeof(float) / (*kc > 0 ? *kc : 1) / mr * mr;
+    if (*mc < mr) *mc = mr;
+}
+
+TGT static void gemm_avx2(GEMM_ARGS) {
+    int64_t kc, mc;
+    gemm_blocks(k, j1 - j0, NB_MR, &kc, &mc);
     for (int64_t i0 = 0; i0 < m; i0 += mc) {
         const int64_t i1 = m - i0 < mc ? m : i0 + mc;
         int64_t p0 = 0;
@@ -271,11 +278,8 @@ TGT512 INLINE void micro512(const int mr, const int np, int64_t k, const float *
     }
 
 TGT512 static void gemm_avx512(GEMM_ARGS) {
-    const int64_t bbytes = k * ((j1 - j0 + NB_NR - 1) / NB_NR * NB_NR) * (int64_t)sizeof(float);
-    const int64_t nkb = k > NB_KC_MAX && bbytes > nb_b_stream_bytes ? (k + NB_KC - 1) / NB_KC : 1;
-    const int64_t kc = (k + nkb - 1) / nkb;
-    int64_t mc = nb_mc_bytes / (int64_t)sizeof(float) / (kc > 0 ? kc : 1) / NB_MR512 * NB_MR512;
-    if (mc < NB_MR512) mc = NB_MR512;
+    int64_t kc, mc;
+    gemm_blocks(k, j1 - j0, NB_MR512, &kc, &mc);
     const int64_t ps = NB_NR * k;  // one panel
     for (int64_t i0 = 0; i0 < m; i0 += mc) {
         const int64_t i1 = m - i0 < mc ? m : i0 + mc;

@@ -17,38 +17,31 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 
 #define INLINE static inline __attribute__((always_inline))
 
-// Loads and stores of n ≤ 8 floats; the full vector is the common, fast case.
-INLINE v8 ld8(const float *p, int64_t n) {
-    v8 v = {0};
-    if (n == 8) memcpy(&v, p, sizeof v);
-    else memcpy(&v, p, (size_t)n * sizeof(float));
-    return v;
-}
-
-#define st8(p, v, n)                                              \
-    do {                                                          \
-        const v8 st8_v = (v);                                     \
-        if ((n) == 8) memcpy((p), &st8_v, sizeof st8_v);          \
-        else memcpy((p), &st8_v, (size_t)(n) * sizeof(float));    \
-    } while (0)
-
 // 16-float vectors for the AVX-512 copies: one zmm register each.
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 
-INLINE v16 ld16(const float *p, int64_t n) {
-    v16 v = {0};
-    if (n == 16) memcpy(&v, p, sizeof v);
-    else memcpy(&v, p, (size_t)n * sizeof(float));
-    return v;
-}
-
-#define st16(p, v, n)                                             \
-    do {                                                          \
-        const v16 st16_v = (v);                                   \
-        if ((n) == 16) memcpy((p), &st16_v, sizeof st16_v);       \
-        else memcpy((p), &st16_v, (size_t)(n) * sizeof(float));   \
+// Loads and stores of n ≤ W floats (W = 8 or 16); the full vector is the
+// common, fast case. The stores are macros: a vector passed by value to a
+// function draws GCC's -Wpsabi note in every build.
+#define NB_LD(W)                                                          \
+    INLINE v##W ld##W(const float *p, int64_t n) {                        \
+        v##W v = {0};                                                     \
+        if (n == W) memcpy(&v, p, sizeof v);                              \
+        else memcpy(&v, p, (size_t)n * sizeof(float));                    \
+        return v;                                                         \
+    }
+NB_LD(8)
+NB_LD(16)
+#undef NB_LD
+#define NB_ST(W, p, v, n)                                                 \
+    do {                                                                  \
+        const __typeof__(v) nb_st_v = (v);                                \
+        if ((n) == W) memcpy((p), &nb_st_v, sizeof nb_st_v);              \
+        else memcpy((p), &nb_st_v, (size_t)(n) * sizeof(float));          \
     } while (0)
+#define st8(p, v, n) NB_ST(8, p, v, n)
+#define st16(p, v, n) NB_ST(16, p, v, n)
 
 // 8 floats a vector: the baseline and AVX2 copies
 #define VT v8
