@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every go test -fuzz target in turn for the given time each.
 #   bash scripts/fuzz.sh            # 10s each (what CI runs)
-#   bash scripts/fuzz.sh 10m        # the long local run (issue 5: >= 10 minutes each)
+#   bash scripts/fuzz.sh 10m        # the long local run (at least 10 minutes a target)
 #   TARGETS="./io:FuzzOpenInput" bash scripts/fuzz.sh 10m
 #
 # -fuzzminimizetime is capped: the default (60 s of minimisation per new

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's `run` line: `ninbatch run` against `ninbatch bench` on nin-imagenet
+# `ninbatch run` against `ninbatch bench` on nin-imagenet
 # (seed-1 init model) at batch 64, 2 threads, scoring the 10,000 MNIST test rows
 # upscaled to 224x224x3 by preprocessing; bench and run alternate (the machine
 # drifts by 15-30% within minutes), and run's peak RSS comes from /usr/bin/time -v.

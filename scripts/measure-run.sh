@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 3's measurements: `ninbatch run` throughput against the bare forward
+# `ninbatch run` throughput against the bare forward
 # pass (`ninbatch bench`) at the same batch and threads, and peak RSS of
 # scoring 20,000 and 200,000 32x32 PNG rows with nin-cifar10.
 #   bash scripts/measure-run.sh [WORKDIR]      (needs ~1 GB of disk; run on a quiet machine)
