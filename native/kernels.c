@@ -68,7 +68,29 @@ void nb_col2im(const float *col, int64_t n, int64_t h, int64_t w, int64_t c,
     }
 }
 
-void nb_bias_act(float *x, int64_t rows, int64_t c, int64_t ld, const float *bias, int relu) {
+// Clones of a loop body per ISA level, the vectoriser choosing the
+// registers: the same operations per element in the same order, so every
+// level gives the same bits.
+#if defined(__x86_64__) && defined(__GNUC__)
+#define NB_AVX2 __attribute__((target("avx2,fma")))
+#define NB_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define NB_CLONES(name, PARAMS, ARGS)                                  \
+    static void name##_base PARAMS { name##_body ARGS; }               \
+    NB_AVX2 static void name##_avx2 PARAMS { name##_body ARGS; }       \
+    NB_AVX512 static void name##_avx512 PARAMS { name##_body ARGS; }   \
+    static void name##_isa PARAMS {                                    \
+        const int l = nb_isa_level();                                  \
+        if (l >= NB_ISA_AVX512) name##_avx512 ARGS;                    \
+        else if (l >= NB_ISA_AVX2) name##_avx2 ARGS;                   \
+        else name##_base ARGS;                                         \
+    }
+#else
+#define NB_CLONES(name, PARAMS, ARGS) \
+    static void name##_isa PARAMS { name##_body ARGS; }
+#endif
+
+static inline __attribute__((always_inline)) void bias_act_body(float *x, int64_t rows, int64_t c, int64_t ld,
+                                                                const float *bias, int relu) {
     if (relu) {
         for (int64_t r = 0; r < rows; r++) {
             float *row = x + r * ld;
@@ -83,6 +105,12 @@ void nb_bias_act(float *x, int64_t rows, int64_t c, int64_t ld, const float *bia
             for (int64_t j = 0; j < c; j++) row[j] += bias[j];
         }
     }
+}
+NB_CLONES(bias_act, (float *x, int64_t rows, int64_t c, int64_t ld, const float *bias, int relu),
+          (x, rows, c, ld, bias, relu))
+
+void nb_bias_act(float *x, int64_t rows, int64_t c, int64_t ld, const float *bias, int relu) {
+    bias_act_isa(x, rows, c, ld, bias, relu);
 }
 
 // Caffe pooling window of output (py, px): the in-bounds rows [y0, y1) and
@@ -155,8 +183,43 @@ __attribute__((target("avx2,fma"))) static void maxpool_argmax_avx2(MAXPOOL_ARGM
 }
 #endif
 
+#if defined(__x86_64__) && defined(__GNUC__)
+typedef float pv16f __attribute__((vector_size(64)));
+typedef int32_t pv16i __attribute__((vector_size(64)));
+
+// 16 channels a vector; the same comparisons as the AVX2 loop (ties keep
+// the first), so the same values and indices.
+NB_AVX512 static void maxpool_argmax_avx512(MAXPOOL_ARGMAX_ARGS) {
+    int64_t j = 0;
+    const pv16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    for (; j + 16 <= c; j += 16) {
+        pv16f best;
+        for (int q = 0; q < 16; q++) best[q] = -FLT_MAX;
+        pv16i bi = lane + (base + (int32_t)((y0 * w + x0) * c + j));
+        for (int64_t y = y0; y < y1; y++) {
+            for (int64_t x = x0; x < x1; x++) {
+                const int64_t off = (y * w + x) * c + j;
+                pv16f a;
+                memcpy(&a, src + off, sizeof a);
+                const pv16i cand = lane + (base + (int32_t)off);
+                const pv16i gt = a > best;
+                best = (pv16f)(((pv16i)a & gt) | ((pv16i)best & ~gt));
+                bi = (cand & gt) | (bi & ~gt);
+            }
+        }
+        memcpy(dst + j, &best, sizeof best);
+        memcpy(am + j, &bi, sizeof bi);
+    }
+    maxpool_argmax_tail(src, w, c, y0, y1, x0, x1, base, dst, am, j);
+}
+#endif
+
 static void maxpool_argmax_px(MAXPOOL_ARGMAX_ARGS) {
 #if defined(__x86_64__) && defined(__GNUC__)
+    if (nb_isa_level() >= NB_ISA_AVX512) {
+        maxpool_argmax_avx512(src, w, c, y0, y1, x0, x1, base, dst, am);
+        return;
+    }
     if (nb_have_avx2_fma()) {
         maxpool_argmax_avx2(src, w, c, y0, y1, x0, x1, base, dst, am);
         return;
@@ -204,12 +267,15 @@ __attribute__((target("avx2,fma"))) static void maxpool_px_avx2(POOL_ARGS) {
 __attribute__((target("avx2,fma"))) static void avepool_px_avx2(POOL_ARGS) {
     pool_px_body(src, w, c, y0, y1, x0, x1, scale, dst, 0);
 }
+NB_AVX512 static void maxpool_px_avx512(POOL_ARGS) { pool_px_body(src, w, c, y0, y1, x0, x1, scale, dst, 1); }
+NB_AVX512 static void avepool_px_avx512(POOL_ARGS) { pool_px_body(src, w, c, y0, y1, x0, x1, scale, dst, 0); }
 #endif
 
 typedef void (*pool_px_fn)(POOL_ARGS);
 
 static pool_px_fn pool_px(int is_max) {
 #if defined(__x86_64__) && defined(__GNUC__)
+    if (nb_isa_level() >= NB_ISA_AVX512) return is_max ? maxpool_px_avx512 : avepool_px_avx512;
     if (nb_have_avx2_fma()) return is_max ? maxpool_px_avx2 : avepool_px_avx2;
 #endif
     return is_max ? maxpool_px_base : avepool_px_base;
@@ -253,7 +319,8 @@ void nb_avepool(const float *in, int64_t n, int64_t h, int64_t w, int64_t c,
     }
 }
 
-void nb_gap(const float *in, int64_t n, int64_t hw, int64_t c, float *out) {
+static inline __attribute__((always_inline)) void gap_body(const float *in, int64_t n, int64_t hw, int64_t c,
+                                                           float *out) {
     const float inv = 1.0f / (float)hw;
     for (int64_t img = 0; img < n; img++) {
         const float *src = in + img * hw * c;
@@ -264,6 +331,9 @@ void nb_gap(const float *in, int64_t n, int64_t hw, int64_t c, float *out) {
         for (int64_t j = 0; j < c; j++) dst[j] *= inv;
     }
 }
+NB_CLONES(gap, (const float *in, int64_t n, int64_t hw, int64_t c, float *out), (in, n, hw, c, out))
+
+void nb_gap(const float *in, int64_t n, int64_t hw, int64_t c, float *out) { gap_isa(in, n, hw, c, out); }
 
 void nb_softmax(const float *in, int64_t n, int64_t c, float *out) {
     for (int64_t r = 0; r < n; r++) {
