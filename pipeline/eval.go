@@ -3,7 +3,6 @@ package pipeline
 import (
 	"fmt"
 	"math"
-	"sort"
 
 	nbio "github.com/ninbatch/ninbatch/io"
 	"github.com/ninbatch/ninbatch/nin"
@@ -38,7 +37,7 @@ func Evaluate(net *nin.Net, data *nbio.Labeled, prep *nbio.Preprocess, batch int
 	probs := make([]float32, batch*c)
 	var top1, top5 int
 	var loss float64
-	idx := make([]int, c)
+	idx := make([]int, 0, 5)
 	for b0 := 0; b0 < data.N; b0 += batch {
 		n := min(batch, data.N-b0)
 		for j := 0; j < n; j++ {
@@ -50,14 +49,11 @@ func Evaluate(net *nin.Net, data *nbio.Labeled, prep *nbio.Preprocess, batch int
 		for j := 0; j < n; j++ {
 			p := probs[j*c : (j+1)*c]
 			y := int(data.Labels[b0+j])
-			for k := range idx {
-				idx[k] = k
-			}
-			sort.SliceStable(idx, func(a, b int) bool { return p[idx[a]] > p[idx[b]] })
+			idx = topK(idx, p, 5)
 			if idx[0] == y {
 				top1++
 			}
-			for k := 0; k < min(5, c); k++ {
+			for k := range idx {
 				if idx[k] == y {
 					top5++
 				}

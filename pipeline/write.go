@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"fmt"
-	"sort"
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -87,7 +86,7 @@ func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio
 	errB := array.NewStringBuilder(mem)
 	defer errB.Release()
 	names := b.file.classNames
-	order := make([]int, classes)
+	order := make([]int, 0, max(cfg.TopK, 1))
 	for _, i := range keep {
 		idB.Append(r.Model.ID)
 		if e := b.errs[i]; e != nil {
@@ -103,25 +102,16 @@ func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio
 		p := b.buf.probs[i*classes : (i+1)*classes]
 		probsB.Append(true)
 		pv.AppendValues(p, nil)
-		for k := range order {
-			order[k] = k
-		}
-		k := min(cfg.TopK, classes)
-		best := 0
-		for j, v := range p {
-			if v > p[best] {
-				best = j
-			}
-		}
+		order = topK(order, p, max(cfg.TopK, 1))
+		best := order[0]
 		top1B.Append(int32(best))
 		top1pB.Append(p[best])
 		if names != nil {
 			labelB.Append(names[best])
 		}
 		if cfg.TopK > 0 {
-			sort.SliceStable(order, func(a, c int) bool { return p[order[a]] > p[order[c]] })
 			topkB.Append(true)
-			for _, c := range order[:k] {
+			for _, c := range order {
 				topkS.Append(true)
 				topkS.FieldBuilder(0).(*array.Int32Builder).Append(int32(c))
 				topkS.FieldBuilder(1).(*array.Float32Builder).Append(p[c])
