@@ -234,6 +234,14 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 	g.Go(func() error { return s.inferStage(ctx, toInfer, toWrite) })
 	g.Go(func() error { return s.writeStage(ctx, toWrite) })
 	err = g.Wait()
+	// a stage that stopped early leaves batches in the channels behind it
+	for _, ch := range []chan *batch{toDecode, toInfer, toWrite} {
+		for b := range ch {
+			if b.rec != nil {
+				b.rec.Release()
+			}
+		}
+	}
 	s.finish(t0)
 	return s.sum, err
 }
