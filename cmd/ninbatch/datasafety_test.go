@@ -668,3 +668,20 @@ func TestRunPartitionedDataset(t *testing.T) {
 		t.Fatalf("rerun: %+v", readSummary(t, sum))
 	}
 }
+
+// A metrics file that cannot be written is an error, not silence.
+func TestTrainMetricsWriteErrors(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	dir := t.TempDir()
+	spec := filepath.Join(dir, "tiny.json")
+	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
+	data := filepath.Join(dir, "train.parquet")
+	writeTinyDataset(t, data, 16, 1)
+	code, _, e := runCLI(t, "train", "--spec", spec, "--epochs", "1", "--batch", "8", "--force",
+		"--metrics", "/dev/full", "--out", filepath.Join(dir, "t.nin"), data)
+	if code == 0 || !strings.Contains(e, "/dev/full") {
+		t.Fatalf("metrics on /dev/full: exit %d: %s", code, e)
+	}
+}

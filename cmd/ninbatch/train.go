@@ -175,8 +175,11 @@ func runTrain(c *cli.Context) error {
 	}
 	defer mf.Close()
 	if !c.Bool("resume") {
-		mf.Truncate(0)
+		if err := mf.Truncate(0); err != nil {
+			return fmt.Errorf("metrics file %s: %w", metricsPath, err)
+		}
 	}
+	var metricsErr error // the first failed metrics write: reported, and the exit code says so
 	plotPath := c.String("plot")
 	if plotPath == "" {
 		plotPath = out + ".curves.png"
@@ -204,8 +207,16 @@ func runTrain(c *cli.Context) error {
 			Epoch: func(em pipeline.EpochMetrics) {
 				bar.done()
 				b, _ := json.Marshal(em)
-				mf.Write(append(b, '\n'))
-				mf.Sync()
+				_, err := mf.Write(append(b, '\n'))
+				if err == nil {
+					err = mf.Sync()
+				}
+				if err != nil {
+					logger.Error().Err(err).Str("metrics", metricsPath).Msg("writing the metrics file")
+					if metricsErr == nil {
+						metricsErr = err
+					}
+				}
 				history = append(history, em)
 				if err := pipeline.PlotCurves(plotPath, history); err != nil {
 					logger.Warn().Err(err).Msg("plotting the training curves")
@@ -225,7 +236,13 @@ func runTrain(c *cli.Context) error {
 		}
 		return err
 	}
-	return saveTrained(m, tr.State, strings.Join(files, ","), out, "")
+	if err := saveTrained(m, tr.State, strings.Join(files, ","), out, ""); err != nil {
+		return err
+	}
+	if metricsErr != nil {
+		return &exitError{exitFailed, fmt.Errorf("the model was written, but metrics file %s was not: %w", metricsPath, metricsErr)}
+	}
+	return nil
 }
 
 // saveTrained writes the trained model with its provenance.
