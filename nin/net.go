@@ -1036,3 +1036,6 @@ func (n *Net) micro(st *stream, x []float32, m int, probs, logits []float32) {
 	}
 	native.Softmax(probs, st.logits, m, n.classes)
 }
+
+// ISA names the instruction set the net's kernels run (native.Current).
+func (n *Net) ISA() string { return native.Current().String() }

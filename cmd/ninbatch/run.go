@@ -91,59 +91,26 @@ func parseShape(s string) (nbio.Shape, error) {
 }
 
 func runRun(c *cli.Context) error {
-	if c.NArg() == 0 {
-		return usageErr("give at least one input file, directory or glob")
-	}
-	onErr := c.String("on-error")
-	if onErr != "record" && onErr != "skip" && onErr != "fail" {
-		return usageErr("--on-error %q: want record, skip or fail", onErr)
-	}
-	shape, err := parseShape(c.String("shape"))
+	cfg, err := runConfig(c)
 	if err != nil {
-		return usageErr("%v", err)
-	}
-	batch := c.Int(flagBatch)
-	if batch < 1 || batch > 65536 {
-		return usageErr("--batch %d: want 1..65536", batch)
-	}
-	switch c.String("compression") {
-	case "zstd", "snappy", "none":
-	default:
-		return usageErr("--compression %q: want zstd, snappy or none", c.String("compression"))
+		return err
 	}
 	m, err := nin.LoadFile(c.String(flagModel))
 	if err != nil {
 		return asUsage(err)
 	}
-	out := c.String(flagOut)
-	inputs, err := nbio.ExpandInputFiles(c.Args().Slice(), nbio.ExpandOptions{Recursive: c.Bool("recursive"), Exclude: []string{out}})
-	if err != nil {
-		return asUsage(err)
-	}
-	pixelRange := float32(c.Float64("pixel-range"))
-	if pixelRange != 255 && pixelRange != 1 {
-		return usageErr("--pixel-range %v: want 255 (float tensors hold 0..255, like decoded images) or 1 (0..1, PyTorch's ToTensor)", c.Float64("pixel-range"))
-	}
-	if err := mkdirAll(out); err != nil {
+	if err := mkdirAll(cfg.OutDir); err != nil {
 		return err
 	}
-	shard, shards, err := parseShard(c.String("shard"), c.Int("shards"), os.Getenv("JOB_COMPLETION_INDEX"))
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	if c.Int64("split-rows") < 0 {
-		return usageErr("--split-rows must not be negative")
-	}
 	threads := threadsOf(c)
-	workers := c.Int("decode-workers")
-	if workers <= 0 {
-		workers = threads
+	if cfg.Workers <= 0 {
+		cfg.Workers = threads
 	}
 	tile, err := winoTile(c)
 	if err != nil {
 		return err
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: cfg.Batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
 		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile,
 		GEMM: nin.GEMM(c.String(flagGEMM))})
 	if err != nil {
@@ -154,37 +121,10 @@ func runRun(c *cli.Context) error {
 	defer stop()
 
 	bar := newProgress()
-	start := time.Now()
-	r := &pipeline.Runner{Model: m, Net: net, Mem: memory.DefaultAllocator,
-		Config: pipeline.RunConfig{Inputs: inputs, OutDir: out, ImageCol: c.String("image-col"), Shape: shape,
-			PixelRange: pixelRange, Prefix: c.String("prefix"), Prune: c.Bool("prune"),
-			Batch: batch, TopK: c.Int("topk"), OnError: onErr, Compression: c.String("compression"),
-			RowGroupRows: c.Int("row-group-rows"), Workers: workers, Version: version,
-			Shard: shard, Shards: shards, Force: c.Bool("force"), SplitRows: c.Int64("split-rows")},
-		Progress: func(done, total int64) {
-			el := time.Since(start).Seconds()
-			rate := float64(done) / el
-			eta := "?"
-			if total > 0 && rate > 0 {
-				eta = (time.Duration(float64(total-done)/rate) * time.Second).Round(time.Second).String()
-			}
-			bar.show("%d/%d rows  %.0f img/s  ETA %s", done, total, rate, eta)
-			if bar.every() {
-				logger.Info().Int64("rows", done).Int64("total", total).Float64("img_per_s", rate).Str("eta", eta).Msg("scoring")
-			}
-		},
-		Warn: func(msg string) {
-			bar.done()
-			logger.Warn().Msg(msg)
-		},
-		FileDone: func(fs pipeline.FileSummary) {
-			bar.done()
-			logger.Info().Str("input", fs.Input).Str("output", fs.Output).Int64("rows", fs.RowsIn).
-				Int64("errors", fs.RowsError).Int64("skipped", fs.RowsSkipped).Float64("seconds", fs.Seconds).Msg("file done")
-		},
-	}
-	logger.Info().Str("model", c.String(flagModel)).Str("model_id", m.ID).Int("inputs", len(inputs)).
-		Int("batch", batch).Int("threads", threads).Msg("scoring")
+	r := &pipeline.Runner{Model: m, Net: net, Mem: memory.DefaultAllocator, Config: cfg}
+	runHooks(r, bar)
+	logger.Info().Str("model", c.String(flagModel)).Str("model_id", m.ID).Int("inputs", len(cfg.Inputs)).
+		Int("batch", cfg.Batch).Int("threads", threads).Str("isa", net.ISA()).Msg("scoring")
 	sum, runErr := r.Run(ctx)
 	bar.done()
 	if sum != nil {
@@ -194,10 +134,90 @@ func runRun(c *cli.Context) error {
 			}
 		}
 		logger.Info().Str("shard", sum.Shard).Int("units", sum.Files).Int("done", sum.FilesDone).Int("skipped_finished", sum.FilesSkip).
-			Int("stale_temporaries_removed", sum.StaleTemps).Int64("rows", sum.RowsIn).Int64("scored", sum.RowsScored).
-			Int64("errors", sum.RowsError).Int64("skipped", sum.RowsSkipped).Float64("seconds", sum.Seconds).
-			Float64("img_per_s", sum.ImgPerSec).Msg("run finished")
+			Int("failed", sum.FilesFailed).Int("stale_temporaries_removed", sum.StaleTemps).Int64("rows", sum.RowsIn).
+			Int64("scored", sum.RowsScored).Int64("errors", sum.RowsError).Int64("skipped", sum.RowsSkipped).
+			Float64("seconds", sum.Seconds).Float64("img_per_s", sum.ImgPerSec).Msg("run finished")
 	}
+	return runOutcome(sum, runErr)
+}
+
+// runConfig reads and checks run's flags and inputs.
+func runConfig(c *cli.Context) (pipeline.RunConfig, error) {
+	var cfg pipeline.RunConfig
+	if c.NArg() == 0 {
+		return cfg, usageErr("give at least one input file, directory or glob")
+	}
+	onErr := c.String("on-error")
+	if onErr != "record" && onErr != "skip" && onErr != "fail" {
+		return cfg, usageErr("--on-error %q: want record, skip or fail", onErr)
+	}
+	shape, err := parseShape(c.String("shape"))
+	if err != nil {
+		return cfg, usageErr("%v", err)
+	}
+	batch := c.Int(flagBatch)
+	if batch < 1 || batch > 65536 {
+		return cfg, usageErr("--batch %d: want 1..65536", batch)
+	}
+	switch c.String("compression") {
+	case "zstd", "snappy", "none":
+	default:
+		return cfg, usageErr("--compression %q: want zstd, snappy or none", c.String("compression"))
+	}
+	pixelRange := float32(c.Float64("pixel-range"))
+	if pixelRange != 255 && pixelRange != 1 {
+		return cfg, usageErr("--pixel-range %v: want 255 (float tensors hold 0..255, like decoded images) or 1 (0..1, PyTorch's ToTensor)", c.Float64("pixel-range"))
+	}
+	shard, shards, err := parseShard(c.String("shard"), c.Int("shards"), os.Getenv("JOB_COMPLETION_INDEX"))
+	if err != nil {
+		return cfg, usageErr("%v", err)
+	}
+	if c.Int64("split-rows") < 0 {
+		return cfg, usageErr("--split-rows must not be negative")
+	}
+	out := c.String(flagOut)
+	inputs, err := nbio.ExpandInputFiles(c.Args().Slice(), nbio.ExpandOptions{Recursive: c.Bool("recursive"), Exclude: []string{out}})
+	if err != nil {
+		return cfg, asUsage(err)
+	}
+	return pipeline.RunConfig{Inputs: inputs, OutDir: out, ImageCol: c.String("image-col"), Shape: shape,
+		PixelRange: pixelRange, Prefix: c.String("prefix"), Prune: c.Bool("prune"),
+		Batch: batch, TopK: c.Int("topk"), OnError: onErr, Compression: c.String("compression"),
+		RowGroupRows: c.Int("row-group-rows"), Workers: c.Int("decode-workers"), Version: version,
+		Shard: shard, Shards: shards, Force: c.Bool("force"), SplitRows: c.Int64("split-rows")}, nil
+}
+
+// runHooks wires the runner's progress, warnings and per-file lines to
+// the log and the progress bar.
+func runHooks(r *pipeline.Runner, bar *progress) {
+	start := time.Now()
+	r.Progress = func(done, total int64) {
+		el := time.Since(start).Seconds()
+		rate := float64(done) / el
+		eta := "?"
+		if total > 0 && rate > 0 {
+			eta = (time.Duration(float64(total-done)/rate) * time.Second).Round(time.Second).String()
+		}
+		bar.show("%d/%d rows  %.0f img/s  ETA %s", done, total, rate, eta)
+		if bar.every() {
+			logger.Info().Int64("rows", done).Int64("total", total).Float64("img_per_s", rate).Str("eta", eta).Msg("scoring")
+		}
+	}
+	r.Warn = func(msg string) {
+		bar.done()
+		logger.Warn().Msg(msg)
+	}
+	r.FileDone = func(fs pipeline.FileSummary) {
+		bar.done()
+		logger.Info().Str("input", fs.Input).Str("output", fs.Output).Int64("rows", fs.RowsIn).
+			Int64("errors", fs.RowsError).Int64("skipped", fs.RowsSkipped).Float64("seconds", fs.Seconds).Msg("file done")
+	}
+}
+
+// runOutcome maps a run's result to the exit codes: 2 a run that must not
+// start as configured, 1 a failed or interrupted run, 3 files or rows that
+// could not be scored.
+func runOutcome(sum *pipeline.RunSummary, runErr error) error {
 	var locked *pipeline.LockedError
 	var config *pipeline.ConfigError
 	switch {
