@@ -52,7 +52,6 @@ func (r *run) decode(b *batch, prep *nbio.Preprocess, cfg RunConfig) error {
 // write appends b's rows with their scores (or errors) to the output.
 func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio.Preprocess, cfg RunConfig) error {
 	classes := r.Net.Classes()
-	mem := r.Mem
 	n := b.n
 	fs.RowsIn += int64(n)
 	keep := make([]int, 0, n) // rows that go to the output
@@ -69,59 +68,14 @@ func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio
 	if len(keep) == 0 {
 		return nil
 	}
-	probsB := array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
-	defer probsB.Release()
-	pv := probsB.ValueBuilder().(*array.Float32Builder)
-	top1B := array.NewInt32Builder(mem)
-	defer top1B.Release()
-	top1pB := array.NewFloat32Builder(mem)
-	defer top1pB.Release()
-	labelB := array.NewStringBuilder(mem)
-	defer labelB.Release()
-	topkB := array.NewListBuilder(mem, topkType.Elem())
-	defer topkB.Release()
-	topkS := topkB.ValueBuilder().(*array.StructBuilder)
-	idB := array.NewStringBuilder(mem)
-	defer idB.Release()
-	errB := array.NewStringBuilder(mem)
-	defer errB.Release()
-	names := b.file.classNames
-	order := make([]int, 0, max(cfg.TopK, 1))
+	sc := newScoreCols(r.Mem, b.file.classNames, cfg.TopK)
+	defer sc.release()
 	for _, i := range keep {
-		idB.Append(r.Model.ID)
 		if e := b.errs[i]; e != nil {
-			probsB.AppendNull()
-			top1B.AppendNull()
-			top1pB.AppendNull()
-			labelB.AppendNull()
-			topkB.AppendNull()
-			errB.Append(e.Error())
+			sc.appendError(r.Model.ID, e)
 			continue
 		}
-		errB.AppendNull()
-		p := b.buf.probs[i*classes : (i+1)*classes]
-		probsB.Append(true)
-		pv.AppendValues(p, nil)
-		order = topK(order, p, max(cfg.TopK, 1))
-		best := order[0]
-		top1B.Append(int32(best))
-		top1pB.Append(p[best])
-		if names != nil {
-			labelB.Append(names[best])
-		}
-		if cfg.TopK > 0 {
-			topkB.Append(true)
-			for _, c := range order {
-				topkS.Append(true)
-				topkS.FieldBuilder(0).(*array.Int32Builder).Append(int32(c))
-				topkS.FieldBuilder(1).(*array.Float32Builder).Append(p[c])
-				if names != nil {
-					topkS.FieldBuilder(2).(*array.StringBuilder).Append(names[c])
-				} else {
-					topkS.FieldBuilder(2).(*array.StringBuilder).AppendNull()
-				}
-			}
-		}
+		sc.appendScores(r.Model.ID, b.buf.probs[i*classes:(i+1)*classes])
 	}
 	// passthrough columns, filtered to the kept rows
 	var cols []arrow.Array
@@ -131,20 +85,13 @@ func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio
 		}
 	}()
 	for _, ci := range b.file.pass {
-		c, err := takeRows(mem, b.rec.Column(ci), keep, n)
+		c, err := takeRows(r.Mem, b.rec.Column(ci), keep, n)
 		if err != nil {
 			return fmt.Errorf("%s column %s: %w", b.file.path, b.rec.ColumnName(ci), err)
 		}
 		cols = append(cols, c)
 	}
-	cols = append(cols, probsB.NewArray(), top1B.NewArray(), top1pB.NewArray())
-	if names != nil {
-		cols = append(cols, labelB.NewArray())
-	}
-	if cfg.TopK > 0 {
-		cols = append(cols, topkB.NewArray())
-	}
-	cols = append(cols, idB.NewArray(), errB.NewArray())
+	cols = sc.arrays(cols)
 	rec := array.NewRecordBatch(b.file.outSchema, cols, int64(len(keep)))
 	defer rec.Release()
 	if err := w.Write(rec); err != nil {
@@ -152,6 +99,88 @@ func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio
 	}
 	fs.RowsOut += int64(len(keep))
 	return nil
+}
+
+// scoreCols builds the score columns of one output batch, in the order of
+// Runner.scoreFields.
+type scoreCols struct {
+	names                []string // class names, or nil: no top1_label, null topk labels
+	k                    int      // topk entries (0: no topk column)
+	probs, topk          *array.ListBuilder
+	probV                *array.Float32Builder
+	topkS                *array.StructBuilder
+	top1                 *array.Int32Builder
+	top1p                *array.Float32Builder
+	label, modelID, errs *array.StringBuilder
+	order                []int
+}
+
+func newScoreCols(mem memory.Allocator, names []string, k int) *scoreCols {
+	s := &scoreCols{names: names, k: k, order: make([]int, 0, max(k, 1)),
+		probs: array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32), topk: array.NewListBuilder(mem, topkType.Elem()),
+		top1: array.NewInt32Builder(mem), top1p: array.NewFloat32Builder(mem),
+		label: array.NewStringBuilder(mem), modelID: array.NewStringBuilder(mem), errs: array.NewStringBuilder(mem)}
+	s.probV = s.probs.ValueBuilder().(*array.Float32Builder)
+	s.topkS = s.topk.ValueBuilder().(*array.StructBuilder)
+	return s
+}
+
+func (s *scoreCols) release() {
+	for _, b := range []array.Builder{s.probs, s.topk, s.top1, s.top1p, s.label, s.modelID, s.errs} {
+		b.Release()
+	}
+}
+
+// appendError adds a row that could not be scored: null scores, the reason.
+func (s *scoreCols) appendError(modelID string, e error) {
+	s.modelID.Append(modelID)
+	s.probs.AppendNull()
+	s.top1.AppendNull()
+	s.top1p.AppendNull()
+	s.label.AppendNull()
+	s.topk.AppendNull()
+	s.errs.Append(e.Error())
+}
+
+// appendScores adds a scored row with probabilities p.
+func (s *scoreCols) appendScores(modelID string, p []float32) {
+	s.modelID.Append(modelID)
+	s.errs.AppendNull()
+	s.probs.Append(true)
+	s.probV.AppendValues(p, nil)
+	s.order = topK(s.order, p, max(s.k, 1))
+	best := s.order[0]
+	s.top1.Append(int32(best))
+	s.top1p.Append(p[best])
+	if s.names != nil {
+		s.label.Append(s.names[best])
+	}
+	if s.k == 0 {
+		return
+	}
+	s.topk.Append(true)
+	for _, c := range s.order {
+		s.topkS.Append(true)
+		s.topkS.FieldBuilder(0).(*array.Int32Builder).Append(int32(c))
+		s.topkS.FieldBuilder(1).(*array.Float32Builder).Append(p[c])
+		if s.names != nil {
+			s.topkS.FieldBuilder(2).(*array.StringBuilder).Append(s.names[c])
+		} else {
+			s.topkS.FieldBuilder(2).(*array.StringBuilder).AppendNull()
+		}
+	}
+}
+
+// arrays appends the finished score columns to cols.
+func (s *scoreCols) arrays(cols []arrow.Array) []arrow.Array {
+	cols = append(cols, s.probs.NewArray(), s.top1.NewArray(), s.top1p.NewArray())
+	if s.names != nil {
+		cols = append(cols, s.label.NewArray())
+	}
+	if s.k > 0 {
+		cols = append(cols, s.topk.NewArray())
+	}
+	return append(cols, s.modelID.NewArray(), s.errs.NewArray())
 }
 
 // takeRows returns col restricted to the rows in keep (ascending). When
