@@ -160,68 +160,50 @@ static inline __attribute__((always_inline)) void maxpool_argmax_tail(MAXPOOL_AR
 static void maxpool_argmax_base(MAXPOOL_ARGMAX_ARGS) { maxpool_argmax_tail(src, w, c, y0, y1, x0, x1, base, dst, am, 0); }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) static void maxpool_argmax_avx2(MAXPOOL_ARGMAX_ARGS) {
-    int64_t j = 0;
-    for (; j + 8 <= c; j += 8) {
-        pv8f best = {-FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX};
-        pv8i bi = (pv8i){0, 1, 2, 3, 4, 5, 6, 7} + (base + (int32_t)((y0 * w + x0) * c + j));
-        for (int64_t y = y0; y < y1; y++) {
-            for (int64_t x = x0; x < x1; x++) {
-                const int64_t off = (y * w + x) * c + j;
-                pv8f a;
-                memcpy(&a, src + off, sizeof a);
-                const pv8i cand = (pv8i){0, 1, 2, 3, 4, 5, 6, 7} + (base + (int32_t)off);
-                const pv8i gt = a > best;  // all ones where a > best
-                best = (pv8f)(((pv8i)a & gt) | ((pv8i)best & ~gt));
-                bi = (cand & gt) | (bi & ~gt);
-            }
-        }
-        memcpy(dst + j, &best, sizeof best);
-        memcpy(am + j, &bi, sizeof bi);
-    }
-    maxpool_argmax_tail(src, w, c, y0, y1, x0, x1, base, dst, am, j);
-}
-#endif
-
-#if defined(__x86_64__) && defined(__GNUC__)
 typedef float pv16f __attribute__((vector_size(64)));
 typedef int32_t pv16i __attribute__((vector_size(64)));
 
-// 16 channels a vector; the same comparisons as the AVX2 loop (ties keep
-// the first), so the same values and indices.
-NB_AVX512 static void maxpool_argmax_avx512(MAXPOOL_ARGMAX_ARGS) {
-    int64_t j = 0;
-    const pv16i lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    for (; j + 16 <= c; j += 16) {
-        pv16f best;
-        for (int q = 0; q < 16; q++) best[q] = -FLT_MAX;
-        pv16i bi = lane + (base + (int32_t)((y0 * w + x0) * c + j));
-        for (int64_t y = y0; y < y1; y++) {
-            for (int64_t x = x0; x < x1; x++) {
-                const int64_t off = (y * w + x) * c + j;
-                pv16f a;
-                memcpy(&a, src + off, sizeof a);
-                const pv16i cand = lane + (base + (int32_t)off);
-                const pv16i gt = a > best;
-                best = (pv16f)(((pv16i)a & gt) | ((pv16i)best & ~gt));
-                bi = (cand & gt) | (bi & ~gt);
-            }
-        }
-        memcpy(dst + j, &best, sizeof best);
-        memcpy(am + j, &bi, sizeof bi);
+// W channels a vector (8: AVX2, 16: AVX-512), the scalar tail after; the
+// same comparisons at every width (ties keep the first), so the same
+// values and indices.
+#define NB_ARGMAX(W, TGT)                                                                  \
+    TGT static void maxpool_argmax_w##W(MAXPOOL_ARGMAX_ARGS) {                             \
+        pv##W##i lane;                                                                     \
+        pv##W##f lowest;                                                                   \
+        for (int q = 0; q < W; q++) lane[q] = q, lowest[q] = -FLT_MAX;                     \
+        int64_t j = 0;                                                                     \
+        for (; j + W <= c; j += W) {                                                       \
+            pv##W##f best = lowest;                                                        \
+            pv##W##i bi = lane + (base + (int32_t)((y0 * w + x0) * c + j));                \
+            for (int64_t y = y0; y < y1; y++) {                                            \
+                for (int64_t x = x0; x < x1; x++) {                                        \
+                    const int64_t off = (y * w + x) * c + j;                               \
+                    pv##W##f a;                                                            \
+                    memcpy(&a, src + off, sizeof a);                                       \
+                    const pv##W##i cand = lane + (base + (int32_t)off);                    \
+                    const pv##W##i gt = a > best; /* all ones where a > best */            \
+                    best = (pv##W##f)(((pv##W##i)a & gt) | ((pv##W##i)best & ~gt));        \
+                    bi = (cand & gt) | (bi & ~gt);                                         \
+                }                                                                          \
+            }                                                                              \
+            memcpy(dst + j, &best, sizeof best);                                           \
+            memcpy(am + j, &bi, sizeof bi);                                                \
+        }                                                                                  \
+        maxpool_argmax_tail(src, w, c, y0, y1, x0, x1, base, dst, am, j);                  \
     }
-    maxpool_argmax_tail(src, w, c, y0, y1, x0, x1, base, dst, am, j);
-}
+NB_ARGMAX(8, NB_AVX2)
+NB_ARGMAX(16, NB_AVX512)
+#undef NB_ARGMAX
 #endif
 
 static void maxpool_argmax_px(MAXPOOL_ARGMAX_ARGS) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (nb_isa_level() >= NB_ISA_AVX512) {
-        maxpool_argmax_avx512(src, w, c, y0, y1, x0, x1, base, dst, am);
+        maxpool_argmax_w16(src, w, c, y0, y1, x0, x1, base, dst, am);
         return;
     }
     if (nb_have_avx2_fma()) {
-        maxpool_argmax_avx2(src, w, c, y0, y1, x0, x1, base, dst, am);
+        maxpool_argmax_w8(src, w, c, y0, y1, x0, x1, base, dst, am);
         return;
     }
 #endif
