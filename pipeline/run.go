@@ -139,22 +139,21 @@ type Runner struct {
 // prepared is a checked input ready to score, or one that failed.
 type prepared struct {
 	unit
-	path, abs, rel string
-	fp             string
-	size           int64
-	mtime          string
-	rows           int64
-	image          nbio.ImageColumn
-	schema         *arrow.Schema // input schema
-	meta           map[string]string
-	outSchema      *arrow.Schema
-	pass           []int    // input columns passed through
-	replaced       []string // score columns of a scored input that new scores replace
-	scoreNames     []string
-	classNames     []string
-	fail           error       // preflight failure
-	failed         atomic.Bool // failed while streaming: drop what follows
-	warnedRange    bool
+	fp           string
+	size         int64
+	mtime        string
+	rows         int64
+	image        nbio.ImageColumn
+	schema       *arrow.Schema // input schema
+	meta         map[string]string
+	outSchema    *arrow.Schema
+	pass         []int    // input columns passed through
+	replaced     []string // score columns of a scored input that new scores replace
+	scoreNames   []string
+	classNames   []string
+	fail         error       // preflight failure
+	failed       atomic.Bool // failed while streaming: drop what follows
+	rangeChecked bool        // the float pixel range was looked at (first batch)
 }
 
 // batch travels through the pipeline: one input record batch and its
@@ -417,7 +416,7 @@ func (s *run) removeTemps(out string) {
 func (s *run) preflight(units []unit) []*prepared {
 	out := make([]*prepared, 0, len(units))
 	for _, u := range units {
-		p := &prepared{unit: u, path: u.in.Path, abs: u.in.Abs, rel: u.rel}
+		p := &prepared{unit: u}
 		p.fail = u.planErr
 		if p.fail == nil {
 			p.fail = s.check(p)
@@ -431,28 +430,28 @@ func (s *run) preflight(units []unit) []*prepared {
 }
 
 func (s *run) check(p *prepared) error {
-	src, err := nbio.OpenRowGroups(p.path, nil, 1, p.rowGroups, s.Mem)
+	src, err := nbio.OpenRowGroups(p.in.Path, nil, 1, p.rowGroups, s.Mem)
 	if err != nil {
-		return &InputError{p.path, err}
+		return &InputError{p.in.Path, err}
 	}
 	p.schema, p.meta, p.rows = src.Schema(), src.Metadata(), src.NumRows()
 	unkept := src.Unkept()
 	src.Close()
 	if p.image, err = nbio.FindImageColumn(p.schema, s.cfg.ImageCol); err != nil {
-		return &InputError{p.path, fmt.Errorf("%s: %w", p.path, err)}
+		return &InputError{p.in.Path, fmt.Errorf("%s: %w", p.in.Path, err)}
 	}
-	if p.fp, p.size, p.mtime, err = Fingerprint(p.path); err != nil {
-		return &InputError{p.path, err}
+	if p.fp, p.size, p.mtime, err = Fingerprint(p.in.Path); err != nil {
+		return &InputError{p.in.Path, err}
 	}
 	p.classNames = s.classNamesFor(p.meta)
 	for _, u := range unkept {
-		s.warn(fmt.Sprintf("%s: passthrough column %s", p.path, u))
+		s.warn(fmt.Sprintf("%s: passthrough column %s", p.in.Path, u))
 	}
 	if err := s.outputSchema(p); err != nil {
 		return err
 	}
 	if len(p.replaced) > 0 {
-		s.warn(fmt.Sprintf("%s holds scores from an earlier run; its columns %v are replaced by this run's (pass --prefix to keep both)", p.path, p.replaced))
+		s.warn(fmt.Sprintf("%s holds scores from an earlier run; its columns %v are replaced by this run's (pass --prefix to keep both)", p.in.Path, p.replaced))
 	}
 	return nil
 }
@@ -539,9 +538,9 @@ func (s *run) readUnit(ctx context.Context, f *prepared, out chan<- *batch) erro
 	if err := os.MkdirAll(filepath.Dir(f.out), 0o755); err != nil {
 		return send(ctx, out, &batch{file: f, fail: err})
 	}
-	src, err := nbio.OpenRowGroups(f.path, nil, s.cfg.Batch, f.rowGroups, s.Mem)
+	src, err := nbio.OpenRowGroups(f.in.Path, nil, s.cfg.Batch, f.rowGroups, s.Mem)
 	if err != nil {
-		return send(ctx, out, &batch{file: f, fail: &InputError{f.path, err}})
+		return send(ctx, out, &batch{file: f, fail: &InputError{f.in.Path, err}})
 	}
 	defer src.Close()
 	var row int64
@@ -551,11 +550,11 @@ func (s *run) readUnit(ctx context.Context, f *prepared, out chan<- *batch) erro
 			return send(ctx, out, &batch{file: f})
 		}
 		if err != nil {
-			return send(ctx, out, &batch{file: f, fail: &InputError{f.path, err}})
+			return send(ctx, out, &batch{file: f, fail: &InputError{f.in.Path, err}})
 		}
 		if !rec.Schema().Equal(f.schema) {
 			rec.Release()
-			return send(ctx, out, &batch{file: f, fail: &InputError{f.path, fmt.Errorf("%s: schema changed while reading", f.path)}})
+			return send(ctx, out, &batch{file: f, fail: &InputError{f.in.Path, fmt.Errorf("%s: schema changed while reading", f.in.Path)}})
 		}
 		n := rec.NumRows()
 		if err := send(ctx, out, &batch{file: f, rec: rec, first: row, n: int(n)}); err != nil {
@@ -663,7 +662,7 @@ func (s *run) writeStage(ctx context.Context, in <-chan *batch) error {
 				}
 				return err
 			}
-			fs = FileSummary{Input: f.path, RowGroups: f.rowGroups, Output: f.out, Fingerprint: f.fp}
+			fs = FileSummary{Input: f.in.Path, RowGroups: f.rowGroups, Output: f.out, Fingerprint: f.fp}
 		}
 		if b.rec == nil { // end of unit
 			fs.Seconds = time.Since(ft).Seconds()
@@ -698,15 +697,15 @@ func (s *run) writeStage(ctx context.Context, in <-chan *batch) error {
 // output is renamed into place, then the manifest records it (size and
 // checksum too), then the unit lock is released.
 func (s *run) commit(w *nbio.ParquetWriter, f *prepared, fs *FileSummary) error {
-	if fp, _, _, err := Fingerprint(f.path); err != nil || fp != f.fp {
+	if fp, _, _, err := Fingerprint(f.in.Path); err != nil || fp != f.fp {
 		w.Abort()
-		return &InputError{f.path, fmt.Errorf("%s changed while it was being read; its output was discarded (rerun to score the new content)", f.path)}
+		return &InputError{f.in.Path, fmt.Errorf("%s changed while it was being read; its output was discarded (rerun to score the new content)", f.in.Path)}
 	}
 	if err := w.Commit(); err != nil {
 		return err
 	}
 	size, sha := w.Checksum()
-	err := s.manifest.append(ManifestEntry{Input: f.abs, RowGroups: fs.RowGroups, Size: f.size, MTime: f.mtime,
+	err := s.manifest.append(ManifestEntry{Input: f.in.Abs, RowGroups: fs.RowGroups, Size: f.size, MTime: f.mtime,
 		Fingerprint: fs.Fingerprint, Output: f.rel, OutputSize: size, OutputSHA256: sha, RowsIn: fs.RowsIn, RowsOut: fs.RowsOut,
 		RowsError: fs.RowsError, RowsSkipped: fs.RowsSkipped, ModelID: s.Model.ID, Version: s.cfg.Version,
 		Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: s.label, Seconds: fs.Seconds})
@@ -731,9 +730,9 @@ func (s *run) unitFailed(f *prepared, cause error) error {
 	}
 	msg := cause.Error()
 	s.sum.FilesFailed++
-	s.sum.Failures = append(s.sum.Failures, FileFailure{Input: f.path, RowGroups: f.rowGroups, Output: f.out, Error: msg})
-	s.warn(fmt.Sprintf("%s was not scored: %s", f.path, msg))
-	return s.manifest.append(ManifestEntry{Input: f.abs, RowGroups: f.rowGroups, Size: f.size, MTime: f.mtime,
+	s.sum.Failures = append(s.sum.Failures, FileFailure{Input: f.in.Path, RowGroups: f.rowGroups, Output: f.out, Error: msg})
+	s.warn(fmt.Sprintf("%s was not scored: %s", f.in.Path, msg))
+	return s.manifest.append(ManifestEntry{Input: f.in.Abs, RowGroups: f.rowGroups, Size: f.size, MTime: f.mtime,
 		Fingerprint: f.fp, Output: f.rel, Status: "failed", Error: msg, ModelID: s.Model.ID, Version: s.cfg.Version,
 		Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: s.label})
 }

@@ -88,7 +88,7 @@ func (r *Runner) outputSchema(p *prepared) error {
 				p.replaced = append(p.replaced, f.Name)
 				continue
 			}
-			return &InputError{p.path, fmt.Errorf("%s: column %q has the name of ninbatch's output column %q; pass --prefix (for example --prefix nb_) to name ninbatch's columns apart", p.path, f.Name, clash)}
+			return &InputError{p.in.Path, fmt.Errorf("%s: column %q has the name of ninbatch's output column %q; pass --prefix (for example --prefix nb_) to name ninbatch's columns apart", p.in.Path, f.Name, clash)}
 		}
 		fields = append(fields, f)
 		p.pass = append(p.pass, i)
@@ -137,7 +137,7 @@ func (r *Runner) outputMetadata(p *prepared) map[string]string {
 	md["ninbatch.model_id"] = r.Model.ID
 	md["ninbatch.version"] = r.Config.Version
 	md["ninbatch.isa"] = native.Current().String()
-	md["ninbatch.input"] = p.abs
+	md["ninbatch.input"] = p.in.Abs
 	md["ninbatch.input_fingerprint"] = p.fp
 	md["ninbatch.score_columns"] = string(names)
 	return md

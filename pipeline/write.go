@@ -16,7 +16,7 @@ func (r *run) decode(b *batch, prep *nbio.Preprocess, cfg RunConfig) error {
 	col := b.rec.Column(b.file.image.Index)
 	ir, err := nbio.NewImageReader(col, b.file.image.Kind)
 	if err != nil {
-		return &InputError{b.file.path, fmt.Errorf("%s rows %d..%d column %s: %w", b.file.path, b.first, b.first+int64(b.n)-1, b.file.image.Name, err)}
+		return &InputError{b.file.in.Path, fmt.Errorf("%s rows %d..%d column %s: %w", b.file.in.Path, b.first, b.first+int64(b.n)-1, b.file.image.Name, err)}
 	}
 	b.errs = make([]error, b.n)
 	sz := prep.Len()
@@ -42,7 +42,7 @@ func (r *run) decode(b *batch, prep *nbio.Preprocess, cfg RunConfig) error {
 	if cfg.OnError == "fail" {
 		for i, e := range b.errs {
 			if e != nil {
-				return &RowError{File: b.file.path, Row: b.first + int64(i), Column: b.file.image.Name, Err: e}
+				return &RowError{File: b.file.in.Path, Row: b.first + int64(i), Column: b.file.image.Name, Err: e}
 			}
 		}
 	}
@@ -87,7 +87,7 @@ func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio
 	for _, ci := range b.file.pass {
 		c, err := takeRows(r.Mem, b.rec.Column(ci), keep, n)
 		if err != nil {
-			return fmt.Errorf("%s column %s: %w", b.file.path, b.rec.ColumnName(ci), err)
+			return fmt.Errorf("%s column %s: %w", b.file.in.Path, b.rec.ColumnName(ci), err)
 		}
 		cols = append(cols, c)
 	}
@@ -212,12 +212,17 @@ func takeRows(mem memory.Allocator, col arrow.Array, keep []int, n int) (arrow.A
 	return array.Concatenate(parts, mem)
 }
 
-// checkRange warns, once per file, when a float tensor column holds only
-// values within 0..1 while the preprocessing expects 0..255 pixels
-// (PyTorch's ToTensor convention under a /255 model): such rows would all
-// score as nearly black images.
+// checkRange warns when a file's first batch of a float tensor column
+// holds only values within 0..1 while the preprocessing expects 0..255
+// pixels (PyTorch's ToTensor convention under a /255 model): such rows
+// would all score as nearly black images. One batch tells; the rest of the
+// file is not scanned again.
 func (r *run) checkRange(b *batch, ir *nbio.ImageReader, prep *nbio.Preprocess) {
-	if b.file.warnedRange || prep.FloatScale != 0 && prep.FloatScale != 1 || prep.Scale > 0.5 {
+	if b.file.rangeChecked {
+		return
+	}
+	b.file.rangeChecked = true
+	if prep.FloatScale != 0 && prep.FloatScale != 1 || prep.Scale > 0.5 {
 		return
 	}
 	var peak float32
@@ -227,8 +232,7 @@ func (r *run) checkRange(b *batch, ir *nbio.ImageReader, prep *nbio.Preprocess) 
 		}
 	}
 	if peak > 0 && peak <= 1 {
-		b.file.warnedRange = true
 		r.warn(fmt.Sprintf("%s column %s: float pixels are all within 0..1, but the model scales pixels by %g (it expects 0..255); pass --pixel-range 1 if the tensors hold 0..1 values",
-			b.file.path, b.file.image.Name, prep.Scale))
+			b.file.in.Path, b.file.image.Name, prep.Scale))
 	}
 }
