@@ -49,21 +49,9 @@ NB_LD(16)
 #define VW 8
 #define VLD ld8
 #define VST st8
-#define WINO_UNROLL _Pragma("GCC unroll 8")
-#define WINO_NAME(x) x
-#include "wino_body.h"
-#undef WINO_UNROLL
-#undef WINO_NAME
-#define WINO_UNROLL
-#define WINO_NAME(x) x##_generic
-#include "wino_body.h"
-#undef WINO_UNROLL
-#undef WINO_NAME
-#undef VT
-#undef VTI
-#undef VW
-#undef VLD
-#undef VST
+#define WINO_NAME_UNROLLED(x) x
+#define WINO_NAME_GENERIC(x) x##_generic
+#include "wino_inst.h"
 
 // 16 floats a vector: the AVX-512 copies
 #define VT v16
@@ -71,21 +59,9 @@ NB_LD(16)
 #define VW 16
 #define VLD ld16
 #define VST st16
-#define WINO_UNROLL _Pragma("GCC unroll 8")
-#define WINO_NAME(x) x##_w16
-#include "wino_body.h"
-#undef WINO_UNROLL
-#undef WINO_NAME
-#define WINO_UNROLL
-#define WINO_NAME(x) x##_w16_generic
-#include "wino_body.h"
-#undef WINO_UNROLL
-#undef WINO_NAME
-#undef VT
-#undef VTI
-#undef VW
-#undef VLD
-#undef VST
+#define WINO_NAME_UNROLLED(x) x##_w16
+#define WINO_NAME_GENERIC(x) x##_w16_generic
+#include "wino_inst.h"
 
 // The transforms of native.WinoMatrices for the tile sizes in use, as
 // float32 (TestWinoTablesMatchGo keeps them equal, bit for bit). A call whose
