@@ -151,10 +151,7 @@ func TestModelWritersRefuseToReplace(t *testing.T) {
 	}
 
 	// train: a finished 1-epoch run leaves model, checkpoint and metrics
-	spec := filepath.Join(dir, "tiny.json")
-	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
-	data := filepath.Join(dir, "train.parquet")
-	writeTinyDataset(t, data, 40, 1)
+	_, spec, data := trainFixture(t, 40, 1)
 	trained := filepath.Join(dir, "t.nin")
 	args := []string{"train", "--spec", spec, "--epochs", "1", "--batch", "8", "--out", trained, data}
 	if code, _, e := runCLI(t, args...); code != 0 {
@@ -674,11 +671,7 @@ func TestTrainMetricsWriteErrors(t *testing.T) {
 	if _, err := os.Stat("/dev/full"); err != nil {
 		t.Skip("no /dev/full")
 	}
-	dir := t.TempDir()
-	spec := filepath.Join(dir, "tiny.json")
-	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
-	data := filepath.Join(dir, "train.parquet")
-	writeTinyDataset(t, data, 16, 1)
+	dir, spec, data := trainFixture(t, 16, 1)
 	code, _, e := runCLI(t, "train", "--spec", spec, "--epochs", "1", "--batch", "8", "--force",
 		"--metrics", "/dev/full", "--out", filepath.Join(dir, "t.nin"), data)
 	if code == 0 || !strings.Contains(e, "/dev/full") {

@@ -37,6 +37,18 @@ const tinySpecJSON = `{"name":"tiny","input":{"h":12,"w":12,"c":1},"pooling":"ce
  {"kernel":3,"stride":1,"pad":1,"channels":[8,6],"pool":{"type":"max","size":3,"stride":2},"dropout":0.5},
  {"kernel":3,"stride":1,"pad":1,"channels":[8,4]}]}`
 
+// trainFixture writes the tiny spec and a tiny labelled dataset of n rows
+// into a new directory.
+func trainFixture(t *testing.T, n int, seed uint64) (dir, spec, data string) {
+	t.Helper()
+	dir = t.TempDir()
+	spec = filepath.Join(dir, "tiny.json")
+	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
+	data = filepath.Join(dir, "train.parquet")
+	writeTinyDataset(t, data, n, seed)
+	return dir, spec, data
+}
+
 // writeTinyDataset writes n 12×12 gray PNG rows whose bright quadrant is the label.
 func writeTinyDataset(t *testing.T, path string, n int, seed uint64) {
 	t.Helper()
@@ -134,11 +146,7 @@ func TestTrainKillResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("subprocess training")
 	}
-	dir := t.TempDir()
-	spec := filepath.Join(dir, "spec.json")
-	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
-	train := filepath.Join(dir, "train.parquet")
-	writeTinyDataset(t, train, 600, 3)
+	dir, spec, train := trainFixture(t, 600, 3)
 	args := func(out string) []string {
 		return []string{"train", "--spec", spec, "--init-scheme", "kaiming", "--epochs", "4", "--batch", "8", "--lr", "0.01",
 			"--out", out, "--threads", "1", train}
