@@ -1,16 +1,24 @@
 // Package blas is ninbatch's single GEMM entry point.
 //
-// Every matrix product in the project goes through Sgemm, which forwards to
-// Impl, a gonum blas.Float32. The default build backs Impl with
-// gonum.org/v1/netlib over OpenBLAS (this package carries the
-// `#cgo pkg-config: openblas` directive that also resolves netlib's CBLAS
-// symbols, so a plain `go build ./...` links). Building with `-tags purego`
-// swaps in gonum's pure-Go implementation instead; both pass the same
-// conformance test.
+// Every matrix product in the project goes through it, in one of two ways:
+//
+//   - Weights.Mul, for products with a layer's weights (conv forward passes,
+//     Winograd products, input gradients): the weights are laid out once
+//     for the kernel chosen when they are allocated, the packed-weight
+//     kernel (native.GemmPacked, whose instruction set native picks at run
+//     time) or OpenBLAS, with the bias and ReLU fused or applied after.
+//   - Sgemm, for general products (weight gradients), which forwards to
+//     Impl, a gonum blas.Float32.
+//
+// The default build backs Impl with gonum.org/v1/netlib over OpenBLAS (this
+// package carries the `#cgo pkg-config: openblas` directive that also
+// resolves netlib's CBLAS symbols, so a plain `go build ./...` links).
+// Building with `-tags purego` swaps in gonum's pure-Go implementation
+// instead; both pass the same conformance test.
 //
 // OpenBLAS keeps a global thread pool. SetThreads sets its size for the whole
 // process; ninbatch either runs one stream with several OpenBLAS threads or
-// several streams with OpenBLAS at one thread each (see nin.Options).
+// several streams with OpenBLAS at one thread each (see nin.Tuning).
 package blas
 
 import gblas "gonum.org/v1/gonum/blas"

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/ninbatch/ninbatch/blas"
 	"github.com/ninbatch/ninbatch/native/nativeref"
 )
 
@@ -110,52 +109,4 @@ func abs(s []float32) []float32 {
 		out[i] = float32(math.Abs(float64(v)))
 	}
 	return out
-}
-
-// BenchmarkFirstConv times the presets' first convs (C = 1 or 3) per image
-// on one core: the direct kernel against im2col + OpenBLAS sgemm + bias/ReLU,
-// the path it replaces.
-func BenchmarkFirstConv(b *testing.B) {
-	blas.SetThreads(1)
-	r := rand.New(rand.NewPCG(1, 1))
-	for _, s := range []struct {
-		name string
-		g    Geom
-		cout int
-	}{
-		{"mnist_conv1", Geom{N: 8, H: 28, W: 28, C: 1, K: 5, S: 1, P: 2, OH: 28, OW: 28}, 96},
-		{"cifar_conv1", Geom{N: 8, H: 32, W: 32, C: 3, K: 5, S: 1, P: 2, OH: 32, OW: 32}, 192},
-		{"imagenet_conv1", Geom{N: 2, H: 224, W: 224, C: 3, K: 11, S: 4, P: 0, OH: 54, OW: 54}, 96},
-	} {
-		g, kkc, rows := s.g, s.g.Cols(), s.g.Rows()
-		in, w, bias := randSlice(r, g.InLen()), randSlice(r, s.cout*kkc), randSlice(r, s.cout)
-		out := make([]float32, rows*s.cout)
-		flops := 2 * float64(rows*s.cout*kkc)
-		report := func(b *testing.B) {
-			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*g.N), "us/img")
-		}
-		b.Run(s.name+"/direct", func(b *testing.B) {
-			wt, ws := DirectWeights(w, s.cout, kkc)
-			pad := make([]float32, DirectPadLen(g))
-			for i := 0; i < b.N; i++ {
-				ConvDirect(out, in, wt, ws, bias, g, s.cout, true, 0, rows, pad)
-			}
-			report(b)
-		})
-		b.Run(s.name+"/im2col-sgemm", func(b *testing.B) {
-			tile := min(rows, max(64, (4<<20)/(4*kkc)))
-			col := make([]float32, tile*kkc)
-			for i := 0; i < b.N; i++ {
-				for r0 := 0; r0 < rows; r0 += tile {
-					nr := min(tile, rows-r0)
-					Im2col(col, in, g, r0, nr)
-					o := out[r0*s.cout : (r0+nr)*s.cout]
-					blas.Sgemm(false, true, nr, s.cout, kkc, 1, col[:nr*kkc], kkc, w, kkc, 0, o, s.cout)
-					BiasAct(o, nr, s.cout, s.cout, bias, true)
-				}
-			}
-			report(b)
-		})
-	}
 }

@@ -4,11 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"testing"
 
-	"github.com/ninbatch/ninbatch/blas"
 	"github.com/ninbatch/ninbatch/native/nativeref"
 )
 
@@ -127,62 +124,5 @@ func TestGemmPackedValidation(t *testing.T) {
 			}()
 			tc.f()
 		}()
-	}
-}
-
-// BenchmarkGemmPacked runs NIN's 1×1-conv and Winograd-product shapes
-// through the packed kernel and through OpenBLAS (sgemm NT on the conv
-// weights, plus the bias+ReLU pass the packed kernel fuses), 1 thread.
-func BenchmarkGemmPacked(b *testing.B) {
-	shapes := []struct {
-		name    string
-		m, n, k int
-	}{
-		{"mnist-cccp1-b8", 6272, 64, 96},
-		{"mnist-cccp3-b8", 1568, 96, 128},
-		{"mnist-cccp5-b1", 49, 96, 128},
-		{"mnist-cccp6-b8", 392, 10, 96},
-		{"mnist-wino-b1", 16, 128, 48},
-		{"cifar-cccp1-b8", 8192, 160, 192},
-		{"cifar-wino", 512, 192, 192},
-		{"imagenet-cccp7-b8", 288, 1024, 1024},
-		{"imagenet-conv4-b1", 36, 1024, 3456},
-	}
-	prev := blas.Threads()
-	blas.SetThreads(1)
-	defer blas.SetThreads(prev)
-	if kib, err := strconv.Atoi(os.Getenv("NINBATCH_BENCH_BLOCK_KIB")); err == nil {
-		defer SetGemmBlockBytes(SetGemmBlockBytes(kib << 10))
-	}
-	for _, s := range shapes {
-		r := rand.New(rand.NewPCG(1, 2))
-		a, w, bias := randSlice(r, s.m*s.k), randSlice(r, s.n*s.k), randSlice(r, s.n)
-		c := make([]float32, s.m*s.n)
-		bp := make([]float32, PackLen(s.k, s.n))
-		PackB(bp, w, s.k, s.n, s.k, true)
-		flops := 2 * float64(s.m*s.n*s.k)
-		report := func(b *testing.B) {
-			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-		}
-		for _, isa := range Levels() {
-			if isa == Scalar {
-				continue
-			}
-			b.Run(s.name+"/packed-"+isa.String(), func(b *testing.B) {
-				old, _ := SetISA(isa)
-				defer SetISA(old)
-				for b.Loop() {
-					GemmPacked(c, s.n, a, s.k, bp, s.k, s.n, 0, s.n, s.m, bias, true)
-				}
-				report(b)
-			})
-		}
-		b.Run(s.name+"/openblas", func(b *testing.B) {
-			for b.Loop() {
-				blas.Sgemm(false, true, s.m, s.n, s.k, 1, a, s.k, w, s.k, 0, c, s.n)
-				BiasAct(c, s.m, s.n, s.n, bias, true)
-			}
-			report(b)
-		})
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/ninbatch/ninbatch/blas"
-	"github.com/ninbatch/ninbatch/native"
 )
 
 // BenchmarkForward: every preset at batch 1, 16, 64 with 1 and 2 threads
@@ -26,7 +25,7 @@ func BenchmarkForward(b *testing.B) {
 						continue
 					}
 					b.Run(fmt.Sprintf("%s/b%d/t%d/%s", preset, batch, threads, mode), func(b *testing.B) {
-						net, err := NewNet(m, Options{MaxBatch: batch, Threads: threads, Mode: mode})
+						net, err := NewNet(m, Options{MaxBatch: batch, Threads: threads, Tuning: Tuning{Mode: mode}})
 						if err != nil {
 							b.Fatal(err)
 						}
@@ -63,7 +62,7 @@ func BenchmarkLayers(b *testing.B) {
 		for _, wino := range []Winograd{WinogradOff, WinogradAuto} {
 			tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
 			envMB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))
-			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Mode: ModeStreams, Winograd: wino, TileBytes: tileKiB << 10, MicroBatch: envMB, Unfused: true})
+			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Tuning: Tuning{Mode: ModeStreams, Winograd: wino, TileBytes: tileKiB << 10, MicroBatch: envMB, Unfused: true}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -119,8 +118,7 @@ func BenchmarkTrainStep(b *testing.B) {
 				tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
 				wt, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_WINO_TILE"))
 				mb, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))
-				tr, err := NewTrainer(m, TrainOptions{MaxBatch: 128, Threads: threads, Momentum: 0.9, WeightDecay: 1e-4, Seed: 1,
-					TileBytes: tileKiB << 10, WinoTile: wt, MicroBatch: mb, GEMM: GEMM(os.Getenv("NINBATCH_BENCH_GEMM"))})
+				tr, err := NewTrainer(m, TrainOptions{MaxBatch: 128, Threads: threads, Momentum: 0.9, WeightDecay: 1e-4, Seed: 1, Tuning: Tuning{TileBytes: tileKiB << 10, WinoTile: wt, MicroBatch: mb, GEMM: GEMM(os.Getenv("NINBATCH_BENCH_GEMM"))}})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -165,7 +163,7 @@ func BenchmarkWeightGrad(b *testing.B) {
 			wino        Winograd
 			tile, bytes int
 		}{{"im2col", WinogradOff, 0, 0}, {"F2", WinogradOn, 2, 0}, {"F4", WinogradOn, 4, 0}, {"F2-8MiB", WinogradOn, 2, 8 << 20}, {"F4-8MiB", WinogradOn, 4, 8 << 20}} {
-			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, MicroBatch: n, Winograd: v.wino, WinoTile: v.tile, TileBytes: v.bytes, Direct: DirectOff})
+			tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Tuning: Tuning{MicroBatch: n, Winograd: v.wino, WinoTile: v.tile, TileBytes: v.bytes, Direct: DirectOff}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -174,19 +172,19 @@ func BenchmarkWeightGrad(b *testing.B) {
 				if l.kind != kindConv || l.s != 1 || (l.k != 3 && l.k != 5) || l.In.C < 16 {
 					continue
 				}
-				p, gp := tr.convParams(i), &st.grads.Convs[tr.convIndex(i)]
+				c, gp := l.conv, &st.grads.Convs[l.ci]
 				in := randomInput(n, l.In.Len(), 2)
 				dpre := randomInput(n, l.Out.Len(), 3)
-				wo, _ := tr.fast[i].(*winoOp)
+				du := st.slots[i].du
 				b.Run(fmt.Sprintf("%s/%s/%s", preset, l.Name, v.name), func(b *testing.B) {
 					cpu0 := cpuSeconds()
 					for it := 0; it < b.N; it++ {
-						if wo != nil {
-							clear(st.du[i])
-							tr.winoWeightGrad(st, wo, st.du[i], dpre, in, n)
-							native.WinoFilterGrad(gp.W, st.du[i], wo.p.Cout, wo.k, wo.p.Cin, wo.gm)
+						if c.winoDW {
+							clear(du)
+							c.wino.weightGrad(&st.scratch, du, dpre, in, n)
+							c.wino.filterGrad(gp.W, du)
 						} else {
-							tr.convBackward(st, nil, gp.W, dpre, in, p, &l, n, st.tiles[i], nil)
+							c.weightGrad(&st.scratch, gp.W, dpre, in, n)
 						}
 					}
 					b.ReportMetric((cpuSeconds()-cpu0)*1e6/float64(b.N*n), "cpu-us/img")

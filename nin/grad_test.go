@@ -30,7 +30,7 @@ func pattern(tr *Trainer) uint64 {
 				continue // no ReLU, no kink
 			}
 			var bits []byte
-			for _, v := range st.acts[i] {
+			for _, v := range st.slots[i].act {
 				if v > 0 {
 					bits = append(bits, 1)
 				} else {
@@ -39,7 +39,7 @@ func pattern(tr *Trainer) uint64 {
 			}
 			h.Write(bits)
 		case kindPool:
-			if a := st.argmax[i]; a != nil {
+			if a := st.slots[i].argmax; a != nil {
 				h.Write(unsafe.Slice((*byte)(unsafe.Pointer(&a[0])), 4*len(a)))
 			}
 		}
@@ -104,13 +104,13 @@ func gradientCheck(t *testing.T, c gradCase, gemm GEMM) {
 		}
 	}
 	const n = 3
-	tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 9, NoDropout: !c.drop, TileBytes: 1, GEMM: gemm}) // 64-row tiles: several per conv
+	tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 9, NoDropout: !c.drop, Tuning: Tuning{TileBytes: 1, GEMM: gemm}}) // 64-row tiles: several per conv
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, l := range tr.layers { // the GEMM switch reaches every im2col and 1×1 conv
-		if l.kind == kindConv && tr.fast[i] == nil && (tr.fwdPack[i] != nil) != (gemm == GEMMPacked) {
-			t.Fatalf("gemm %s: layer %s forward packed = %v", gemm, l.Name, tr.fwdPack[i] != nil)
+	for _, l := range tr.layers { // the GEMM switch reaches every im2col and 1×1 conv
+		if c := l.conv; c != nil && c.w != nil && c.w.Packed() != (gemm == GEMMPacked) {
+			t.Fatalf("gemm %s: layer %s forward packed = %v", gemm, l.Name, c.w.Packed())
 		}
 	}
 	x := randomInput(n, c.spec.Input.Len(), 4)
@@ -194,7 +194,7 @@ func TestTrainerThreadsAgree(t *testing.T) {
 	for _, c := range cfgs {
 		m, _ := NewModel(&spec)
 		m.Params.InitHe(3)
-		tr, err := NewTrainer(m, TrainOptions{MaxBatch: 5, Threads: c.threads, MicroBatch: c.mb, Seed: 1})
+		tr, err := NewTrainer(m, TrainOptions{MaxBatch: 5, Threads: c.threads, Seed: 1, Tuning: Tuning{MicroBatch: c.mb}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -307,8 +307,7 @@ func trainerFastForward(t *testing.T, tile, tileBytes, mb int) {
 	const n = 4
 	mk := func(w Winograd, d DirectConv, gemm GEMM) (*Trainer, *Model) {
 		m := randomModel(t, "nin-mnist", 21)
-		tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 3, Momentum: 0.9, NoDropout: true, Winograd: w, Direct: d,
-			GEMM: gemm, WinoTile: tile, TileBytes: tileBytes, MicroBatch: mb})
+		tr, err := NewTrainer(m, TrainOptions{MaxBatch: n, Threads: 1, Seed: 3, Momentum: 0.9, NoDropout: true, Tuning: Tuning{Winograd: w, Direct: d, GEMM: gemm, WinoTile: tile, TileBytes: tileBytes, MicroBatch: mb}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -318,18 +317,17 @@ func trainerFastForward(t *testing.T, tile, tileBytes, mb int) {
 	plain, _ := mk(WinogradOff, DirectOff, GEMMOpenBLAS)
 	nf, nd := 0, 0
 	chunked := false
-	for _, o := range fast.fast {
-		switch o := o.(type) {
-		case *winoOp:
+	for _, l := range fast.layers {
+		switch c := l.conv; {
+		case c == nil:
+		case c.wino != nil:
 			nf++
-			chunked = chunked || o.chunk < o.w.Tiles()
-			if tile != 0 && o.w.M != tile {
-				t.Fatalf("%s: tile %d, want %d", o.name, o.w.M, tile)
+			chunked = chunked || c.wino.chunk < c.wino.w.Tiles()
+			if tile != 0 && c.wino.w.M != tile {
+				t.Fatalf("%s: tile %d, want %d", c.name, c.wino.w.M, tile)
 			}
-		case *convOp:
-			if o.wt != nil {
-				nd++
-			}
+		case c.direct != nil:
+			nd++
 		}
 	}
 	if nf != 2 || nd != 1 {
@@ -339,16 +337,16 @@ func trainerFastForward(t *testing.T, tile, tileBytes, mb int) {
 		t.Fatal("no Winograd conv runs in several chunks: the budget is too large to test accumulation")
 	}
 	nb := 0
-	for _, o := range fast.bwd {
-		if o != nil {
+	for _, l := range fast.layers {
+		if l.conv != nil && l.conv.winoIn != nil {
 			nb++
 		}
 	}
 	if nb != 2 {
 		t.Fatalf("fast trainer has %d Winograd input-gradient convs, want 2", nb)
 	}
-	for _, o := range plain.fast {
-		if o != nil {
+	for _, l := range plain.layers {
+		if c := l.conv; c != nil && (c.wino != nil || c.direct != nil) {
 			t.Fatal("plain trainer has fast ops")
 		}
 	}

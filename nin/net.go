@@ -10,177 +10,11 @@ import (
 	"github.com/ninbatch/ninbatch/native"
 )
 
-// Mode selects how a Net uses several cores.
-type Mode string
-
-const (
-	// ModeAuto runs streams when the batch has at least Threads images;
-	// otherwise (batch 1 on 2 cores) one stream whose conv calls are each
-	// split over all the workers, OpenBLAS at 1 thread in every part.
-	ModeAuto Mode = "auto"
-	// ModeStreams runs one single-threaded stream per core: each stream
-	// takes whole micro-batches of images through the whole network with
-	// OpenBLAS at 1 thread, so every core works on its own cache-sized data.
-	ModeStreams Mode = "streams"
-	// ModeBLAS runs one stream and lets OpenBLAS split each GEMM over
-	// Threads threads; im2col, pooling and the epilogues run on one core.
-	ModeBLAS Mode = "blas"
-)
-
-// Options configure a Net. Zero values pick defaults.
-type Options struct {
-	MaxBatch   int  // largest batch Forward accepts (default 64)
-	Threads    int  // cores to use (default runtime.NumCPU())
-	Mode       Mode // default ModeAuto
-	MicroBatch int  // images per stream step (default 8, at most MaxBatch)
-	TileBytes  int  // im2col tile budget per stream in bytes (default 4 MiB)
-	// Winograd selects which stride-1 3×3 and 5×5 convs run as Winograd
-	// F(m×m, r×r) instead of im2col + GEMM (default WinogradAuto).
-	Winograd Winograd
-	// WinoTile is the Winograd output tile m: 2 or 4, or 0 to pick per
-	// layer the one with fewer multiplications (see winoTile).
-	WinoTile int
-	// Direct selects the direct kernel for convs over few input channels
-	// (default DirectAuto).
-	Direct DirectConv
-	// GEMM selects the GEMM of the conv layers: the packed-weight kernel
-	// or OpenBLAS (default GEMMAuto).
-	GEMM GEMM
-	// Unfused runs every conv as a separate layer call; by default, with
-	// the packed GEMM, a conv and the 1×1 convs after it run tile by tile
-	// as one chain, and are split over the workers as one call at batch <
-	// Threads (see chainOp).
-	Unfused bool
-}
-
-// GEMM is the switch of the conv layers' matrix products.
-type GEMM string
-
-const (
-	// GEMMAuto runs the conv GEMMs (1×1 convs, im2col tiles, Winograd
-	// products) with the packed-weight kernel (native.GemmPacked) when
-	// the CPU has AVX2+FMA and each GEMM runs on one core (ModeStreams, or
-	// ModeAuto); with ModeBLAS, or without AVX2, they stay on OpenBLAS.
-	//
-	// The weights are packed once when the Net is built, so a call packs
-	// nothing and reads the activations in place, and the bias+ReLU
-	// epilogue is fused. OpenBLAS packs both operands on every call; on
-	// NIN's shapes, at 1 thread, the packed kernel took 0.45–0.95× the
-	// time of OpenBLAS sgemm + the bias pass (native.BenchmarkGemmPacked:
-	// nin-mnist's 1×1 convs 0.65–0.8×, its batch-1 Winograd products
-	// 0.45×, nin-imagenet's 1024-channel cccp7 0.95×).
-	GEMMAuto GEMM = "auto"
-	// GEMMOpenBLAS runs every conv GEMM through OpenBLAS sgemm.
-	GEMMOpenBLAS GEMM = "openblas"
-	// GEMMPacked runs every conv GEMM through the packed-weight kernel,
-	// also with ModeBLAS (then on one core) and without AVX2 (then scalar).
-	GEMMPacked GEMM = "packed"
-)
-
-// usePacked resolves the GEMM switch for a Net or Trainer: whether its conv
-// GEMMs run on the packed-weight kernel.
-func usePacked(g GEMM, mode Mode) (bool, error) {
-	switch g {
-	case GEMMAuto, "":
-		return native.GemmFast() && mode != ModeBLAS, nil
-	case GEMMOpenBLAS:
-		return false, nil
-	case GEMMPacked:
-		return true, nil
-	}
-	return false, fmt.Errorf("nin: gemm %q: want auto, openblas or packed", g)
-}
-
-// Winograd is the Winograd switch of a Net.
-type Winograd string
-
-const (
-	// WinogradAuto uses Winograd where it pays on this layer's shapes: at
-	// least 16 input channels (the GEMM depth) and 16 tiles per micro-batch.
-	WinogradAuto Winograd = "auto"
-	// WinogradOff runs every conv as im2col + GEMM.
-	WinogradOff Winograd = "off"
-	// WinogradOn uses Winograd for every stride-1 3×3 and 5×5 conv.
-	WinogradOn Winograd = "on"
-)
-
-// DirectConv is the switch of the direct kernel for convs over few input
-// channels (native.ConvDirect).
-type DirectConv string
-
-const (
-	// DirectAuto runs k×k convs with fewer than 8 input channels (the
-	// presets' first convs, whose im2col GEMM has K = 25, 75 or 363) with
-	// the direct kernel where it beats im2col + GEMM: with OpenBLAS or the
-	// AVX2 packed GEMM (1.3–2× per layer, native.BenchmarkFirstConv), not
-	// with the AVX-512 packed GEMM (see directPays).
-	DirectAuto DirectConv = "auto"
-	// DirectOff runs them as im2col + GEMM.
-	DirectOff DirectConv = "off"
-	// DirectOn runs them with the direct kernel whatever the GEMM.
-	DirectOn DirectConv = "on"
-)
-
-// fastPathDefaults fills in and checks the Winograd and direct-conv
-// switches (shared by Net and Trainer).
-func fastPathDefaults(w *Winograd, d *DirectConv, tile int) error {
-	if *w == "" {
-		*w = WinogradAuto
-	}
-	if *d == "" {
-		*d = DirectAuto
-	}
-	switch {
-	case *w != WinogradAuto && *w != WinogradOff && *w != WinogradOn:
-		return fmt.Errorf("nin: winograd %q: want auto, off or on", *w)
-	case *d != DirectAuto && *d != DirectOff && *d != DirectOn:
-		return fmt.Errorf("nin: direct-conv %q: want auto, on or off", *d)
-	case tile != 0 && tile != 2 && tile != 4:
-		return fmt.Errorf("nin: Winograd tile %d: want 2 or 4 (0 = per layer)", tile)
-	}
-	return nil
-}
-
 // spinMACs: a net of at most this many multiply-adds an image (nin-mnist,
 // 50 M; not nin-cifar10, 222 M) waits for the parts of its split layer
 // calls by spinning. Its layers are tens of µs apart, less than a thread
 // wake-up; bigger nets lost 15% at batch 1 to the spins (docs/benchmarks.md).
 const spinMACs = 100_000_000
-
-// directMaxCin is the largest input channel count DirectAuto takes.
-const directMaxCin = 7
-
-// directPays: DirectAuto uses the direct kernel (AVX2 at best) unless the
-// conv GEMMs run on the AVX-512 packed kernel, which ran the whole net
-// faster with the first conv as im2col + GEMM (docs/benchmarks.md).
-func directPays(packed bool) bool { return !packed || native.Current() < native.AVX512 }
-
-// useDirect: whether a conv with cin input channels runs the direct kernel.
-func useDirect(d DirectConv, k, cin int, packed bool) bool {
-	return k > 1 && cin <= directMaxCin && (d == DirectOn || d == DirectAuto && directPays(packed))
-}
-
-// winoTile is the Winograd output tile m of a k×k stride-1 conv with an
-// oh × ow output: forced when 2 or 4, else the m of F(2×2, k×k) and
-// F(4×4, k×k) that needs fewer multiplications, tiles·(m+k−1)², counting the
-// padding of partial edge tiles (ties go to 2: cheaper transforms, smaller
-// error). The float32 error of all four stays within 1e-5 of the output's
-// scale (native.TestWinoConvMatchesDirect: 4e-7 F(2,3), 7e-6 F(4,3),
-// 6e-6 F(2,5), 1e-5 F(4,5)). F(4×4, 5×5) multiplies 2.25× less than
-// F(2×2, 5×5) on a 16×16 map, and 6.25× less than the direct conv.
-func winoTile(k, oh, ow, forced int) int {
-	if forced != 0 {
-		return forced
-	}
-	cost := func(m int) int {
-		a := m + k - 1
-		return ((oh + m - 1) / m) * ((ow + m - 1) / m) * a * a
-	}
-	if cost(4) < cost(2) {
-		return 4
-	}
-	return 2
-}
 
 // Net is a network built for inference: every buffer is allocated once for
 // Options.MaxBatch and Forward allocates nothing. A Net is used by one
@@ -268,11 +102,9 @@ func channelShare(cout, part, parts int) (lo, hi int) {
 
 // stream is one worker's private buffers for a micro-batch of mb images.
 type stream struct {
+	scratch
 	a, b   []float32    // (mb, maxAct) ping-pong activations, NHWC per image
-	col    []float32    // (tileRows, maxK) im2col tile
 	logits []float32    // (mb, classes)
-	wv     []float32    // (a·a, WinoStride(chunk, Cin)) Winograd input transform
-	wm     []float32    // (a·a, WinoStride(chunk, Cout)) Winograd products
 	ct     [2][]float32 // (chain tile, C) a chainOp's intermediate maps, ping-pong
 	idx    int          // worker index: the part this stream computes in a split call
 	split  bool         // layer calls on this stream are split over all workers
@@ -287,62 +119,6 @@ type job struct {
 // op is one inference layer: it reads src and writes dst for n images.
 type op interface {
 	forward(st *stream, dst, src []float32, n int)
-}
-
-// convOp is a conv + bias + ReLU. A 1×1/s1/p0 conv is a plain GEMM over the
-// (n·H·W, Cin) activation; a k×k conv is im2col in row tiles, one GEMM per tile.
-//
-//	src: (n, H, W, Cin)  dst: (n, OH, OW, Cout)
-type convOp struct {
-	g        native.Geom // N is set per call
-	p        *ConvParams
-	relu     bool
-	oneByOne bool
-	tileRows int
-	name     string
-	wt       []float32 // (K·K·Cin, ws) weights of the direct kernel; nil: im2col + GEMM
-	ws       int
-	bp       []float32 // PackLen(K·K·Cin, Cout): W packed for native.GemmPacked; nil: OpenBLAS
-}
-
-// pack lays out the weights for the packed GEMM (again after they change).
-func (o *convOp) pack() {
-	k := o.p.Cin * o.p.K * o.p.K
-	native.PackB(o.bp, o.p.W, k, o.p.Cout, k, true)
-}
-
-// rows computes output pixels [r0, r0+nr) of n images, every channel, into
-// out (nr, Cout).
-func (o *convOp) rows(st *stream, out, src []float32, n, r0, nr int) {
-	g := o.g
-	g.N = n
-	cout := o.p.Cout
-	switch {
-	case o.wt != nil:
-		native.ConvDirect(out, src, o.wt, o.ws, o.p.B, g, cout, o.relu, r0, nr, st.col)
-	case o.oneByOne:
-		o.gemm(out, src[r0*o.p.Cin:(r0+nr)*o.p.Cin], nr, o.p.Cin, 0, cout)
-	default:
-		k := g.Cols()
-		for t0 := r0; t0 < r0+nr; t0 += o.tileRows {
-			tn := min(o.tileRows, r0+nr-t0)
-			native.Im2col(st.col[:tn*k], src, g, t0, tn)
-			o.gemm(out[(t0-r0)*cout:(t0-r0+tn)*cout], st.col[:tn*k], tn, k, 0, cout)
-		}
-	}
-}
-
-// gemm computes channels [c0, c1) of act(a·Wᵀ + bias) for a (nr, k):
-// out[r·Cout + c − c0], an (nr, Cout) map starting at channel c0.
-func (o *convOp) gemm(out, a []float32, nr, k, c0, c1 int) {
-	cout := o.p.Cout
-	bias := o.p.B[c0:c1]
-	if o.bp != nil {
-		native.GemmPacked(out, cout, a, k, o.bp, k, cout, c0, c1, nr, bias, o.relu)
-		return
-	}
-	blas.Sgemm(false, true, nr, c1-c0, k, 1, a, k, o.p.W[c0*k:c1*k], k, 0, out, cout)
-	native.BiasAct(out, nr, c1-c0, cout, bias, o.relu)
 }
 
 // chainOp is a conv and the 1×1 convs after it (an mlpconv block's
@@ -366,8 +142,8 @@ func (o *convOp) gemm(out, a []float32, nr, k, c0, c1 int) {
 //
 //	src: (n, H, W, Cin) of stages[0]  dst: (n, OH, OW, Cout) of the last stage
 type chainOp struct {
-	stages []*convOp // stages[0]: a direct, im2col or 1×1 conv; the rest 1×1
-	tile   int       // output pixels per tile
+	stages []*conv // stages[0]: a direct, im2col or 1×1 conv; the rest 1×1
+	tile   int     // output pixels per tile
 }
 
 // A chain tile's intermediate maps are at most chainTileBytes. Chains whose
@@ -399,7 +175,7 @@ func (o *chainOp) forwardPart(st *stream, dst, src []float32, n, part, parts int
 				out = st.ct[i%2][:nr*s.p.Cout]
 			}
 			if i == 0 {
-				s.rows(st, out, src, n, r0, nr)
+				s.rows(&st.scratch, out, src, n, r0, nr)
 			} else {
 				s.gemm(out, in, nr, s.p.Cin, 0, s.p.Cout)
 			}
@@ -415,10 +191,11 @@ func fuseChains(ops []op) ([]op, int) {
 	var fused []op
 	scratch := 0
 	for i := 0; i < len(ops); {
-		c, ok := ops[i].(*convOp)
+		c, ok := ops[i].(*conv)
+		ok = ok && c.wino == nil
 		j := i + 1
 		for ok && j < len(ops) {
-			if n, is := ops[j].(*convOp); !is || !n.oneByOne {
+			if n, is := ops[j].(*conv); !is || !n.oneByOne {
 				break
 			}
 			j++
@@ -434,7 +211,7 @@ func fuseChains(ops []op) ([]op, int) {
 			perPixel = c.p.Cin
 		}
 		for _, o := range ops[i:j] {
-			s := o.(*convOp)
+			s := o.(*conv)
 			ch.stages = append(ch.stages, s)
 			perPixel += s.p.Cout
 			if s.oneByOne {
@@ -447,7 +224,7 @@ func fuseChains(ops []op) ([]op, int) {
 			continue
 		}
 		ch.tile = max(24, min(1024, chainTileBytes/(4*perPixel)/6*6))
-		if c.wt == nil && !c.oneByOne {
+		if c.direct == nil && !c.oneByOne {
 			ch.tile = min(ch.tile, c.tileRows) // the im2col buffer holds tileRows rows
 		}
 		for _, s := range ch.stages[:len(ch.stages)-1] {
@@ -457,182 +234,6 @@ func fuseChains(ops []op) ([]op, int) {
 		i = j
 	}
 	return fused, scratch
-}
-
-func (o *convOp) forward(st *stream, dst, src []float32, n int) {
-	o.forwardPart(st, dst, src, n, 0, 1)
-}
-
-// forwardPart computes part of the output: rows share(rows, part, parts)
-// for all channels, or all rows for channels channelShare(cout, part,
-// parts) when byChannels says so.
-func (o *convOp) forwardPart(st *stream, dst, src []float32, n, part, parts int) {
-	g := o.g
-	g.N = n
-	rows, cout := g.Rows(), o.p.Cout
-	lo, hi := share(rows, part, parts)
-	if o.wt != nil {
-		native.ConvDirect(dst[lo*cout:hi*cout], src, o.wt, o.ws, o.p.B, g, cout, o.relu, lo, hi-lo, st.col)
-		return
-	}
-	c0, c1 := 0, cout
-	if byChannels(rows, cout, parts) {
-		lo, hi = 0, rows
-		c0, c1 = channelShare(cout, part, parts)
-		if c0 == c1 {
-			return
-		}
-	}
-	k := g.Cols()
-	if o.oneByOne {
-		k = o.p.Cin
-	}
-	for r0 := lo; r0 < hi; r0 += o.tileRows {
-		nr := min(o.tileRows, hi-r0)
-		var a []float32 // (nr, k): the activations themselves for a 1×1 conv
-		if o.oneByOne {
-			a = src[r0*k : (r0+nr)*k]
-		} else {
-			a = st.col[:nr*k]
-			native.Im2col(a, src, g, r0, nr)
-		}
-		o.gemm(dst[r0*cout+c0:(r0+nr-1)*cout+c1], a, nr, k, c0, c1)
-	}
-}
-
-// winoOp is a stride-1 k×k conv + bias + ReLU as Winograd F(m×m, k×k): per
-// chunk of tiles, the input transform, one GEMM per transform position
-// (a·a of them, each (tiles, Cin) × (Cin, Cout)) and the output transform
-// with bias and ReLU fused.
-//
-//	src: (n, H, W, Cin)  dst: (n, OH, OW, Cout)
-type winoOp struct {
-	name   string
-	w      native.Wino // N is set per call
-	p      *ConvParams
-	u      []float32 // (a·a, Cin, Cout) transformed filters, each position's block transposed; nil when up is set
-	ut     []float32 // (Cout, Cin) scratch of the transpose
-	up     []float32 // (a·a, PackLen(Cin, Cout)) u packed for native.GemmPacked; nil: OpenBLAS
-	at, bt []float32 // (m, a) and (a, a) transforms
-	gm     []float64 // (a, k) filter transform, kept for Reload
-	k      int
-	relu   bool
-	chunk  int // tiles per chunk
-}
-
-func (o *winoOp) forward(st *stream, dst, src []float32, n int) {
-	o.forwardPart(st, dst, src, n, 0, 1)
-}
-
-// forwardPart computes the output tiles share(tiles, part, parts), or all
-// tiles for channels channelShare(cout, part, parts) when byChannels says
-// so (every part then repeats the input transform, a few % of the layer).
-func (o *winoOp) forwardPart(st *stream, dst, src []float32, n, part, parts int) {
-	w := o.w
-	w.G.N = n
-	cin, cout, aa := o.p.Cin, o.p.Cout, w.A*w.A
-	lo, hi := share(w.Tiles(), part, parts)
-	c0, c1 := 0, cout
-	if byChannels(w.Tiles(), cout, parts) {
-		lo, hi = 0, w.Tiles()
-		c0, c1 = channelShare(cout, part, parts)
-		if c0 == c1 {
-			return
-		}
-	}
-	nc := c1 - c0
-	for t0 := lo; t0 < hi; t0 += o.chunk {
-		nt := min(o.chunk, hi-t0)
-		vs, ms := native.WinoStride(nt, cin), native.WinoStride(nt, nc)
-		v, m := st.wv[:aa*vs], st.wm[:aa*ms]
-		native.WinoIn(v, src, w, o.bt, t0, nt)
-		for pos := 0; pos < aa; pos++ {
-			a, mm := v[pos*vs:pos*vs+nt*cin], m[pos*ms:pos*ms+nt*nc]
-			if o.up != nil {
-				pl := native.PackLen(cin, cout)
-				native.GemmPacked(mm, nc, a, cin, o.up[pos*pl:(pos+1)*pl], cin, cout, c0, c1, nt, nil, false)
-				continue
-			}
-			u := o.u[pos*cin*cout:]
-			blas.Sgemm(false, false, nt, nc, cin, 1, a, cin, u[c0:(cin-1)*cout+c1], cout, 0, mm, nc)
-		}
-		native.WinoOut(dst[c0:], m, w, nc, cout, o.at, o.p.B[c0:c1], o.relu, t0, nt)
-	}
-}
-
-// newWinoOp builds the Winograd form of a conv, or returns nil when the
-// switch and the layer's shapes say im2col + GEMM.
-func newWinoOp(l Layer, g native.Geom, p *ConvParams, relu, packed bool, opt Options) (*winoOp, error) {
-	if opt.Winograd == WinogradOff || l.s != 1 || (l.k != 3 && l.k != 5) {
-		return nil, nil
-	}
-	winoM := winoTile(l.k, l.Out.H, l.Out.W, opt.WinoTile)
-	tilesPerImage := ((l.Out.H + winoM - 1) / winoM) * ((l.Out.W + winoM - 1) / winoM)
-	if opt.Winograd == WinogradAuto && (p.Cin < 16 || tilesPerImage*opt.MicroBatch < 16) {
-		return nil, nil
-	}
-	at, gm, bt, err := native.WinoMatrices(winoM, l.k)
-	if err != nil {
-		return nil, err
-	}
-	g.N = opt.MicroBatch
-	w := native.NewWino(g, winoM)
-	aa := w.A * w.A
-	o := &winoOp{name: l.Name, w: w, p: p, relu: relu, at: native.Float32s(at), bt: native.Float32s(bt), gm: gm, k: l.k,
-		u: make([]float32, aa*p.Cout*p.Cin), ut: make([]float32, p.Cout*p.Cin)}
-	if packed { // the packed filters replace u, which is then only the packing's source
-		o.up = make([]float32, aa*native.PackLen(p.Cin, p.Cout))
-		o.u = nil
-	}
-	o.transformFilters()
-	// Chunks of tiles within twice the im2col tile budget (4 MiB by
-	// default), balanced: the chunk is the M of every GEMM, and the K = Cin
-	// products run far below OpenBLAS's peak at M = 32 (BenchmarkLayers:
-	// cifar mlpconv2.0 in one 64-tile chunk takes 0.6× the time of 2 × 32).
-	//
-	// The packed GEMM runs near its peak from M = 16, so there the chunk's
-	// transform buffers (V and M) shrink to the size of the transformed
-	// filters, which every chunk reads once, when that is smaller (at least
-	// 512 KiB): nin-mnist's mlpconv2.0 (1.5 MB of filters) then keeps its
-	// buffers in L2/L3 and took 360–400 µs/img against 430–560 with 8 MB
-	// chunks; nin-imagenet's mlpconv3.0/4.0 (21 and 56 MB of filters) took
-	// 1.5–2.5× longer with 1–2 MB chunks than with 8 MB (BenchmarkLayers with
-	// NINBATCH_BENCH_TILE_KIB 128..4096).
-	budget := 2 * opt.TileBytes
-	if packed {
-		budget = min(budget, max(512<<10, 4*aa*p.Cin*p.Cout))
-	}
-	chunk := min(w.Tiles(), max(8, budget/(4*aa*(p.Cin+p.Cout))))
-	chunks := (w.Tiles() + chunk - 1) / chunk
-	o.chunk = (w.Tiles() + chunks - 1) / chunks
-	return o, nil
-}
-
-// transformFilters fills u from the layer's weights: U = G·w·Gᵀ per
-// (Cout, Cin) pair, then each transform position's (Cout, Cin) block
-// transposed to (Cin, Cout), so the products are NN GEMMs: OpenBLAS ran the
-// (tiles, Cin)·(Cin, Cout) shapes 5–15% faster untransposed than with the
-// (Cout, Cin) block transposed on the fly (M = 32..128, K = 48..192).
-func (o *winoOp) transformFilters() {
-	cin, cout, aa := o.p.Cin, o.p.Cout, o.w.A*o.w.A
-	u := o.u
-	if u == nil { // packed: u is only the packing's source
-		u = make([]float32, aa*cout*cin)
-	}
-	native.WinoFilter(u, o.p.W, cout, o.k, cin, o.gm)
-	for pos := 0; pos < aa; pos++ {
-		blk := u[pos*cout*cin : (pos+1)*cout*cin]
-		copy(o.ut, blk)
-		for co := 0; co < cout; co++ {
-			for ci, v := range o.ut[co*cin : (co+1)*cin] {
-				blk[ci*cout+co] = v
-			}
-		}
-		if o.up != nil {
-			pl := native.PackLen(cin, cout)
-			native.PackB(o.up[pos*pl:(pos+1)*pl], blk, cin, cout, cout, false)
-		}
-	}
 }
 
 // poolOp is Caffe max or average pooling.
@@ -658,144 +259,34 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	if err := native.ISAError(); err != nil {
 		return nil, err
 	}
-	if m == nil || m.Params == nil {
+	if m == nil || m.Params == nil || len(m.Params.Convs) == 0 || len(m.Params.Data) == 0 {
 		return nil, errors.New("nin: model has no parameters")
 	}
 	layers, err := m.Spec.Plan()
 	if err != nil {
 		return nil, err
 	}
-	if opt.MaxBatch == 0 {
-		opt.MaxBatch = 64
-	}
-	if opt.Threads == 0 {
-		opt.Threads = runtime.NumCPU()
-	}
-	if opt.Mode == "" {
-		opt.Mode = ModeAuto
-	}
-	if opt.TileBytes == 0 {
-		opt.TileBytes = 4 << 20
-	}
-	if err := fastPathDefaults(&opt.Winograd, &opt.Direct, opt.WinoTile); err != nil {
+	if err := netDefaults(&opt, layers, m.Spec.Input.Len()); err != nil {
 		return nil, err
 	}
-	if opt.GEMM == "" {
-		opt.GEMM = GEMMAuto
-	}
-	packed, err := usePacked(opt.GEMM, opt.Mode)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:
-		return nil, fmt.Errorf("nin: max batch %d out of range 1..65536", opt.MaxBatch)
-	case opt.Threads < 1 || opt.Threads > 256:
-		return nil, fmt.Errorf("nin: threads %d out of range 1..256", opt.Threads)
-	case opt.Mode != ModeAuto && opt.Mode != ModeStreams && opt.Mode != ModeBLAS:
-		return nil, fmt.Errorf("nin: mode %q: want auto, streams or blas", opt.Mode)
-	case opt.MicroBatch < 0 || opt.TileBytes < 4096:
-		return nil, fmt.Errorf("nin: bad micro-batch %d or tile budget %d", opt.MicroBatch, opt.TileBytes)
-	}
-	if opt.MicroBatch == 0 {
-		// 8 images per step: the Winograd products are GEMMs with M =
-		// tiles × micro-batch and K = Cin, and OpenBLAS runs them far below
-		// its peak when M is small (64 tiles for one nin-cifar10 image).
-		// Measured against ~1000 first-layer pixels (1–2 images) at batch
-		// 64 on 2 threads, CPU per image fell 10–30% (docs/benchmarks.md,
-		// "Micro-batches").
-		//
-		// With the packed GEMM, whose speed does not depend on M, small
-		// images go 4 at a time: nin-mnist (largest activation 294 KiB per
-		// image) paired 0.94 of the time at 4 as at 8, twice, and 1.06 at
-		// 2; nin-cifar10 (768 KiB) 0.99 and nin-imagenet (1.1 MiB) 1.03 at 4.
-		opt.MicroBatch = 8
-		if packed && 4*maxActivation(layers, m.Spec.Input.Len()) <= 512<<10 {
-			opt.MicroBatch = 4
-		}
-	}
-	opt.MicroBatch = min(opt.MicroBatch, opt.MaxBatch)
-
 	net := &Net{spec: m.Spec, layers: layers, params: m.Params, opt: opt,
-		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes(), packed: packed}
-	if len(m.Params.Convs) == 0 || len(m.Params.Data) == 0 {
-		return nil, errors.New("nin: model has no parameters")
-	}
-	maxAct, maxCol, maxWV, maxWM := net.inLen, 0, 0, 0
-	ci := 0
-	for i, l := range layers {
-		maxAct = max(maxAct, l.Out.Len())
-		g := native.Geom{H: l.In.H, W: l.In.W, C: l.In.C, K: l.k, S: l.s, P: l.p, OH: l.Out.H, OW: l.Out.W}
-		switch l.kind {
-		case kindConv:
-			if ci >= len(m.Params.Convs) {
-				return nil, errors.New("nin: parameters do not match the spec")
-			}
-			p := &m.Params.Convs[ci]
-			ci++
-			if p.Cin != l.In.C || p.Cout != l.Out.C || p.K != l.k {
-				return nil, fmt.Errorf("nin: parameters of %s do not match the spec", l.Name)
-			}
-			lastConv := i+1 < len(layers) && layers[i+1].kind == kindGAP
-			relu := !(lastConv && m.Spec.NoFinalReLU)
-			wo, err := newWinoOp(l, g, p, relu, packed, opt)
-			if err != nil {
-				return nil, fmt.Errorf("nin: %s: %w", l.Name, err)
-			}
-			if wo != nil {
-				aa := wo.w.A * wo.w.A
-				maxWV = max(maxWV, aa*native.WinoStride(wo.chunk, p.Cin))
-				maxWM = max(maxWM, aa*native.WinoStride(wo.chunk, p.Cout))
-				net.ops = append(net.ops, wo)
-				continue
-			}
-			o := &convOp{g: g, p: p, relu: relu, oneByOne: l.k == 1 && l.s == 1 && l.p == 0, name: l.Name}
-			if useDirect(opt.Direct, l.k, p.Cin, packed) {
-				o.wt, o.ws = native.DirectWeights(p.W, p.Cout, l.GemmK)
-				maxCol = max(maxCol, native.DirectPadLen(g))
-				net.ops = append(net.ops, o)
-				continue
-			}
-			if packed {
-				o.bp = make([]float32, native.PackLen(l.GemmK, p.Cout))
-				o.pack()
-			}
-			rowsPerImage := l.Out.H * l.Out.W
-			rows := rowsPerImage * opt.MicroBatch
-			width := l.GemmK
-			if o.oneByOne {
-				width = max(l.In.C, l.Out.C)
-			}
-			o.tileRows = max(64, opt.TileBytes/(4*width))
-			o.tileRows = min(o.tileRows, rows)
-			if !o.oneByOne {
-				maxCol = max(maxCol, o.tileRows*l.GemmK)
-			}
-			net.ops = append(net.ops, o)
-		case kindPool:
-			net.ops = append(net.ops, &poolOp{g: g, max: l.pool.Type == "max"})
-		case kindGAP:
-			net.gapHW = l.In.H * l.In.W
-		}
+		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes(), packed: usePacked(opt.GEMM, opt.Mode)}
+	var sz scratchSize
+	if err := net.buildOps(&sz); err != nil {
+		return nil, err
 	}
 	net.run = net.ops
 	maxCT := 0
-	if packed && !opt.Unfused {
+	if net.packed && !opt.Unfused {
 		net.run, maxCT = fuseChains(net.ops)
 	}
-	mb := opt.MicroBatch
+	mb, maxAct := opt.MicroBatch, maxActivation(layers, net.inLen)
 	for i := 0; i < opt.Threads; i++ {
-		st := &stream{
-			a:      make([]float32, mb*maxAct),
-			b:      make([]float32, mb*maxAct),
-			col:    make([]float32, maxCol),
+		net.streams = append(net.streams, &stream{scratch: sz.alloc(),
+			a: make([]float32, mb*maxAct), b: make([]float32, mb*maxAct),
 			logits: make([]float32, mb*net.classes),
-			wv:     make([]float32, maxWV),
-			wm:     make([]float32, maxWM),
 			ct:     [2][]float32{make([]float32, maxCT), make([]float32, maxCT)},
-			idx:    i,
-		}
-		net.streams = append(net.streams, st)
+			idx:    i})
 	}
 	if opt.Threads > 1 && opt.Mode != ModeBLAS {
 		net.fin = newTally()
@@ -808,6 +299,74 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		}
 	}
 	return net, nil
+}
+
+// netDefaults checks opt and fills in its defaults.
+func netDefaults(opt *Options, layers []Layer, inLen int) error {
+	if err := opt.check(); err != nil {
+		return err
+	}
+	opt.defaults()
+	if opt.MaxBatch == 0 {
+		opt.MaxBatch = 64
+	}
+	if opt.Threads == 0 {
+		opt.Threads = runtime.NumCPU()
+	}
+	if opt.TileBytes == 0 {
+		opt.TileBytes = 4 << 20
+	}
+	switch {
+	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:
+		return fmt.Errorf("nin: max batch %d out of range 1..65536", opt.MaxBatch)
+	case opt.Threads < 1 || opt.Threads > 256:
+		return fmt.Errorf("nin: threads %d out of range 1..256", opt.Threads)
+	case opt.TileBytes < 4096:
+		return fmt.Errorf("nin: tile budget %d bytes: want at least 4096", opt.TileBytes)
+	}
+	if opt.MicroBatch == 0 {
+		// 8 images per step: OpenBLAS runs the Winograd products (M = tiles
+		// × micro-batch) far below its peak when M is small. The packed
+		// GEMM's speed does not depend on M, so there small images (largest
+		// activation ≤ 128 Ki floats) go 4 at a time, which keeps a stream's
+		// activations in L2 (docs/engine.md, "Threads").
+		opt.MicroBatch = 8
+		if usePacked(opt.GEMM, opt.Mode) && 4*maxActivation(layers, inLen) <= 512<<10 {
+			opt.MicroBatch = 4
+		}
+	}
+	opt.MicroBatch = min(opt.MicroBatch, opt.MaxBatch)
+	return nil
+}
+
+// buildOps makes one op per conv and pool layer and grows sz by the
+// scratch they use.
+func (net *Net) buildOps(sz *scratchSize) error {
+	opt := net.opt
+	cp := convPlan{micro: opt.MicroBatch, tileBytes: opt.TileBytes, winograd: opt.Winograd,
+		winoTile: opt.WinoTile, direct: opt.Direct, packed: net.packed}
+	ci := 0
+	for i, l := range net.layers {
+		switch l.kind {
+		case kindConv:
+			if ci >= len(net.params.Convs) {
+				return errors.New("nin: parameters do not match the spec")
+			}
+			lastConv := i+1 < len(net.layers) && net.layers[i+1].kind == kindGAP
+			c, err := newConv(l, &net.params.Convs[ci], !(lastConv && net.spec.NoFinalReLU), cp)
+			if err != nil {
+				return err
+			}
+			ci++
+			c.needs(sz)
+			net.ops = append(net.ops, c)
+		case kindPool:
+			net.ops = append(net.ops, &poolOp{g: l.geom(0), max: l.pool.Type == "max"})
+		case kindGAP:
+			net.gapHW = l.In.H * l.In.W
+		}
+	}
+	return nil
 }
 
 // maxActivation is the largest tensor of one image in the forward pass:
@@ -837,12 +396,23 @@ func (n *Net) Options() Options { return n.opt }
 // Layers returns the planned layers.
 func (n *Net) Layers() []Layer { return n.layers }
 
+// convs are the net's conv layers in order.
+func (n *Net) convs() []*conv {
+	var cs []*conv
+	for _, o := range n.ops {
+		if c, ok := o.(*conv); ok {
+			cs = append(cs, c)
+		}
+	}
+	return cs
+}
+
 // WinogradLayers names the convs that run as Winograd F(m×m, k×k).
 func (n *Net) WinogradLayers() []string {
 	var names []string
-	for _, o := range n.ops {
-		if w, ok := o.(*winoOp); ok {
-			names = append(names, w.name)
+	for _, c := range n.convs() {
+		if c.wino != nil {
+			names = append(names, c.name)
 		}
 	}
 	return names
@@ -851,37 +421,21 @@ func (n *Net) WinogradLayers() []string {
 // WinogradForms describes each Winograd conv as "name F(m×m,k×k)".
 func (n *Net) WinogradForms() []string {
 	var forms []string
-	for _, o := range n.ops {
-		if w, ok := o.(*winoOp); ok {
-			forms = append(forms, fmt.Sprintf("%s F(%dx%d,%dx%d)", w.name, w.w.M, w.w.M, w.k, w.k))
+	for _, c := range n.convs() {
+		if w := c.wino; w != nil {
+			forms = append(forms, fmt.Sprintf("%s F(%dx%d,%dx%d)", c.name, w.w.M, w.w.M, w.k, w.k))
 		}
 	}
 	return forms
 }
 
 // Reload recomputes the weight layouts the net derives from the model's
-// parameters when it is built (Winograd-transformed filters, the direct
-// kernel's transposed weights). Call it after changing the parameters in
-// place, as training does between validation passes; the other layers read
-// the parameters directly.
+// parameters when it is built (packed, Winograd-transformed and direct
+// weights). Call it after changing the parameters in place, as training
+// does between validation passes.
 func (n *Net) Reload() {
-	for _, o := range n.ops {
-		reloadOp(o)
-	}
-}
-
-// reloadOp recomputes an op's weights derived from its parameters, in place.
-func reloadOp(o op) {
-	switch o := o.(type) {
-	case *winoOp:
-		o.transformFilters()
-	case *convOp:
-		if o.wt != nil {
-			native.DirectWeightsInto(o.wt, o.p.W, o.p.Cout, o.g.Cols())
-		}
-		if o.bp != nil {
-			o.pack()
-		}
+	for _, c := range n.convs() {
+		c.reload()
 	}
 }
 
@@ -892,8 +446,8 @@ func (n *Net) PackedGEMM() bool { return n.packed }
 // DirectLayers names the convs that run with the direct kernel.
 func (n *Net) DirectLayers() []string {
 	var names []string
-	for _, o := range n.ops {
-		if c, ok := o.(*convOp); ok && c.wt != nil {
+	for _, c := range n.convs() {
+		if c.direct != nil {
 			names = append(names, c.name)
 		}
 	}

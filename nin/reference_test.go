@@ -266,35 +266,35 @@ func TestForwardMatchesReference(t *testing.T) {
 					defer native.SetISA(old)
 					for _, opt := range []Options{
 						{MaxBatch: 3, Threads: 2},
-						{MaxBatch: 3, Threads: 2, Mode: ModeStreams},
-						{MaxBatch: 3, Threads: 2, Mode: ModeBLAS},
-						{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Mode: ModeStreams}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Mode: ModeBLAS}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10}},
 						{MaxBatch: 3, Threads: 1},
-						{MaxBatch: 3, Threads: 2, Winograd: WinogradOff},
-						{MaxBatch: 3, Threads: 2, Winograd: WinogradOn},
-						{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, Winograd: WinogradOn},
-						{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn},
-						{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 2},
-						{MaxBatch: 3, Threads: 2, Winograd: WinogradOn, WinoTile: 4},
-						{MaxBatch: 3, Threads: 2, Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn, WinoTile: 4},
-						{MaxBatch: 3, Threads: 2, Direct: DirectOff},
-						{MaxBatch: 3, Threads: 2, Direct: DirectOn},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Winograd: WinogradOff}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Winograd: WinogradOn}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Mode: ModeBLAS, Winograd: WinogradOn}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Winograd: WinogradOn, WinoTile: 2}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Winograd: WinogradOn, WinoTile: 4}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Mode: ModeStreams, MicroBatch: 2, TileBytes: 64 << 10, Winograd: WinogradOn, WinoTile: 4}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Direct: DirectOff}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Direct: DirectOn}},
 						// batch 1 split over 3 parts: channel slices of 8 that leave
 						// a part empty (10 classes), rows in thirds
 						{MaxBatch: 3, Threads: 3},
-						{MaxBatch: 3, Threads: 3, Winograd: WinogradOn, TileBytes: 64 << 10},
-						{MaxBatch: 3, Threads: 1, Direct: DirectOff, Winograd: WinogradOff},
+						{MaxBatch: 3, Threads: 3, Tuning: Tuning{Winograd: WinogradOn, TileBytes: 64 << 10}},
+						{MaxBatch: 3, Threads: 1, Tuning: Tuning{Direct: DirectOff, Winograd: WinogradOff}},
 						// OpenBLAS for every conv GEMM (the default is the packed
 						// kernel on AVX2 CPUs), and the packed kernel with ModeBLAS
-						{MaxBatch: 3, Threads: 2, GEMM: GEMMOpenBLAS},
-						{MaxBatch: 3, Threads: 3, GEMM: GEMMOpenBLAS, Winograd: WinogradOn, TileBytes: 64 << 10},
-						{MaxBatch: 3, Threads: 1, GEMM: GEMMOpenBLAS, Direct: DirectOff, Winograd: WinogradOff},
-						{MaxBatch: 3, Threads: 2, Mode: ModeBLAS, GEMM: GEMMPacked, Winograd: WinogradOn},
-						{MaxBatch: 3, Threads: 3, GEMM: GEMMPacked, Direct: DirectOff, Winograd: WinogradOff},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{GEMM: GEMMOpenBLAS}},
+						{MaxBatch: 3, Threads: 3, Tuning: Tuning{GEMM: GEMMOpenBLAS, Winograd: WinogradOn, TileBytes: 64 << 10}},
+						{MaxBatch: 3, Threads: 1, Tuning: Tuning{GEMM: GEMMOpenBLAS, Direct: DirectOff, Winograd: WinogradOff}},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Mode: ModeBLAS, GEMM: GEMMPacked, Winograd: WinogradOn}},
+						{MaxBatch: 3, Threads: 3, Tuning: Tuning{GEMM: GEMMPacked, Direct: DirectOff, Winograd: WinogradOff}},
 						// every conv its own layer call (streams, and batch 1 split
 						// call by call), without chains
-						{MaxBatch: 3, Threads: 2, Unfused: true},
-						{MaxBatch: 3, Threads: 3, Unfused: true, Winograd: WinogradOff, TileBytes: 64 << 10},
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Unfused: true}},
+						{MaxBatch: 3, Threads: 3, Tuning: Tuning{Unfused: true, Winograd: WinogradOff, TileBytes: 64 << 10}},
 					} {
 						net, err := NewNet(m, opt)
 						if err != nil {
@@ -368,7 +368,7 @@ func TestForwardNoAllocs(t *testing.T) {
 		mode  Mode
 		batch int
 	}{{ModeStreams, 8}, {ModeBLAS, 8}, {ModeAuto, 1}, {ModeAuto, 8}} {
-		net, err := NewNet(m, Options{MaxBatch: 8, Threads: 2, Mode: c.mode})
+		net, err := NewNet(m, Options{MaxBatch: 8, Threads: 2, Tuning: Tuning{Mode: c.mode}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -416,7 +416,7 @@ func TestForwardArgumentErrors(t *testing.T) {
 // layers included; without it they differ (the derived weights are copies).
 func TestReloadFollowsParams(t *testing.T) {
 	m := randomModel(t, "nin-mnist", 3)
-	opt := Options{MaxBatch: 2, Threads: 1, Direct: DirectOn}
+	opt := Options{MaxBatch: 2, Threads: 1, Tuning: Tuning{Direct: DirectOn}}
 	net, err := NewNet(m, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -473,7 +473,7 @@ func TestWinoTileChoice(t *testing.T) {
 		}
 	}
 	m := randomModel(t, "nin-mnist", 1)
-	if _, err := NewNet(m, Options{MaxBatch: 1, Threads: 1, WinoTile: 3}); err == nil {
+	if _, err := NewNet(m, Options{MaxBatch: 1, Threads: 1, Tuning: Tuning{WinoTile: 3}}); err == nil {
 		t.Error("Winograd tile 3 accepted")
 	}
 }

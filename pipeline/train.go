@@ -98,7 +98,8 @@ type Trainer struct {
 	Prep       *nbio.Preprocess
 	Config     TrainConfig
 	Threads    int
-	Checkpoint string // path written after every epoch ("" = none)
+	Tuning     nin.Tuning // engine knobs of the trainer and the validation net (default engine when zero)
+	Checkpoint string     // path written after every epoch ("" = none)
 	Hooks      TrainHooks
 	State      nin.TrainState // resumed state (zero for a fresh run)
 	Velocity   *nin.Params    // resumed momentum, or nil
@@ -127,7 +128,7 @@ func (tr *Trainer) Run(ctx context.Context) error {
 		st.Config, st.Seed, st.DatasetFingerprint = cfgJSON, cfg.Seed, tr.Train.Fingerprint
 	}
 	t, err := nin.NewTrainer(tr.Model, nin.TrainOptions{MaxBatch: cfg.Batch, Threads: tr.Threads,
-		Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay, Seed: cfg.Seed, NoDropout: cfg.NoDropout})
+		Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay, Seed: cfg.Seed, NoDropout: cfg.NoDropout, Tuning: tr.Tuning})
 	if err != nil {
 		return err
 	}
@@ -138,7 +139,7 @@ func (tr *Trainer) Run(ctx context.Context) error {
 	}
 	var net *nin.Net
 	if tr.Val != nil {
-		if net, err = nin.NewNet(tr.Model, nin.Options{MaxBatch: 256, Threads: tr.Threads, Mode: nin.ModeStreams}); err != nil {
+		if net, err = nin.NewNet(tr.Model, nin.Options{MaxBatch: 256, Threads: tr.Threads, Tuning: valTuning(tr.Tuning)}); err != nil {
 			return err
 		}
 		defer net.Close()
@@ -254,4 +255,10 @@ func augment(dst, src []uint8, h, w, c int, cfg TrainConfig, step uint64, j int)
 			copy(d, src[(sy*w+sx)*c:(sy*w+sx+1)*c])
 		}
 	}
+}
+
+// valTuning is the validation net's tuning: the trainer's, on streams.
+func valTuning(t nin.Tuning) nin.Tuning {
+	t.Mode, t.MicroBatch, t.TileBytes = nin.ModeStreams, 0, 0 // the trainer's sizes are not the net's
+	return t
 }

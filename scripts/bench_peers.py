@@ -8,7 +8,7 @@ Every (threads, model, batch) config: warm-up + calibration per engine, then --r
 rep of every engine in rotated order, with the peers' anti-spin waits between reps.
 
   /usr/bin/python3 scripts/bench_peers.py [--models ..] [--batches 1,16,64] [--threads 1,2] [--reps 5]
-        [--engines ofi,ort] [--mode auto] [--out results.json]
+        [--engines ofi,ort] [--tuning '{}'] [--out results.json]
 
 Prints one Markdown table: img/s of ninbatch, ORT and the best PyTorch variant, the ratios, and ninbatch's
 effective GFLOP/s as a share of this run's sgemm ceiling and FMA peak (same thread count).
@@ -36,11 +36,10 @@ import torch  # noqa: E402
 
 
 class NinbatchWorker:
-    def __init__(self, binary, mode, winograd):
+    def __init__(self, binary, tuning):
         self.p = subprocess.Popen([binary, "--log-format", "json", "bench", "--serve"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
-        self.mode = mode
-        self.winograd = winograd
+        self.tuning = json.loads(tuning)
 
     def call(self, **msg):
         self.p.stdin.write(json.dumps(msg) + "\n")
@@ -51,7 +50,7 @@ class NinbatchWorker:
         return res
 
     def runner(self, model, batch, threads, target):
-        args = dict(preset=model, batch=batch, threads=threads, mode=self.mode, winograd=self.winograd)
+        args = dict(preset=model, batch=batch, threads=threads, tuning=self.tuning)
         inner = self.call(cmd="calib", target=target, **args)["inner"]
         return inner, (lambda n: self.call(cmd="time", inner=n, **args)["sec"])
 
@@ -123,8 +122,7 @@ def main():
     ap.add_argument("--engines", default="ninbatch,ort,eager_cl,ofi")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--target", type=float, default=0.15)
-    ap.add_argument("--mode", default="auto", help="ninbatch threading mode: auto, streams or blas")
-    ap.add_argument("--winograd", default="auto", help="ninbatch Winograd switch: auto, on or off")
+    ap.add_argument("--tuning", default="{}", help='ninbatch engine tuning as JSON, e.g. {"mode":"streams"} (default: the default engine)')
     ap.add_argument("--binary", default=os.path.join(ROOT, "bin", "ninbatch"))
     ap.add_argument("--out", default=None, help="also write all samples as JSON")
     a = ap.parse_args()
@@ -141,7 +139,7 @@ def main():
     ceil = sgemm_bench.ceiling(tuple(threads))
     fma = {r["threads"]: r["gflops_max"] for r in sgemm_bench.fma_peak()}
     ort = bi.OrtWorker() if "ort" in engines else None
-    nb = NinbatchWorker(a.binary, a.mode, a.winograd)
+    nb = NinbatchWorker(a.binary, a.tuning)
     rows, dump = [], []
     try:
         for t in threads:
@@ -156,7 +154,7 @@ def main():
         if ort:
             ort.close()
     print(f"ninbatch vs peers, interleaved ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), "
-          f"medians of {a.reps} reps; ninbatch mode {a.mode}, winograd {a.winograd}\n")
+          f"medians of {a.reps} reps; ninbatch tuning {a.tuning}\n")
     print(f"CPU flags: {flags}. ninbatch kernels: {nb_isa}; ONNX Runtime: MLAS, its own run-time choice "
           f"(AVX512F kernels on AVX-512 CPUs); FMA peak measured with {fma_isa}.\n")
     print("| model | batch | threads | ninbatch img/s | ORT img/s | torch-best img/s | nb/ORT | nb/torch | "

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ninbatch/ninbatch/nin"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 )
@@ -53,10 +54,7 @@ const (
 	flagThreads   = "threads"
 	flagJSON      = "json"
 	flagPreset    = "preset"
-	flagWinograd  = "winograd"
-	flagDirect    = "direct-conv"
-	flagGEMM      = "gemm"
-	flagWinoTile  = "wino-tile"
+	flagTuning    = "tuning"
 	flagModel     = "model"
 	flagSeed      = "seed"
 	flagOut       = "out"
@@ -170,38 +168,17 @@ func isCLIUsage(err error) bool {
 	return false
 }
 
-// directFlag is --direct-conv, shared by the commands that run the forward pass.
-func directFlag() cli.Flag {
-	return &cli.StringFlag{Name: flagDirect, Value: "auto",
-		Usage: "convs over fewer than 8 input channels (the first conv) with the direct kernel: auto or off (im2col + GEMM)"}
-}
-
-// gemmFlag is --gemm, shared by the commands that run the forward pass.
-func gemmFlag() cli.Flag {
-	return &cli.StringFlag{Name: flagGEMM, Value: "auto",
-		Usage: "conv GEMMs: auto (the packed-weight kernel on AVX2 CPUs unless --mode blas), packed, or openblas"}
-}
-
-// winogradFlag is --winograd, shared by the commands that run the forward pass.
-func winogradFlag() cli.Flag {
-	return &cli.StringFlag{Name: flagWinograd, Value: "auto",
-		Usage: "stride-1 3x3/5x5 convs as Winograd F(m x m,k x k): auto (where the layer shapes pay), on (all) or off (im2col + GEMM)"}
-}
-
-// winoTileFlag is --wino-tile, shared by the commands that run the forward pass.
-func winoTileFlag() cli.Flag {
-	return &cli.StringFlag{Name: flagWinoTile, Value: "auto",
-		Usage: "Winograd output tile m: auto (per layer, fewer multiplications), 2 or 4"}
-}
-
-// winoTile parses --wino-tile: 0 for auto.
-func winoTile(c *cli.Context) (int, error) {
-	switch v := c.String(flagWinoTile); v {
-	case "auto":
-		return 0, nil
-	case "2", "4":
-		return int(v[0] - '0'), nil
-	default:
-		return 0, usageErr("--%s %q: want auto, 2 or 4", flagWinoTile, v)
+// tuningOf is the engine tuning: $NINBATCH_TUNING, or the command's
+// --tuning where it has one (bench). Engine knobs are not user options;
+// the default engine is what users run.
+func tuningOf(c *cli.Context) (nin.Tuning, error) {
+	src, v := "$"+nin.TuningEnv, os.Getenv(nin.TuningEnv)
+	if c.IsSet(flagTuning) {
+		src, v = "--"+flagTuning, c.String(flagTuning)
 	}
+	t, err := nin.ParseTuning(v)
+	if err != nil {
+		return t, usageErr("%s: %v", src, err)
+	}
+	return t, nil
 }

@@ -27,19 +27,13 @@ prints images/s and effective GFLOP/s (2 × conv MACs per image), median and bes
 
 Examples:
    ninbatch bench --preset nin-cifar10 --batch 64 --threads 2
-   ninbatch --threads 1 bench --preset nin-mnist --batch 16 --mode streams --json`,
+   ninbatch --threads 1 bench --preset nin-mnist --batch 16 --tuning '{"mode":"streams"}' --json`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagPreset, Usage: "architecture: " + strings.Join(nin.PresetNames(), ", ")},
 			&cli.StringFlag{Name: flagModel, Usage: "model file (instead of --preset)"},
 			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "images per forward call"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
-			&cli.StringFlag{Name: "mode", Value: string(nin.ModeAuto), Usage: "auto, streams (one 1-thread OpenBLAS stream per core) or blas (one stream, OpenBLAS threads)"},
-			&cli.IntFlag{Name: "micro-batch", Usage: "images per stream step (0 = 8)"},
-			&cli.IntFlag{Name: "tile-kib", Usage: "im2col tile budget in KiB (0 = 4096)"},
-			winogradFlag(),
-			directFlag(),
-			gemmFlag(),
-			winoTileFlag(),
+			&cli.StringFlag{Name: flagTuning, Usage: `engine tuning as JSON, e.g. '{"mode":"streams","winograd":"off","gemm":"openblas"}' (default: $` + nin.TuningEnv + `; see docs/engine.md)`},
 			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},
 			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
@@ -85,14 +79,11 @@ func runBench(c *cli.Context) error {
 	if batch < 1 || reps < 1 || c.Float64("rep-seconds") <= 0 {
 		return usageErr("--batch, --reps and --rep-seconds must be positive")
 	}
-	tile, err := winoTile(c)
+	tuning, err := tuningOf(c)
 	if err != nil {
 		return err
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Mode: nin.Mode(c.String("mode")),
-		MicroBatch: c.Int("micro-batch"), TileBytes: c.Int("tile-kib") << 10, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile,
-		GEMM: nin.GEMM(c.String(flagGEMM))})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Tuning: tuning})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ninbatch/ninbatch/nin"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -84,7 +86,9 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--threads", "0", "info", "--preset", "nin-mnist"}, 2, "threads"},
 		{[]string{"--log-format", "xml", "info", "--preset", "nin-mnist"}, 2, "log-format"},
 		{[]string{"bench", "--preset", "nin-mnist", "--batch", "0"}, 2, "batch"},
-		{[]string{"bench", "--preset", "nin-mnist", "--mode", "gpu"}, 2, "mode"},
+		{[]string{"bench", "--preset", "nin-mnist", "--tuning", `{"mode":"gpu"}`}, 2, "mode"},
+		{[]string{"bench", "--preset", "nin-mnist", "--tuning", `{"winograd":"offf"}`}, 2, "winograd"},
+		{[]string{"bench", "--preset", "nin-mnist", "--tuning", `{"wingrad":"off"}`}, 2, "unknown field"},
 	}
 	for _, c := range cases {
 		code, _, e := runCLI(t, c.args...)
@@ -150,5 +154,28 @@ func TestISAEnvironment(t *testing.T) {
 				t.Errorf("NINBATCH_ISA=%s bench: exit %d\n%s", c.isa, cmd.ProcessState.ExitCode(), out)
 			}
 		}
+	}
+}
+
+// A bad $NINBATCH_TUNING is a usage error naming the variable, before any
+// input is read: a typo never silently runs the default engine.
+func TestTuningEnvIsChecked(t *testing.T) {
+	for _, v := range []string{`{"gemm":"fast"}`, `{"wingrad":"off"}`, `winograd=off`} {
+		t.Setenv(nin.TuningEnv, v)
+		for _, args := range [][]string{
+			{"run", "--model", "missing.nin", "--out", t.TempDir(), "missing.parquet"},
+			{"eval", "--model", "missing.nin", "missing.parquet"},
+			{"bench", "--preset", "nin-mnist"},
+		} {
+			code, _, e := runCLI(t, args...)
+			if code != 2 || !strings.Contains(e, nin.TuningEnv) {
+				t.Errorf("%s with %s=%s: exit %d, want 2 naming the variable: %s", args[0], nin.TuningEnv, v, code, e)
+			}
+		}
+	}
+	t.Setenv(nin.TuningEnv, `{"winograd":"off","gemm":"openblas"}`)
+	code, o, e := runCLI(t, "bench", "--preset", "nin-mnist", "--batch", "2", "--reps", "1", "--rep-seconds", "0.01", "--json")
+	if code != 0 || !strings.Contains(o, `"gemm":"openblas"`) || !strings.Contains(o, `"winograd_layers":null`) {
+		t.Fatalf("bench under %s: exit %d: %s %s", nin.TuningEnv, code, o, e)
 	}
 }

@@ -26,10 +26,6 @@ confusion matrix (rows: true class, columns: predicted).
 Example:
    ninbatch eval --model models/nin-mnist.nin data/mnist/test.parquet`,
 		Flags: []cli.Flag{
-			winogradFlag(),
-			directFlag(),
-			gemmFlag(),
-			winoTileFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 			&cli.IntFlag{Name: flagBatch, Value: 64},
@@ -43,6 +39,10 @@ Example:
 func runEval(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return usageErr("give the data to evaluate on")
+	}
+	tuning, err := tuningOf(c)
+	if err != nil {
+		return err
 	}
 	m, err := nin.LoadFile(c.String(flagModel))
 	if err != nil {
@@ -59,13 +59,7 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	batch := c.Int(flagBatch)
-	tile, err := winoTile(c)
-	if err != nil {
-		return err
-	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile,
-		GEMM: nin.GEMM(c.String(flagGEMM))})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Tuning: tuning})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -42,10 +42,6 @@ files errored.
 Example:
    ninbatch run --model models/nin-mnist.nin --out scored/ data/mnist/test.parquet`,
 		Flags: []cli.Flag{
-			winogradFlag(),
-			directFlag(),
-			gemmFlag(),
-			winoTileFlag(),
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file (.nin)"},
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output directory"},
 			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "rows per inference batch"},
@@ -91,6 +87,10 @@ func parseShape(s string) (nbio.Shape, error) {
 }
 
 func runRun(c *cli.Context) error {
+	tuning, err := tuningOf(c) // before anything is read or written
+	if err != nil {
+		return err
+	}
 	cfg, err := runConfig(c)
 	if err != nil {
 		return err
@@ -106,13 +106,7 @@ func runRun(c *cli.Context) error {
 	if cfg.Workers <= 0 {
 		cfg.Workers = threads
 	}
-	tile, err := winoTile(c)
-	if err != nil {
-		return err
-	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: cfg.Batch, Threads: threads, Winograd: nin.Winograd(c.String(flagWinograd)),
-		Direct: nin.DirectConv(c.String(flagDirect)), WinoTile: tile,
-		GEMM: nin.GEMM(c.String(flagGEMM))})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: cfg.Batch, Threads: threads, Tuning: tuning})
 	if err != nil {
 		return asUsage(err)
 	}

@@ -18,7 +18,7 @@ import (
 //	{"cmd":"calib","preset":"nin-cifar10","batch":64,"threads":2,"target":0.15} -> {"inner":N}
 //	{"cmd":"time", "preset":"nin-cifar10","batch":64,"threads":2,"inner":N}       -> {"sec":S}
 //
-// Optional "mode" ("auto", "streams", "blas"). Timing happens in-process.
+// Optional "tuning": a nin.Tuning object. Timing happens in-process.
 type benchServer struct {
 	nets map[string]*servedNet
 }
@@ -31,19 +31,17 @@ type servedNet struct {
 }
 
 type benchRequest struct {
-	Cmd     string  `json:"cmd"`
-	Preset  string  `json:"preset"`
-	Batch   int     `json:"batch"`
-	Threads int     `json:"threads"`
-	Mode    string  `json:"mode"`
-	Wino    string  `json:"winograd"`
-	GEMM    string  `json:"gemm"`
-	Target  float64 `json:"target"`
-	Inner   int     `json:"inner"`
+	Cmd     string     `json:"cmd"`
+	Preset  string     `json:"preset"`
+	Batch   int        `json:"batch"`
+	Threads int        `json:"threads"`
+	Tuning  nin.Tuning `json:"tuning"`
+	Target  float64    `json:"target"`
+	Inner   int        `json:"inner"`
 }
 
 func (s *benchServer) get(r benchRequest) (*servedNet, error) {
-	key := fmt.Sprintf("%s/%d/%d/%s/%s/%s", r.Preset, r.Batch, r.Threads, r.Mode, r.Wino, r.GEMM)
+	key := fmt.Sprintf("%s/%d/%d/%+v", r.Preset, r.Batch, r.Threads, r.Tuning)
 	if n, ok := s.nets[key]; ok {
 		return n, nil
 	}
@@ -51,8 +49,7 @@ func (s *benchServer) get(r benchRequest) (*servedNet, error) {
 	if err != nil {
 		return nil, err
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Mode: nin.Mode(r.Mode), Winograd: nin.Winograd(r.Wino),
-		GEMM: nin.GEMM(r.GEMM)})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Tuning: r.Tuning})
 	if err != nil {
 		return nil, err
 	}

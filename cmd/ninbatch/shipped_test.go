@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ninbatch/ninbatch/native"
+	"github.com/ninbatch/ninbatch/nin"
 	"github.com/ninbatch/ninbatch/pipeline"
 )
 
@@ -43,8 +44,9 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 		t.Fatalf("dataset mnist: exit %d: %s", code, e)
 	}
 	var first pipeline.EvalResult
-	settings := []string{"off --gemm openblas", "on", "auto", "on --wino-tile 2", "on --wino-tile 4 --gemm openblas",
-		"off --direct-conv off", "auto --gemm openblas", "off --gemm packed", "auto --direct-conv on"}
+	settings := []string{`{"winograd":"off","gemm":"openblas"}`, `{"winograd":"on"}`, `{}`, `{"winograd":"on","wino_tile":2}`,
+		`{"winograd":"on","wino_tile":4,"gemm":"openblas"}`, `{"winograd":"off","direct":"off"}`, `{"gemm":"openblas"}`,
+		`{"winograd":"off","gemm":"packed"}`, `{"direct":"on"}`}
 	// and the default settings under every other ISA level this CPU runs
 	type run struct {
 		w   string
@@ -55,17 +57,17 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 		runs = append(runs, run{w, native.Current()})
 	}
 	for _, isa := range native.Levels()[1:] {
-		runs = append(runs, run{"auto", isa})
+		runs = append(runs, run{`{}`, isa})
 	}
 	for i, rn := range runs {
 		w := rn.w
 		old, _ := native.SetISA(rn.isa)
-		args := append([]string{"eval", "--model", "../../models/nin-mnist.nin", "--json", "--winograd"}, strings.Fields(w)...)
-		code, o, e := runCLI(t, append(args, filepath.Join(dir, "test.parquet"))...)
+		t.Setenv(nin.TuningEnv, w)
+		code, o, e := runCLI(t, "eval", "--model", "../../models/nin-mnist.nin", "--json", filepath.Join(dir, "test.parquet"))
 		native.SetISA(old)
 		w += " isa=" + rn.isa.String()
 		if code != 0 {
-			t.Fatalf("eval --winograd %s: exit %d: %s", w, code, e)
+			t.Fatalf("eval with tuning %s: exit %d: %s", w, code, e)
 		}
 		var r pipeline.EvalResult
 		if err := json.Unmarshal([]byte(o), &r); err != nil {
@@ -74,19 +76,19 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 		if r.N != 10000 {
 			t.Fatalf("eval scored %d images", r.N)
 		}
-		t.Logf("winograd %s: top-1 error %.2f%%, log-loss %.6f", w, 100*r.Error, r.LogLoss)
+		t.Logf("tuning %s: top-1 error %.2f%%, log-loss %.6f", w, 100*r.Error, r.LogLoss)
 		if r.Error > 0.0060 {
-			t.Errorf("winograd %s: the shipped model's test error is %.2f%%; it ships as ≤ 0.60%%", w, 100*r.Error)
+			t.Errorf("tuning %s: the shipped model's test error is %.2f%%; it ships as ≤ 0.60%%", w, 100*r.Error)
 		}
 		if i == 0 {
 			first = r
 			continue
 		}
 		if r.Top1 != first.Top1 || !reflect.DeepEqual(r.Confusion, first.Confusion) {
-			t.Errorf("winograd %s: accuracy %.4f / confusion differ from winograd off, gemm openblas (%.4f)", w, r.Top1, first.Top1)
+			t.Errorf("tuning %s: accuracy %.4f / confusion differ from winograd off, gemm openblas (%.4f)", w, r.Top1, first.Top1)
 		}
 		if math.Abs(r.LogLoss-first.LogLoss) > 2e-6 {
-			t.Errorf("winograd %s: log-loss %.7f, winograd off %.7f", w, r.LogLoss, first.LogLoss)
+			t.Errorf("tuning %s: log-loss %.7f, winograd off %.7f", w, r.LogLoss, first.LogLoss)
 		}
 	}
 }

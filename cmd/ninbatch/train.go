@@ -88,6 +88,10 @@ func runTrain(c *cli.Context) error {
 	if c.NArg() == 0 && !c.Bool("export") {
 		return usageErr("give the training data (Parquet or Arrow files)")
 	}
+	tuning, err := tuningOf(c)
+	if err != nil {
+		return err
+	}
 	out := c.String(flagOut)
 	ckpt := c.String("checkpoint")
 	if ckpt == "" {
@@ -195,7 +199,7 @@ func runTrain(c *cli.Context) error {
 	defer stop()
 	bar := newProgress()
 	tr := &pipeline.Trainer{Model: m, Train: train, Val: val, Prep: prep, Config: cfg, Threads: threads,
-		Checkpoint: ckpt, State: state, Velocity: vel,
+		Tuning: tuning, Checkpoint: ckpt, State: state, Velocity: vel,
 		Hooks: pipeline.TrainHooks{
 			Progress: func(epoch, step, steps int, loss float64) {
 				bar.show("epoch %d/%d  step %d/%d  loss %.4f", epoch, cfg.Epochs, step, steps, loss)

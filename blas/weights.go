@@ -1,0 +1,78 @@
+package blas
+
+import "github.com/ninbatch/ninbatch/native"
+
+// Weights is the right operand B (k, n) of products C = act(A·B + bias)
+// whose left operand changes on every call and whose right one does not: a
+// layer's weights, laid out once (and again after they change) for the
+// kernel that multiplies them.
+//
+// Packed weights run on native.GemmPacked, which packs nothing per call,
+// reads A in place, fuses the bias and ReLU, and picks its instruction set
+// at run time (native.Current). Unpacked weights run on OpenBLAS (Sgemm)
+// followed by the bias pass; they reference the source instead of copying it,
+// so Load must be called again only when the source slice is replaced.
+type Weights struct {
+	k, n   int
+	packed []float32 // PackLen(k, n) floats; nil: OpenBLAS
+	b      []float32 // the source (OpenBLAS)
+	ldb    int
+	trans  bool
+}
+
+// NewWeights allocates a (k, n) operand for the packed kernel when packed,
+// else for OpenBLAS. Load fills it.
+func NewWeights(k, n int, packed bool) *Weights {
+	w := &Weights{k: k, n: n}
+	if packed {
+		w.packed = make([]float32, native.PackLen(k, n))
+	}
+	return w
+}
+
+// Packed reports whether the products run on the packed kernel.
+func (w *Weights) Packed() bool { return w.packed != nil }
+
+// K and N are the operand's shape.
+func (w *Weights) K() int { return w.k }
+func (w *Weights) N() int { return w.n }
+
+// Load sets the operand to B[p][j] = b[p·ldb + j], or b[j·ldb + p] when
+// trans (b is then (n, k): one row of k per output channel, the layout of
+// conv weights).
+func (w *Weights) Load(b []float32, ldb int, trans bool) {
+	if w.packed != nil {
+		native.PackB(w.packed, b, w.k, w.n, ldb, trans)
+		return
+	}
+	w.b, w.ldb, w.trans = b, ldb, trans
+}
+
+// Mul computes columns [j0, j1) of act(A·B + bias):
+//
+//	c[i·ldc + j−j0] = act(Σ_p a[i·lda + p]·B[p][j] + bias[j−j0])   for i < m
+//
+// bias may be nil (then relu must be false). With packed weights j0 is a
+// multiple of native.PanelCols.
+//
+//	a: (m, lda), the first k columns used   c: (m, ldc), j1−j0 columns written
+func (w *Weights) Mul(c []float32, ldc int, a []float32, lda, m, j0, j1 int, bias []float32, relu bool) {
+	if bias == nil && relu {
+		panic("blas: ReLU without a bias")
+	}
+	if w.packed != nil {
+		native.GemmPacked(c, ldc, a, lda, w.packed, w.k, w.n, j0, j1, m, bias, relu)
+		return
+	}
+	if m == 0 || j1 == j0 {
+		return
+	}
+	b := w.b[j0:]
+	if w.trans {
+		b = w.b[j0*w.ldb:]
+	}
+	Sgemm(false, w.trans, m, j1-j0, w.k, 1, a, lda, b, w.ldb, 0, c, ldc)
+	if bias != nil {
+		native.BiasAct(c, m, j1-j0, ldc, bias, relu)
+	}
+}
