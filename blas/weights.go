@@ -33,10 +33,6 @@ func NewWeights(k, n int, packed bool) *Weights {
 // Packed reports whether the products run on the packed kernel.
 func (w *Weights) Packed() bool { return w.packed != nil }
 
-// K and N are the operand's shape.
-func (w *Weights) K() int { return w.k }
-func (w *Weights) N() int { return w.n }
-
 // Load sets the operand to B[p][j] = b[p·ldb + j], or b[j·ldb + p] when
 // trans (b is then (n, k): one row of k per output channel, the layout of
 // conv weights).
