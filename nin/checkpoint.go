@@ -8,26 +8,14 @@ import (
 	"os"
 )
 
-// TrainState is what a checkpoint records besides weights and momentum.
-// Dropout masks and shuffles are pure functions of (Seed, Epoch, Step), so
-// this is all the state there is: resuming reproduces the uninterrupted run.
-type TrainState struct {
-	Epoch              int               `json:"epoch"` // epochs completed
-	Step               uint64            `json:"step"`  // SGD steps completed
-	Seed               uint64            `json:"seed"`
-	Config             json.RawMessage   `json:"config"`  // training settings; a resume must match
-	History            []json.RawMessage `json:"history"` // one metrics object per completed epoch
-	DatasetFingerprint string            `json:"dataset_fingerprint"`
-	Seconds            float64           `json:"seconds"` // training time so far
-}
-
 const checkpointKey = "train_state"
 
-// SaveCheckpoint atomically writes weights, momentum and state to path.
-func SaveCheckpoint(path string, m *Model, vel *Params, st TrainState) error {
-	b, err := json.Marshal(st)
+// SaveCheckpoint atomically writes weights, momentum and the trainer's state
+// (any JSON-encodable value; the caller owns its type) to path.
+func SaveCheckpoint(path string, m *Model, vel *Params, state any) error {
+	b, err := json.Marshal(state)
 	if err != nil {
-		return err
+		return fmt.Errorf("saving checkpoint %s: %w", path, err)
 	}
 	err = writeAtomic(path, func(w io.Writer) error {
 		_, err := m.encodeWith(w, vel, map[string]string{checkpointKey: string(b)})
@@ -40,27 +28,26 @@ func SaveCheckpoint(path string, m *Model, vel *Params, st TrainState) error {
 }
 
 // LoadCheckpoint reads a checkpoint written by SaveCheckpoint, validating
-// it like a model file.
-func LoadCheckpoint(path string) (*Model, *Params, TrainState, error) {
-	var st TrainState
+// it like a model file, and decodes its state into state.
+func LoadCheckpoint(path string, state any) (*Model, *Params, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, st, fmt.Errorf("loading checkpoint: %w", err)
+		return nil, nil, fmt.Errorf("loading checkpoint: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, nil, st, fmt.Errorf("loading checkpoint %s: %w", path, err)
+		return nil, nil, fmt.Errorf("loading checkpoint %s: %w", path, err)
 	}
 	m, vel, meta, err := decode(bufio.NewReaderSize(f, 1<<20), fi.Size(), true)
 	if err != nil {
-		return nil, nil, st, fmt.Errorf("loading checkpoint %s (corrupt or not a checkpoint): %w", path, err)
+		return nil, nil, fmt.Errorf("loading checkpoint %s (corrupt or not a checkpoint): %w", path, err)
 	}
-	if err := json.Unmarshal([]byte(meta[checkpointKey]), &st); err != nil {
-		return nil, nil, st, fmt.Errorf("loading checkpoint %s: train_state: %w", path, err)
+	if err := json.Unmarshal([]byte(meta[checkpointKey]), state); err != nil {
+		return nil, nil, fmt.Errorf("loading checkpoint %s: %s: %w", path, checkpointKey, err)
 	}
 	m.ID = ""
-	return m, vel, st, nil
+	return m, vel, nil
 }
 
 // SetVelocity copies momentum buffers (from a checkpoint) into the trainer.

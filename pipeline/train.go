@@ -91,7 +91,7 @@ type TrainHooks struct {
 	Warn     func(msg string)
 }
 
-// Trainer runs epochs over an in-memory labelled set with checkpoints.
+// Trainer runs epochs over an in-memory labelled set, writing Files as it goes.
 type Trainer struct {
 	Model      *nin.Model
 	Train, Val *nbio.Labeled
@@ -99,36 +99,25 @@ type Trainer struct {
 	Config     TrainConfig
 	Threads    int
 	Tuning     nin.Tuning // engine knobs of the trainer and the validation net (default engine when zero)
-	Checkpoint string     // path written after every epoch ("" = none)
+	Files      TrainFiles
 	Hooks      TrainHooks
-	State      nin.TrainState // resumed state (zero for a fresh run)
-	Velocity   *nin.Params    // resumed momentum, or nil
+	State      TrainState  // resumed state (zero for a fresh run)
+	Velocity   *nin.Params // resumed momentum, or nil
 }
 
 // ErrConfigMismatch is returned when resuming with different settings.
 var ErrConfigMismatch = errors.New("resume: the checkpoint was made with different training settings")
 
-// Run trains until Config.Epochs are complete or ctx is cancelled (then it
-// returns ctx.Err(); the last checkpoint is the end of the last full epoch).
+// Run trains until Config.Epochs are complete, then writes the model. When
+// ctx is cancelled it returns ctx.Err(); the checkpoint then holds the last
+// full epoch.
 func (tr *Trainer) Run(ctx context.Context) error {
-	cfg := tr.Config
-	if err := cfg.Validate(); err != nil {
+	if err := tr.begin(); err != nil {
 		return err
 	}
-	cfgJSON, _ := json.Marshal(cfg)
-	st := &tr.State
-	if st.Config != nil {
-		if string(st.Config) != string(cfgJSON) {
-			return fmt.Errorf("%w:\n  checkpoint: %s\n  now:        %s", ErrConfigMismatch, st.Config, cfgJSON)
-		}
-		if st.DatasetFingerprint != tr.Train.Fingerprint {
-			return fmt.Errorf("resume: the training data changed since the checkpoint (fingerprint %s, now %s)", st.DatasetFingerprint, tr.Train.Fingerprint)
-		}
-	} else {
-		st.Config, st.Seed, st.DatasetFingerprint = cfgJSON, cfg.Seed, tr.Train.Fingerprint
-	}
-	t, err := nin.NewTrainer(tr.Model, nin.TrainOptions{MaxBatch: cfg.Batch, Threads: tr.Threads,
-		Momentum: cfg.Momentum, WeightDecay: cfg.WeightDecay, Seed: cfg.Seed, NoDropout: cfg.NoDropout, Tuning: tr.Tuning})
+	t, err := nin.NewTrainer(tr.Model, nin.TrainOptions{MaxBatch: tr.Config.Batch, Threads: tr.Threads,
+		Momentum: tr.Config.Momentum, WeightDecay: tr.Config.WeightDecay, Seed: tr.Config.Seed,
+		NoDropout: tr.Config.NoDropout, Tuning: tr.Tuning})
 	if err != nil {
 		return err
 	}
@@ -144,69 +133,17 @@ func (tr *Trainer) Run(ctx context.Context) error {
 		}
 		defer net.Close()
 	}
-	data := tr.Train
-	sz := tr.Prep.Len()
-	x := make([]float32, cfg.Batch*sz)
-	labels := make([]int32, cfg.Batch)
-	pix := make([]uint8, sz)
-	steps := (data.N + cfg.Batch - 1) / cfg.Batch
-	classes := tr.Model.Spec.Classes()
-	for epoch := st.Epoch; epoch < cfg.Epochs; epoch++ {
-		t0 := time.Now()
-		perm := rand.New(rand.NewPCG(cfg.Seed, 0x73687566^uint64(epoch))).Perm(data.N) // "shuf"
-		var lossSum, aliveSum, aliveTail float64
-		var correct int
-		for b := 0; b < steps; b++ {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			idx := perm[b*cfg.Batch : min((b+1)*cfg.Batch, data.N)]
-			for j, i := range idx {
-				src := data.Pixels[i*sz : (i+1)*sz]
-				if cfg.CropPad > 0 || cfg.Flip {
-					augment(pix, src, data.H, data.W, data.C, cfg, st.Step, j)
-					src = pix
-				}
-				tr.Prep.Normalize(x[j*sz:(j+1)*sz], src)
-				labels[j] = data.Labels[i]
-			}
-			lr := cfg.LRAt(float64(epoch) + float64(b)/float64(steps))
-			res, err := t.Step(x, labels, len(idx), lr, st.Step)
-			if err != nil {
-				return err
-			}
-			if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
-				return fmt.Errorf("epoch %d step %d: loss is %v (learning rate %g too high?)", epoch+1, b, res.Loss, lr)
-			}
-			st.Step++
-			lossSum += res.Loss * float64(len(idx))
-			correct += res.Correct
-			aliveSum += res.AliveFrac * float64(len(idx))
-			if b >= steps-10 {
-				aliveTail += res.AliveFrac
-			}
-			if tr.Hooks.Progress != nil {
-				tr.Hooks.Progress(epoch+1, b+1, steps, res.Loss)
-			}
+	w, err := openTrainWriter(tr.Files, tr.State.History, tr.Hooks.Warn)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	for epoch := tr.State.Epoch; epoch < tr.Config.Epochs; epoch++ {
+		m, err := tr.epoch(ctx, t, epoch)
+		if err != nil {
+			return err
 		}
-		secs := time.Since(t0).Seconds()
-		m := EpochMetrics{Epoch: epoch + 1, Step: st.Step, LR: cfg.LRAt(float64(epoch + 1)),
-			TrainLoss: lossSum / float64(data.N), TrainAcc: float64(correct) / float64(data.N),
-			AliveFrac: aliveSum / float64(data.N), ImgPerSec: float64(data.N) / secs, Seconds: secs}
-		stuck := math.Abs(m.TrainLoss-math.Log(float64(classes))) < 1e-3
-		switch {
-		case aliveTail == 0 && !tr.Model.Spec.NoFinalReLU:
-			m.DeadReLU = true
-			if tr.Hooks.Warn != nil {
-				tr.Hooks.Warn(fmt.Sprintf("epoch %d: the final ReLU has died: none of the last conv's outputs were positive "+
-					"in the epoch's last steps, so every class map is 0, the loss sits at ln(%d) = %.4f and no gradient flows. "+
-					"Restart with a lower learning rate, a warm-up, --init-scheme kaiming or --no-final-relu",
-					epoch+1, classes, math.Log(float64(classes))))
-			}
-		case stuck && epoch > 0 && tr.Hooks.Warn != nil:
-			tr.Hooks.Warn(fmt.Sprintf("epoch %d: loss %.6f is still ln(%d): the network is not learning yet", epoch+1, m.TrainLoss, classes))
-		}
-		if tr.Val != nil {
+		if net != nil {
 			net.Reload() // the Winograd and direct-kernel weights are copies of the trained ones
 			ev, err := Evaluate(net, tr.Val, tr.Prep, 256)
 			if err != nil {
@@ -214,20 +151,112 @@ func (tr *Trainer) Run(ctx context.Context) error {
 			}
 			m.ValLoss, m.ValAcc = ev.LogLoss, ev.Top1
 		}
-		mj, _ := json.Marshal(m)
-		st.History = append(st.History, mj)
-		st.Epoch = epoch + 1
-		st.Seconds += secs
-		if tr.Checkpoint != "" {
-			if err := nin.SaveCheckpoint(tr.Checkpoint, tr.Model, t.Velocity(), *st); err != nil {
-				return err
-			}
+		st := &tr.State
+		st.History = append(st.History, m)
+		st.Epoch, st.Seconds = epoch+1, st.Seconds+m.Seconds
+		if err := w.epoch(tr.Model, t.Velocity(), st); err != nil {
+			return err
 		}
 		if tr.Hooks.Epoch != nil {
 			tr.Hooks.Epoch(m)
 		}
 	}
+	return w.finish(tr.Model, tr.State)
+}
+
+// begin validates the settings and starts or checks the state: a resumed
+// run must have the checkpoint's settings and training data.
+func (tr *Trainer) begin() error {
+	cfg := tr.Config
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	st := &tr.State
+	if st.Config == nil {
+		st.Config, st.Seed, st.DatasetFingerprint = &cfg, cfg.Seed, tr.Train.Fingerprint
+		return nil
+	}
+	then, _ := json.Marshal(st.Config)
+	now, _ := json.Marshal(cfg)
+	if string(then) != string(now) {
+		return fmt.Errorf("%w:\n  checkpoint: %s\n  now:        %s", ErrConfigMismatch, then, now)
+	}
+	if st.DatasetFingerprint != tr.Train.Fingerprint {
+		return fmt.Errorf("resume: the training data changed since the checkpoint (fingerprint %s, now %s)", st.DatasetFingerprint, tr.Train.Fingerprint)
+	}
 	return nil
+}
+
+// epoch runs one pass over the shuffled training set.
+func (tr *Trainer) epoch(ctx context.Context, t *nin.Trainer, epoch int) (EpochMetrics, error) {
+	cfg, data, st := tr.Config, tr.Train, &tr.State
+	t0 := time.Now()
+	sz := tr.Prep.Len()
+	x := make([]float32, cfg.Batch*sz)
+	labels := make([]int32, cfg.Batch)
+	pix := make([]uint8, sz)
+	steps := (data.N + cfg.Batch - 1) / cfg.Batch
+	perm := rand.New(rand.NewPCG(cfg.Seed, 0x73687566^uint64(epoch))).Perm(data.N) // "shuf"
+	var lossSum, aliveSum, aliveTail float64
+	var correct int
+	for b := 0; b < steps; b++ {
+		if err := ctx.Err(); err != nil {
+			return EpochMetrics{}, err
+		}
+		idx := perm[b*cfg.Batch : min((b+1)*cfg.Batch, data.N)]
+		for j, i := range idx {
+			src := data.Pixels[i*sz : (i+1)*sz]
+			if cfg.CropPad > 0 || cfg.Flip {
+				augment(pix, src, data.H, data.W, data.C, cfg, st.Step, j)
+				src = pix
+			}
+			tr.Prep.Normalize(x[j*sz:(j+1)*sz], src)
+			labels[j] = data.Labels[i]
+		}
+		lr := cfg.LRAt(float64(epoch) + float64(b)/float64(steps))
+		res, err := t.Step(x, labels, len(idx), lr, st.Step)
+		if err != nil {
+			return EpochMetrics{}, err
+		}
+		if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
+			return EpochMetrics{}, fmt.Errorf("epoch %d step %d: loss is %v (learning rate %g too high?)", epoch+1, b, res.Loss, lr)
+		}
+		st.Step++
+		lossSum += res.Loss * float64(len(idx))
+		correct += res.Correct
+		aliveSum += res.AliveFrac * float64(len(idx))
+		if b >= steps-10 {
+			aliveTail += res.AliveFrac
+		}
+		if tr.Hooks.Progress != nil {
+			tr.Hooks.Progress(epoch+1, b+1, steps, res.Loss)
+		}
+	}
+	secs := time.Since(t0).Seconds()
+	m := EpochMetrics{Epoch: epoch + 1, Step: st.Step, LR: cfg.LRAt(float64(epoch + 1)),
+		TrainLoss: lossSum / float64(data.N), TrainAcc: float64(correct) / float64(data.N),
+		AliveFrac: aliveSum / float64(data.N), ImgPerSec: float64(data.N) / secs, Seconds: secs}
+	m.DeadReLU = aliveTail == 0 && !tr.Model.Spec.NoFinalReLU
+	tr.warnHealth(m, epoch)
+	return m, nil
+}
+
+// warnHealth names the two ways a run visibly fails to learn.
+func (tr *Trainer) warnHealth(m EpochMetrics, epoch int) {
+	if tr.Hooks.Warn == nil {
+		return
+	}
+	classes := tr.Model.Spec.Classes()
+	lnC := math.Log(float64(classes))
+	switch {
+	case m.DeadReLU:
+		tr.Hooks.Warn(fmt.Sprintf("epoch %d: the final ReLU has died: none of the last conv's outputs were positive "+
+			"in the epoch's last steps, so every class map is 0, the loss sits at ln(%d) = %.4f and no gradient flows. "+
+			"Restart with a lower learning rate, a warm-up, --init-scheme kaiming or --no-final-relu",
+			epoch+1, classes, lnC))
+	case math.Abs(m.TrainLoss-lnC) < 1e-3 && epoch > 0:
+		tr.Hooks.Warn(fmt.Sprintf("epoch %d: loss %.6f is still ln(%d): the network is not learning yet", epoch+1, m.TrainLoss, classes))
+	}
 }
 
 // augment writes a randomly cropped (after zero padding) and/or flipped

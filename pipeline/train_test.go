@@ -1,10 +1,14 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	nbio "github.com/ninbatch/ninbatch/io"
@@ -67,7 +71,7 @@ func TestResumeIsExact(t *testing.T) {
 
 	ckpt := filepath.Join(dir, "c.ckpt")
 	part := newTiny(t)
-	first := &Trainer{Model: part, Train: data, Val: val, Prep: PreprocessFor(part), Config: tinyConfig(6), Threads: 1, Checkpoint: ckpt}
+	first := &Trainer{Model: part, Train: data, Val: val, Prep: PreprocessFor(part), Config: tinyConfig(6), Threads: 1, Files: TrainFiles{Checkpoint: ckpt}}
 	ctx, cancel := context.WithCancel(context.Background())
 	first.Hooks.Epoch = func(m EpochMetrics) {
 		if m.Epoch == 2 {
@@ -77,7 +81,7 @@ func TestResumeIsExact(t *testing.T) {
 	if err := first.Run(ctx); err != context.Canceled {
 		t.Fatalf("interrupted run returned %v", err)
 	}
-	m, vel, st, err := nin.LoadCheckpoint(ckpt)
+	m, vel, st, err := LoadCheckpoint(ckpt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +89,7 @@ func TestResumeIsExact(t *testing.T) {
 		t.Fatalf("checkpoint at epoch %d", st.Epoch)
 	}
 	resumed := &Trainer{Model: m, Train: data, Val: val, Prep: PreprocessFor(m), Config: tinyConfig(6), Threads: 1,
-		Checkpoint: ckpt, State: st, Velocity: vel}
+		Files: TrainFiles{Checkpoint: ckpt}, State: st, Velocity: vel}
 	if err := resumed.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -96,19 +100,19 @@ func TestResumeIsExact(t *testing.T) {
 		t.Fatalf("resumed history has %d epochs", len(resumed.State.History))
 	}
 	for e := 2; e < 6; e++ { // seconds and img/s differ between runs; the learning metrics must not
-		a, b := metricsOf(t, resumed.State.History[e]), metricsOf(t, ref.State.History[e])
+		a, b := resumed.State.History[e], ref.State.History[e]
 		if a.TrainLoss != b.TrainLoss || a.ValLoss != b.ValLoss || a.TrainAcc != b.TrainAcc || a.Step != b.Step || a.LR != b.LR {
 			t.Fatalf("epoch %d metrics differ:\n resumed %+v\n full    %+v", e+1, a, b)
 		}
 	}
-	if last := metricsOf(t, ref.State.History[5]); last.ValAcc < 0.9 {
+	if last := ref.State.History[5]; last.ValAcc < 0.9 {
 		t.Fatalf("the tiny task was not learned: %+v", last)
 	}
 
 	// resuming with other settings is refused
 	cfg := tinyConfig(6)
 	cfg.LR = 0.5
-	m2, vel2, st2, _ := nin.LoadCheckpoint(ckpt)
+	m2, vel2, st2, _ := LoadCheckpoint(ckpt)
 	bad := &Trainer{Model: m2, Train: data, Prep: PreprocessFor(m2), Config: cfg, Threads: 1, State: st2, Velocity: vel2}
 	if err := bad.Run(context.Background()); err == nil {
 		t.Fatal("resume with a different learning rate accepted")
@@ -128,11 +132,59 @@ func TestLRSchedule(t *testing.T) {
 	}
 }
 
-func metricsOf(t *testing.T, b []byte) EpochMetrics {
-	t.Helper()
-	var m EpochMetrics
-	if err := jsonUnmarshal(b, &m); err != nil {
+// TestTrainFilesFollowCheckpoint: the metrics file always matches the
+// checkpoint's history (a resume rewrites it, dropping a line the
+// checkpoint never recorded), and a finished run writes model and curves.
+func TestTrainFilesFollowCheckpoint(t *testing.T) {
+	data := tinyData(64, 1)
+	dir := t.TempDir()
+	files := TrainFiles{Model: filepath.Join(dir, "m.nin"), Checkpoint: filepath.Join(dir, "m.ckpt"),
+		Metrics: filepath.Join(dir, "m.jsonl"), Curves: filepath.Join(dir, "m.png"), Dataset: "tiny", Command: "test"}
+	m := newTiny(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	first := &Trainer{Model: m, Train: data, Prep: PreprocessFor(m), Config: tinyConfig(3), Threads: 1, Files: files}
+	first.Hooks.Epoch = func(m EpochMetrics) {
+		if m.Epoch == 2 {
+			cancel()
+		}
+	}
+	if err := first.Run(ctx); err != context.Canceled {
+		t.Fatalf("interrupted run returned %v", err)
+	}
+	if _, err := os.Stat(files.Model); !os.IsNotExist(err) {
+		t.Fatalf("an interrupted run wrote the model: %v", err)
+	}
+	f, _ := os.OpenFile(files.Metrics, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(`{"epoch":3,"train_loss":99}` + "\n") // as if written for an epoch the checkpoint lacks
+	f.Close()
+
+	m2, vel, st, err := LoadCheckpoint(files.Checkpoint)
+	if err != nil || st.Epoch != 2 || st.Config == nil || len(st.History) != 2 {
+		t.Fatalf("checkpoint: %v %+v", err, st)
+	}
+	resumed := &Trainer{Model: m2, Train: data, Prep: PreprocessFor(m2), Config: tinyConfig(3), Threads: 1, Files: files, State: st, Velocity: vel}
+	if err := resumed.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return m
+	b, err := os.ReadFile(files.Metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d metrics lines:\n%s", len(lines), b)
+	}
+	for e, l := range lines {
+		var em EpochMetrics
+		if err := json.Unmarshal([]byte(l), &em); err != nil || em != resumed.State.History[e] {
+			t.Fatalf("metrics line %d = %s (%v), history %+v", e+1, l, err, resumed.State.History[e])
+		}
+	}
+	out, err := nin.LoadFile(files.Model)
+	if err != nil || out.Provenance.Epochs != 3 || out.Provenance.Command != "test" || out.Provenance.DatasetFingerprint != "tiny" {
+		t.Fatalf("model: %v %+v", err, out.Provenance)
+	}
+	if p, err := os.ReadFile(files.Curves); err != nil || !bytes.HasPrefix(p, []byte("\x89PNG")) {
+		t.Fatalf("curves: %v", err)
+	}
 }

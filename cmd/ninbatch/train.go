@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -92,18 +91,49 @@ func runTrain(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	out := c.String(flagOut)
-	ckpt := c.String("checkpoint")
-	if ckpt == "" {
-		ckpt = out + ".ckpt"
+	cfg, err := trainConfigOf(c)
+	if err != nil {
+		return err
 	}
-	metricsPath := c.String("metrics")
-	if metricsPath == "" {
-		metricsPath = out + ".metrics.jsonl"
+	files := trainFilesOf(c)
+	if err := checkTrainOutputs(c, files); err != nil {
+		return err
 	}
+	if c.Bool("export") {
+		m, st, err := pipeline.ExportCheckpoint(files)
+		if err != nil {
+			return asUsage(err)
+		}
+		logModelWritten(files.Model, m, st)
+		return nil
+	}
+	tr := &pipeline.Trainer{Config: cfg, Threads: threadsOf(c), Tuning: tuning, Files: files}
+	if err := loadTrainInputs(c, tr); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	bar := newProgress()
+	tr.Hooks = trainHooks(bar, cfg.Epochs)
+	err = tr.Run(ctx)
+	bar.done()
+	switch {
+	case errors.Is(err, context.Canceled):
+		return &exitError{exitFailed, fmt.Errorf("interrupted; continue with --resume (checkpoint %s holds %d finished epochs)", files.Checkpoint, tr.State.Epoch)}
+	case errors.Is(err, pipeline.ErrConfigMismatch), errors.Is(err, pipeline.ErrTrainFiles):
+		return asUsage(err)
+	case err != nil && !errors.Is(err, pipeline.ErrModelWritten):
+		return err
+	}
+	logModelWritten(files.Model, tr.Model, tr.State)
+	return err // nil, or the model was written but the metrics file was not
+}
+
+// trainConfigOf reads the training settings from the flags.
+func trainConfigOf(c *cli.Context) (pipeline.TrainConfig, error) {
 	steps, err := parseInts(c.String("step-epochs"))
 	if err != nil {
-		return usageErr("--step-epochs: %v", err)
+		return pipeline.TrainConfig{}, usageErr("--step-epochs: %v", err)
 	}
 	cfg := pipeline.TrainConfig{
 		Epochs: c.Int("epochs"), Batch: c.Int(flagBatch), LR: c.Float64("lr"), Schedule: c.String("schedule"),
@@ -112,174 +142,100 @@ func runTrain(c *cli.Context) error {
 		NoDropout: c.Bool("no-dropout"), CropPad: c.Int("crop-pad"), Flip: c.Bool("flip"),
 	}
 	if err := cfg.Validate(); err != nil {
-		return usageErr("%v", err)
+		return cfg, usageErr("%v", err)
 	}
-	if err := checkTrainOutputs(c, out, ckpt, metricsPath); err != nil {
-		return err
-	}
-	threads := threadsOf(c)
+	return cfg, nil
+}
 
-	var m *nin.Model
-	var state nin.TrainState
-	var vel *nin.Params
-	if c.Bool("export") {
-		m, _, state, err = nin.LoadCheckpoint(ckpt)
-		if err != nil {
-			return asUsage(err)
+// trainFilesOf names the run's outputs, defaulting each to OUT plus a suffix.
+func trainFilesOf(c *cli.Context) pipeline.TrainFiles {
+	out := c.String(flagOut)
+	or := func(flag, suffix string) string {
+		if v := c.String(flag); v != "" {
+			return v
 		}
-		return saveTrained(m, state, strings.Join(c.Args().Slice(), ","), out, "exported from checkpoint "+ckpt)
+		return out + suffix
 	}
+	return pipeline.TrainFiles{Model: out, Checkpoint: or("checkpoint", ".ckpt"), Metrics: or("metrics", ".metrics.jsonl"),
+		Curves: or("plot", ".curves.png"), Dataset: strings.Join(c.Args().Slice(), ","), Command: cmdline, Version: version}
+}
+
+// loadTrainInputs fills in the model (new, or the checkpoint's with
+// --resume) and the decoded training and validation sets.
+func loadTrainInputs(c *cli.Context, tr *pipeline.Trainer) error {
+	var err error
 	if c.Bool("resume") {
-		m, vel, state, err = nin.LoadCheckpoint(ckpt)
-		if err != nil {
+		if tr.Model, tr.Velocity, tr.State, err = pipeline.LoadCheckpoint(tr.Files.Checkpoint); err != nil {
 			return asUsage(err)
 		}
-		logger.Info().Str("checkpoint", ckpt).Int("epochs_done", state.Epoch).Uint64("step", state.Step).Msg("resuming")
+		logger.Info().Str("checkpoint", tr.Files.Checkpoint).Int("epochs_done", tr.State.Epoch).Uint64("step", tr.State.Step).Msg("resuming")
 	} else {
-		m, err = newTrainModel(c)
-		if err != nil {
+		if tr.Model, err = newTrainModel(c); err != nil {
 			return err
 		}
 		if c.Bool("no-final-relu") {
-			m.Spec.NoFinalReLU = true
+			tr.Model.Spec.NoFinalReLU = true
 		}
 	}
-	prep := pipeline.PreprocessFor(m)
-	files, err := nbio.ExpandInputs(c.Args().Slice())
-	if err != nil {
-		return asUsage(err)
+	m := tr.Model
+	tr.Prep = pipeline.PreprocessFor(m)
+	load := func(args []string) (*nbio.Labeled, error) {
+		files, err := nbio.ExpandInputs(args)
+		if err != nil {
+			return nil, asUsage(err)
+		}
+		return nbio.LoadLabeled(files, c.String("image-col"), c.String("label-col"), tr.Prep, m.Spec.Classes(), tr.Threads, memory.DefaultAllocator)
 	}
 	t0 := time.Now()
-	train, err := nbio.LoadLabeled(files, c.String("image-col"), c.String("label-col"), prep, m.Spec.Classes(), threads, memory.DefaultAllocator)
-	if err != nil {
+	if tr.Train, err = load(c.Args().Slice()); err != nil {
 		return err
 	}
-	if n := c.Int("limit"); n > 0 && n < train.N {
-		train.Truncate(n)
+	if n := c.Int("limit"); n > 0 && n < tr.Train.N {
+		tr.Train.Truncate(n)
 	}
-	var val *nbio.Labeled
 	if v := c.String("val"); v != "" {
-		vf, err := nbio.ExpandInputs([]string{v})
-		if err != nil {
-			return asUsage(err)
-		}
-		if val, err = nbio.LoadLabeled(vf, c.String("image-col"), c.String("label-col"), prep, m.Spec.Classes(), threads, memory.DefaultAllocator); err != nil {
+		if tr.Val, err = load([]string{v}); err != nil {
 			return err
 		}
 	}
-	if m.Classes == nil && len(train.Classes) == m.Spec.Classes() {
-		m.Classes = train.Classes
+	if m.Classes == nil && len(tr.Train.Classes) == m.Spec.Classes() {
+		m.Classes = tr.Train.Classes
 	}
-	logger.Info().Int("train", train.N).Int("val", valN(val)).Float64("load_s", time.Since(t0).Seconds()).
-		Str("model", m.Spec.Name).Int("threads", threads).Msg("data loaded")
-
-	mf, err := os.OpenFile(metricsPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return usageErr("metrics file: %v", err)
-	}
-	defer mf.Close()
-	if !c.Bool("resume") {
-		if err := mf.Truncate(0); err != nil {
-			return fmt.Errorf("metrics file %s: %w", metricsPath, err)
-		}
-	}
-	var metricsErr error // the first failed metrics write: reported, and the exit code says so
-	plotPath := c.String("plot")
-	if plotPath == "" {
-		plotPath = out + ".curves.png"
-	}
-	var history []pipeline.EpochMetrics
-	for _, h := range state.History {
-		var em pipeline.EpochMetrics
-		if json.Unmarshal(h, &em) == nil {
-			history = append(history, em)
-		}
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	bar := newProgress()
-	tr := &pipeline.Trainer{Model: m, Train: train, Val: val, Prep: prep, Config: cfg, Threads: threads,
-		Tuning: tuning, Checkpoint: ckpt, State: state, Velocity: vel,
-		Hooks: pipeline.TrainHooks{
-			Progress: func(epoch, step, steps int, loss float64) {
-				bar.show("epoch %d/%d  step %d/%d  loss %.4f", epoch, cfg.Epochs, step, steps, loss)
-				if bar.every() {
-					logger.Info().Int("epoch", epoch).Int("step", step).Int("steps", steps).Float64("loss", loss).Msg("training")
-				}
-			},
-			Warn: func(msg string) { bar.done(); logger.Warn().Msg(msg) },
-			Epoch: func(em pipeline.EpochMetrics) {
-				bar.done()
-				b, _ := json.Marshal(em)
-				_, err := mf.Write(append(b, '\n'))
-				if err == nil {
-					err = mf.Sync()
-				}
-				if err != nil {
-					logger.Error().Err(err).Str("metrics", metricsPath).Msg("writing the metrics file")
-					if metricsErr == nil {
-						metricsErr = err
-					}
-				}
-				history = append(history, em)
-				if err := pipeline.PlotCurves(plotPath, history); err != nil {
-					logger.Warn().Err(err).Msg("plotting the training curves")
-				}
-				logger.Info().Int("epoch", em.Epoch).Float64("lr", em.LR).Float64("train_loss", em.TrainLoss).
-					Float64("train_acc", em.TrainAcc).Float64("val_loss", em.ValLoss).Float64("val_acc", em.ValAcc).
-					Float64("alive", em.AliveFrac).Float64("img_per_s", em.ImgPerSec).Float64("seconds", em.Seconds).Msg("epoch done")
-			},
-		}}
-	if err := tr.Run(ctx); err != nil {
-		bar.done()
-		if errors.Is(err, context.Canceled) {
-			return &exitError{exitFailed, fmt.Errorf("interrupted; continue with --resume (checkpoint %s holds %d finished epochs)", ckpt, tr.State.Epoch)}
-		}
-		if errors.Is(err, pipeline.ErrConfigMismatch) {
-			return asUsage(err)
-		}
-		return err
-	}
-	if err := saveTrained(m, tr.State, strings.Join(files, ","), out, ""); err != nil {
-		return err
-	}
-	if metricsErr != nil {
-		return &exitError{exitFailed, fmt.Errorf("the model was written, but metrics file %s was not: %w", metricsPath, metricsErr)}
-	}
+	logger.Info().Int("train", tr.Train.N).Int("val", valN(tr.Val)).Float64("load_s", time.Since(t0).Seconds()).
+		Str("model", m.Spec.Name).Int("threads", tr.Threads).Msg("data loaded")
 	return nil
 }
 
-// saveTrained writes the trained model with its provenance.
-func saveTrained(m *nin.Model, st nin.TrainState, dataset, out, note string) error {
-	last := map[string]float64{}
-	if n := len(st.History); n > 0 {
-		var em pipeline.EpochMetrics
-		json.Unmarshal(st.History[n-1], &em)
-		last = map[string]float64{"train_loss": em.TrainLoss, "train_acc": em.TrainAcc, "val_loss": em.ValLoss, "val_acc": em.ValAcc}
+// trainHooks show progress on the terminal and in the log.
+func trainHooks(bar *progress, epochs int) pipeline.TrainHooks {
+	return pipeline.TrainHooks{
+		Progress: func(epoch, step, steps int, loss float64) {
+			bar.show("epoch %d/%d  step %d/%d  loss %.4f", epoch, epochs, step, steps, loss)
+			if bar.every() {
+				logger.Info().Int("epoch", epoch).Int("step", step).Int("steps", steps).Float64("loss", loss).Msg("training")
+			}
+		},
+		Warn: func(msg string) { bar.done(); logger.Warn().Msg(msg) },
+		Epoch: func(em pipeline.EpochMetrics) {
+			bar.done()
+			logger.Info().Int("epoch", em.Epoch).Float64("lr", em.LR).Float64("train_loss", em.TrainLoss).
+				Float64("train_acc", em.TrainAcc).Float64("val_loss", em.ValLoss).Float64("val_acc", em.ValAcc).
+				Float64("alive", em.AliveFrac).Float64("img_per_s", em.ImgPerSec).Float64("seconds", em.Seconds).Msg("epoch done")
+		},
 	}
-	cmd := cmdline
-	if note != "" {
-		cmd += " (" + note + ")"
-	}
-	m.Provenance = nin.Provenance{
-		Created: time.Now().UTC().Format(time.RFC3339), NinbatchVersion: version,
-		Command: cmd, Dataset: dataset, DatasetFingerprint: st.DatasetFingerprint,
-		Epochs: st.Epoch, TrainingSeconds: st.Seconds, Metrics: last,
-		Init: m.Provenance.Init,
-	}
-	if err := m.SaveFile(out); err != nil {
-		return err
-	}
+}
+
+func logModelWritten(out string, m *nin.Model, st pipeline.TrainState) {
 	logger.Info().Str("out", out).Str("model_id", m.ID).Int("epochs", st.Epoch).
-		Float64("training_s", st.Seconds).Interface("final", last).Msg("model written")
-	return nil
+		Float64("training_s", st.Seconds).Interface("final", m.Provenance.Metrics).Msg("model written")
 }
 
 // checkTrainOutputs refuses to replace a model, checkpoint or metrics file
 // that an earlier run left, unless --force: a new run over a checkpoint
 // would restart from epoch 0 and overwrite it, and --out may be a
 // trained model. --resume continues the run that wrote them.
-func checkTrainOutputs(c *cli.Context, out, ckpt, metrics string) error {
+func checkTrainOutputs(c *cli.Context, f pipeline.TrainFiles) error {
+	out, ckpt, metrics := f.Model, f.Checkpoint, f.Metrics
 	if c.Bool("force") {
 		return nil
 	}
@@ -291,7 +247,7 @@ func checkTrainOutputs(c *cli.Context, out, ckpt, metrics string) error {
 	}
 	if _, err := os.Stat(ckpt); err == nil {
 		epochs := "an earlier run"
-		if _, _, st, err := nin.LoadCheckpoint(ckpt); err == nil {
+		if _, _, st, err := pipeline.LoadCheckpoint(ckpt); err == nil {
 			epochs = fmt.Sprintf("a run that finished %d epochs", st.Epoch)
 		}
 		return usageErr("checkpoint %s exists (%s): pass --resume to continue it, or --force to start over (replacing it, %s and %s)", ckpt, epochs, metrics, out)

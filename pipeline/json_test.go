@@ -1,5 +1,0 @@
-package pipeline
-
-import "encoding/json"
-
-var jsonUnmarshal = json.Unmarshal
