@@ -1,8 +1,9 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
-	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -10,44 +11,6 @@ import (
 
 	nbio "github.com/ninbatch/ninbatch/io"
 )
-
-// decode preprocesses b's rows into b.buf.x with cfg.Workers goroutines.
-func (r *run) decode(b *batch, prep *nbio.Preprocess, cfg RunConfig) error {
-	col := b.rec.Column(b.file.image.Index)
-	ir, err := nbio.NewImageReader(col, b.file.image.Kind)
-	if err != nil {
-		return &InputError{b.file.in.Path, fmt.Errorf("%s rows %d..%d column %s: %w", b.file.in.Path, b.first, b.first+int64(b.n)-1, b.file.image.Name, err)}
-	}
-	b.errs = make([]error, b.n)
-	sz := prep.Len()
-	var wg sync.WaitGroup
-	for w := 0; w < cfg.Workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			scratch := b.buf.scratch[w]
-			for i := w; i < b.n; i += cfg.Workers {
-				x := b.buf.x[i*sz : (i+1)*sz]
-				if err := prep.Input(x, scratch, ir.At(i), cfg.Shape); err != nil {
-					b.errs[i] = err
-					clear(x)
-				}
-			}
-		}(w)
-	}
-	wg.Wait()
-	if b.file.image.Kind == nbio.ImageRawF32 {
-		r.checkRange(b, ir, prep)
-	}
-	if cfg.OnError == "fail" {
-		for i, e := range b.errs {
-			if e != nil {
-				return &RowError{File: b.file.in.Path, Row: b.first + int64(i), Column: b.file.image.Name, Err: e}
-			}
-		}
-	}
-	return nil
-}
 
 // write appends b's rows with their scores (or errors) to the output.
 func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio.Preprocess, cfg RunConfig) error {
@@ -212,27 +175,113 @@ func takeRows(mem memory.Allocator, col arrow.Array, keep []int, n int) (arrow.A
 	return array.Concatenate(parts, mem)
 }
 
-// checkRange warns when a file's first batch of a float tensor column
-// holds only values within 0..1 while the preprocessing expects 0..255
-// pixels (PyTorch's ToTensor convention under a /255 model): such rows
-// would all score as nearly black images. One batch tells; the rest of the
-// file is not scanned again.
-func (r *run) checkRange(b *batch, ir *nbio.ImageReader, prep *nbio.Preprocess) {
-	if b.file.rangeChecked {
-		return
-	}
-	b.file.rangeChecked = true
-	if prep.FloatScale != 0 && prep.FloatScale != 1 || prep.Scale > 0.5 {
-		return
-	}
-	var peak float32
-	for i := 0; i < b.n; i++ {
-		for _, v := range ir.At(i).F32 {
-			peak = max(peak, v)
+// writeStage writes one output per unit, committed at its end together
+// with its manifest entry, under the unit's lock.
+func (s *run) writeStage(ctx context.Context, in <-chan *batch) error {
+	var w *nbio.ParquetWriter
+	var fs FileSummary
+	var ft time.Time
+	var done int64
+	defer func() {
+		if w != nil {
+			w.Abort()
+		}
+	}()
+	for b := range in {
+		f := b.file
+		if b.fail != nil {
+			if w != nil {
+				w.Abort()
+				w = nil
+			}
+			if err := s.unitFailed(f, b.fail); err != nil {
+				return err
+			}
+			continue
+		}
+		if w == nil {
+			ft = time.Now()
+			var err error
+			w, err = nbio.CreateParquet(f.out, f.outSchema, nbio.WriterOptions{
+				Compression: s.cfg.Compression, RowGroupRows: s.cfg.RowGroupRows, Metadata: s.outputMetadata(f)}, s.Mem)
+			if err != nil {
+				if b.rec != nil {
+					b.rec.Release()
+					s.pool <- b.buf
+				}
+				return err
+			}
+			fs = FileSummary{Input: f.in.Path, RowGroups: f.rowGroups, Output: f.out, Fingerprint: f.fp}
+		}
+		if b.rec == nil { // end of unit
+			fs.Seconds = time.Since(ft).Seconds()
+			err := s.commit(w, f, &fs)
+			w = nil
+			if err != nil {
+				if IsInputError(err) {
+					if err := s.unitFailed(f, err); err != nil {
+						return err
+					}
+					continue
+				}
+				return err
+			}
+			continue
+		}
+		err := s.write(w, b, &fs, s.prep, s.cfg)
+		b.rec.Release()
+		s.pool <- b.buf
+		if err != nil {
+			return err
+		}
+		done += int64(b.n)
+		if s.Progress != nil {
+			s.Progress(done, s.total)
 		}
 	}
-	if peak > 0 && peak <= 1 {
-		r.warn(fmt.Sprintf("%s column %s: float pixels are all within 0..1, but the model scales pixels by %g (it expects 0..255); pass --pixel-range 1 if the tensors hold 0..1 values",
-			b.file.in.Path, b.file.image.Name, prep.Scale))
+	return nil
+}
+
+// commit finishes a unit: its input must not have changed while read; the
+// output is renamed into place, then the manifest records it (size and
+// checksum too), then the unit lock is released.
+func (s *run) commit(w *nbio.ParquetWriter, f *prepared, fs *FileSummary) error {
+	if fp, _, _, err := Fingerprint(f.in.Path); err != nil || fp != f.fp {
+		w.Abort()
+		return &InputError{f.in.Path, fmt.Errorf("%s changed while it was being read; its output was discarded (rerun to score the new content)", f.in.Path)}
 	}
+	if err := w.Commit(); err != nil {
+		return err
+	}
+	size, sha := w.Checksum()
+	err := s.manifest.append(ManifestEntry{Input: f.in.Abs, RowGroups: fs.RowGroups, Size: f.size, MTime: f.mtime,
+		Fingerprint: fs.Fingerprint, Output: f.rel, OutputSize: size, OutputSHA256: sha, RowsIn: fs.RowsIn, RowsOut: fs.RowsOut,
+		RowsError: fs.RowsError, RowsSkipped: fs.RowsSkipped, ModelID: s.Model.ID, Version: s.cfg.Version,
+		Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: s.label, Seconds: fs.Seconds})
+	s.locks.unlock(f.rel)
+	if err != nil {
+		return err
+	}
+	s.sum.Outputs = append(s.sum.Outputs, *fs)
+	s.sum.FilesDone++
+	if s.FileDone != nil {
+		s.FileDone(*fs)
+	}
+	return nil
+}
+
+// unitFailed records a unit that could not be scored (summary and
+// manifest) and releases its lock; under --on-error fail it stops the run.
+func (s *run) unitFailed(f *prepared, cause error) error {
+	defer s.locks.unlock(f.rel)
+	if s.cfg.OnError == "fail" {
+		return cause
+	}
+	msg := cause.Error()
+	s.sum.FilesFailed++
+	s.sum.Failures = append(s.sum.Failures, FileFailure{Input: f.in.Path, RowGroups: f.rowGroups, Output: f.out, Error: msg})
+	s.warn(fmt.Sprintf("%s was not scored: %s", f.in.Path, msg))
+	return s.manifest.append(ManifestEntry{Input: f.in.Abs, RowGroups: f.rowGroups, Size: f.size, MTime: f.mtime,
+		Fingerprint: f.fp, Output: f.rel, Status: "failed", Error: msg, ModelID: s.Model.ID, Version: s.cfg.Version,
+		Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: s.label})
 }
