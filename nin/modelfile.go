@@ -238,71 +238,16 @@ func decode(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map[stri
 func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map[string]string, error) {
 	h := sha256.New()
 	r = io.TeeReader(r, h)
-	if size < 8 {
-		return nil, nil, nil, fmt.Errorf("file is %d bytes, too short for a safetensors header", size)
-	}
-	var lenb [8]byte
-	if _, err := io.ReadFull(r, lenb[:]); err != nil {
-		return nil, nil, nil, fmt.Errorf("reading header length: %w", err)
-	}
-	hlen := binary.LittleEndian.Uint64(lenb[:])
-	if hlen > maxHeaderSize {
-		return nil, nil, nil, fmt.Errorf("not a .nin (safetensors) file: its first 8 bytes declare a %d-byte header, which exceeds the %d-byte limit", hlen, maxHeaderSize)
-	}
-	if int64(hlen) > size-8 {
-		return nil, nil, nil, fmt.Errorf("header length %d runs past the end of the %d byte file (truncated?)", hlen, size)
-	}
-	hb := make([]byte, hlen)
-	if _, err := io.ReadFull(r, hb); err != nil {
-		return nil, nil, nil, fmt.Errorf("reading header: %w", err)
-	}
-	if err := checkHeader(hb); err != nil {
-		return nil, nil, nil, fmt.Errorf("not a valid safetensors file: %w", err)
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(hb, &raw); err != nil {
-		return nil, nil, nil, fmt.Errorf("header is not a JSON object: %w", err)
-	}
-	var meta map[string]string
-	if mb, ok := raw["__metadata__"]; !ok {
-		return nil, nil, nil, errors.New("header has no __metadata__: not a ninbatch model")
-	} else if err := json.Unmarshal(mb, &meta); err != nil {
-		return nil, nil, nil, fmt.Errorf("__metadata__: %w", err)
-	}
-	delete(raw, "__metadata__")
-	if meta["format"] != fileFormat {
-		return nil, nil, nil, fmt.Errorf("__metadata__ format %q: want %q", meta["format"], fileFormat)
-	}
-	m := &Model{}
-	spec, err := ParseSpec([]byte(meta["spec"]))
+	hlen, raw, meta, err := readHeader(r, size)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("__metadata__ spec: %w", err)
+		return nil, nil, nil, err
 	}
-	m.Spec = *spec
-	if err := strictJSON(meta["preprocess"], &m.Preprocess); err != nil {
-		return nil, nil, nil, fmt.Errorf("__metadata__ preprocess: %w", err)
+	m, err := modelFromMeta(meta)
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	if err := m.Preprocess.Validate(spec); err != nil {
-		return nil, nil, nil, fmt.Errorf("__metadata__: %w", err)
-	}
-	if s := meta["classes"]; s != "" {
-		if err := json.Unmarshal([]byte(s), &m.Classes); err != nil {
-			return nil, nil, nil, fmt.Errorf("__metadata__ classes: %w", err)
-		}
-	}
-	if len(m.Classes) == 0 {
-		m.Classes = nil
-	} else if len(m.Classes) != spec.Classes() {
-		return nil, nil, nil, fmt.Errorf("__metadata__ classes: %d names for %d outputs", len(m.Classes), spec.Classes())
-	}
-	if s := meta["provenance"]; s != "" {
-		if err := json.Unmarshal([]byte(s), &m.Provenance); err != nil {
-			return nil, nil, nil, fmt.Errorf("__metadata__ provenance: %w", err)
-		}
-	}
-
 	// The spec bounds the parameter count; check it against the file before allocating.
-	layers, _ := spec.Plan()
+	layers, _ := m.Spec.Plan()
 	nparams, _ := Totals(layers)
 	dataLen := size - 8 - int64(hlen)
 	copies := int64(1)
@@ -312,20 +257,123 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 	if dataLen != 4*nparams*copies {
 		return nil, nil, nil, fmt.Errorf("tensor data is %d bytes but the spec needs %d (%d float32 parameters): truncated or mismatched file", dataLen, 4*nparams*copies, nparams*copies)
 	}
-	p, err := NewParams(spec)
+	p, err := NewParams(&m.Spec)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	names, shapes, convs := p.tensorLayout()
 	var vel *Params
+	if checkpoint {
+		if vel, err = NewParams(&m.Spec); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	spans, err := tensorSpans(raw, p, vel, dataLen)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := readTensors(r, spans); err != nil {
+		return nil, nil, nil, err
+	}
+	if n, _ := io.Copy(io.Discard, io.LimitReader(r, 1)); n != 0 {
+		return nil, nil, nil, errors.New("file is longer than its declared size")
+	}
+	m.Params = p
+	m.ID = hex.EncodeToString(h.Sum(nil))
+	return m, vel, meta, nil
+}
+
+// readHeader reads and checks the safetensors header: its length, the
+// tensor entries (raw, without __metadata__) and the metadata.
+func readHeader(r io.Reader, size int64) (uint64, map[string]json.RawMessage, map[string]string, error) {
+	if size < 8 {
+		return 0, nil, nil, fmt.Errorf("file is %d bytes, too short for a safetensors header", size)
+	}
+	var lenb [8]byte
+	if _, err := io.ReadFull(r, lenb[:]); err != nil {
+		return 0, nil, nil, fmt.Errorf("reading header length: %w", err)
+	}
+	hlen := binary.LittleEndian.Uint64(lenb[:])
+	if hlen > maxHeaderSize {
+		return 0, nil, nil, fmt.Errorf("not a .nin (safetensors) file: its first 8 bytes declare a %d-byte header, which exceeds the %d-byte limit", hlen, maxHeaderSize)
+	}
+	if int64(hlen) > size-8 {
+		return 0, nil, nil, fmt.Errorf("header length %d runs past the end of the %d byte file (truncated?)", hlen, size)
+	}
+	hb := make([]byte, hlen)
+	if _, err := io.ReadFull(r, hb); err != nil {
+		return 0, nil, nil, fmt.Errorf("reading header: %w", err)
+	}
+	if err := checkHeader(hb); err != nil {
+		return 0, nil, nil, fmt.Errorf("not a valid safetensors file: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(hb, &raw); err != nil {
+		return 0, nil, nil, fmt.Errorf("header is not a JSON object: %w", err)
+	}
+	var meta map[string]string
+	if mb, ok := raw["__metadata__"]; !ok {
+		return 0, nil, nil, errors.New("header has no __metadata__: not a ninbatch model")
+	} else if err := json.Unmarshal(mb, &meta); err != nil {
+		return 0, nil, nil, fmt.Errorf("__metadata__: %w", err)
+	}
+	delete(raw, "__metadata__")
+	if meta["format"] != fileFormat {
+		return 0, nil, nil, fmt.Errorf("__metadata__ format %q: want %q", meta["format"], fileFormat)
+	}
+	return hlen, raw, meta, nil
+}
+
+// modelFromMeta is the model the metadata describes, without its weights.
+func modelFromMeta(meta map[string]string) (*Model, error) {
+	m := &Model{}
+	spec, err := ParseSpec([]byte(meta["spec"]))
+	if err != nil {
+		return nil, fmt.Errorf("__metadata__ spec: %w", err)
+	}
+	m.Spec = *spec
+	if err := strictJSON(meta["preprocess"], &m.Preprocess); err != nil {
+		return nil, fmt.Errorf("__metadata__ preprocess: %w", err)
+	}
+	if err := m.Preprocess.Validate(spec); err != nil {
+		return nil, fmt.Errorf("__metadata__: %w", err)
+	}
+	if s := meta["classes"]; s != "" {
+		if err := json.Unmarshal([]byte(s), &m.Classes); err != nil {
+			return nil, fmt.Errorf("__metadata__ classes: %w", err)
+		}
+	}
+	if len(m.Classes) == 0 {
+		m.Classes = nil
+	} else if len(m.Classes) != spec.Classes() {
+		return nil, fmt.Errorf("__metadata__ classes: %d names for %d outputs", len(m.Classes), spec.Classes())
+	}
+	if s := meta["provenance"]; s != "" {
+		if err := json.Unmarshal([]byte(s), &m.Provenance); err != nil {
+			return nil, fmt.Errorf("__metadata__ provenance: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// tensorSpan is where one tensor's bytes lie in the data section.
+type tensorSpan struct {
+	name       string
+	begin, end int64
+	conv       int
+	weight     bool
+	dst        *Params
+}
+
+// tensorSpans matches the header's tensors with p's (and vel's, in a
+// checkpoint) and returns them in file order, checking that they tile the
+// data section exactly: no tensor missing or extra, no gap, no overlap.
+func tensorSpans(raw map[string]json.RawMessage, p, vel *Params, dataLen int64) ([]tensorSpan, error) {
+	names, shapes, convs := p.tensorLayout()
 	targets := make([]*Params, len(names))
 	for i := range targets {
 		targets[i] = p
 	}
-	if checkpoint {
-		if vel, err = NewParams(spec); err != nil {
-			return nil, nil, nil, err
-		}
+	if vel != nil {
 		n := len(names)
 		for i := 0; i < n; i++ {
 			names = append(names, velocityPrefix+names[i])
@@ -334,32 +382,25 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 			targets = append(targets, vel)
 		}
 	}
-	type span struct {
-		name       string
-		begin, end int64
-		conv       int
-		weight     bool
-		dst        *Params
-	}
-	var spans []span
+	var spans []tensorSpan
 	for i, name := range names {
 		tb, ok := raw[name]
 		if !ok {
-			return nil, nil, nil, fmt.Errorf("tensor %s is missing (spec has %d conv layers)", name, len(p.Convs))
+			return nil, fmt.Errorf("tensor %s is missing (spec has %d conv layers)", name, len(p.Convs))
 		}
 		delete(raw, name)
 		var th tensorHeader
 		if err := strictJSON(string(tb), &th); err != nil {
-			return nil, nil, nil, fmt.Errorf("tensor %s: %w", name, err)
+			return nil, fmt.Errorf("tensor %s: %w", name, err)
 		}
 		if th.Dtype != "F32" {
-			return nil, nil, nil, fmt.Errorf("tensor %s: dtype %s, want F32", name, th.Dtype)
+			return nil, fmt.Errorf("tensor %s: dtype %s, want F32", name, th.Dtype)
 		}
 		if !equalShape(th.Shape, shapes[i]) {
-			return nil, nil, nil, fmt.Errorf("tensor %s: shape %v, the spec needs %v", name, th.Shape, shapes[i])
+			return nil, fmt.Errorf("tensor %s: shape %v, the spec needs %v", name, th.Shape, shapes[i])
 		}
 		if len(th.DataOffsets) != 2 {
-			return nil, nil, nil, fmt.Errorf("tensor %s: data_offsets %v: want [begin, end]", name, th.DataOffsets)
+			return nil, fmt.Errorf("tensor %s: data_offsets %v: want [begin, end]", name, th.DataOffsets)
 		}
 		b, e := th.DataOffsets[0], th.DataOffsets[1]
 		n := int64(1)
@@ -367,12 +408,12 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 			n *= d
 		}
 		if b < 0 || e < b || e > dataLen {
-			return nil, nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] outside the %d bytes of tensor data", name, b, e, dataLen)
+			return nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] outside the %d bytes of tensor data", name, b, e, dataLen)
 		}
 		if e-b != 4*n {
-			return nil, nil, nil, fmt.Errorf("tensor %s: %d bytes for %d float32 values", name, e-b, n)
+			return nil, fmt.Errorf("tensor %s: %d bytes for %d float32 values", name, e-b, n)
 		}
-		spans = append(spans, span{name, b, e, convs[i], i%2 == 0, targets[i]})
+		spans = append(spans, tensorSpan{name, b, e, convs[i], i%2 == 0, targets[i]})
 	}
 	if len(raw) > 0 {
 		extra := make([]string, 0, len(raw))
@@ -380,20 +421,25 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 			extra = append(extra, k)
 		}
 		sort.Strings(extra)
-		return nil, nil, nil, fmt.Errorf("unexpected tensors not in the spec: %s", strings.Join(extra, ", "))
+		return nil, fmt.Errorf("unexpected tensors not in the spec: %s", strings.Join(extra, ", "))
 	}
 	sort.Slice(spans, func(i, j int) bool { return spans[i].begin < spans[j].begin })
 	var pos int64
 	for _, s := range spans {
 		if s.begin < pos {
-			return nil, nil, nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] overlap the previous tensor", s.name, s.begin, s.end)
+			return nil, fmt.Errorf("tensor %s: data_offsets [%d, %d] overlap the previous tensor", s.name, s.begin, s.end)
 		}
 		if s.begin > pos {
-			return nil, nil, nil, fmt.Errorf("tensor %s: gap of %d bytes before its data", s.name, s.begin-pos)
+			return nil, fmt.Errorf("tensor %s: gap of %d bytes before its data", s.name, s.begin-pos)
 		}
 		pos = s.end
 	}
+	return spans, nil
+}
 
+// readTensors reads the data section in file order into the spans'
+// parameters, refusing NaN and infinite values.
+func readTensors(r io.Reader, spans []tensorSpan) error {
 	var tmp []float32
 	var bbuf []byte
 	for _, s := range spans {
@@ -403,7 +449,7 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 		}
 		bbuf = bbuf[:4*n]
 		if _, err := io.ReadFull(r, bbuf); err != nil {
-			return nil, nil, nil, fmt.Errorf("reading tensor %s: %w", s.name, err)
+			return fmt.Errorf("reading tensor %s: %w", s.name, err)
 		}
 		if cap(tmp) < n {
 			tmp = make([]float32, n)
@@ -412,7 +458,7 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 		for i := range tmp {
 			v := math.Float32frombits(binary.LittleEndian.Uint32(bbuf[4*i:]))
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, nil, nil, fmt.Errorf("tensor %s: element %d is %v", s.name, i, v)
+				return fmt.Errorf("tensor %s: element %d is %v", s.name, i, v)
 			}
 			tmp[i] = v
 		}
@@ -423,12 +469,7 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 			copy(c.B, tmp)
 		}
 	}
-	if n, _ := io.Copy(io.Discard, io.LimitReader(r, 1)); n != 0 {
-		return nil, nil, nil, errors.New("file is longer than its declared size")
-	}
-	m.Params = p
-	m.ID = hex.EncodeToString(h.Sum(nil))
-	return m, vel, meta, nil
+	return nil
 }
 
 func strictJSON(s string, v any) error {

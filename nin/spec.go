@@ -152,85 +152,34 @@ func (s *Spec) Plan() ([]Layer, error) {
 	cur := in
 	for bi, b := range s.Blocks {
 		where := fmt.Sprintf("spec: block %d", bi+1)
-		switch {
-		case len(b.Channels) < 1 || len(b.Channels) > maxConvs:
-			return nil, fmt.Errorf("%s: %d channel entries: want 1..%d", where, len(b.Channels), maxConvs)
-		case b.Kernel < 1 || b.Kernel > maxKernel:
-			return nil, fmt.Errorf("%s: kernel %d: want 1..%d", where, b.Kernel, maxKernel)
-		case b.Stride < 1 || b.Stride > maxStride:
-			return nil, fmt.Errorf("%s: stride %d: want 1..%d", where, b.Stride, maxStride)
-		case b.Pad < 0 || b.Pad >= b.Kernel:
-			return nil, fmt.Errorf("%s: pad %d: want 0..kernel-1", where, b.Pad)
-		case b.Dropout < 0 || b.Dropout >= 1:
-			return nil, fmt.Errorf("%s: dropout %g: want [0, 1)", where, b.Dropout)
-		}
-		for _, v := range [][]float64{b.InitStd, b.WeightLR, b.BiasLR} {
-			if v != nil && len(v) != len(b.Channels) {
-				return nil, fmt.Errorf("%s: init_std/weight_lr/bias_lr need one entry per conv (%d)", where, len(b.Channels))
-			}
-			for _, x := range v {
-				if !(x >= 0 && x < 1e6) {
-					return nil, fmt.Errorf("%s: init_std/weight_lr/bias_lr value %g out of range", where, x)
-				}
-			}
+		if err := checkBlock(where, b); err != nil {
+			return nil, err
 		}
 		for ci, cout := range b.Channels {
-			if cout < 1 || cout > maxChannels {
-				return nil, fmt.Errorf("%s: conv %d has %d channels: want 1..%d", where, ci, cout, maxChannels)
-			}
-			k, st, p := 1, 1, 0
-			if ci == 0 {
-				k, st, p = b.Kernel, b.Stride, b.Pad
-			}
-			oh, ow := native.OutSize(cur.H, k, st, p, false), native.OutSize(cur.W, k, st, p, false)
-			if oh < 1 || ow < 1 {
-				return nil, fmt.Errorf("%s: conv %dx%d/s%d/p%d does not fit its %s input", where, k, k, st, p, cur)
-			}
-			out := Dims{oh, ow, cout}
-			kk := int64(k * k * cur.C)
-			l := Layer{
-				Name: fmt.Sprintf("mlpconv%d.%d", bi+1, ci), Op: fmt.Sprintf("conv %dx%d/s%d/p%d", k, k, st, p),
-				In: cur, Out: out, Params: kk*int64(cout) + int64(cout),
-				MACs:  int64(oh*ow) * kk * int64(cout),
-				GemmM: oh * ow, GemmK: int(kk), GemmN: cout,
-				kind: kindConv, block: bi, conv: ci, k: k, s: st, p: p,
+			l, err := convLayer(where, bi, ci, b, cout, cur)
+			if err != nil {
+				return nil, err
 			}
 			total += l.Params
 			macs += l.MACs
 			switch {
 			case total > maxParams:
 				return nil, fmt.Errorf("%s: more than %d parameters", where, maxParams)
-			case int64(out.Len()) > maxActs || int64(cur.Len()) > maxActs:
-				return nil, fmt.Errorf("%s: activation of %s per image exceeds %d values", where, out, maxActs)
+			case int64(l.Out.Len()) > maxActs || int64(cur.Len()) > maxActs:
+				return nil, fmt.Errorf("%s: activation of %s per image exceeds %d values", where, l.Out, maxActs)
 			case macs > maxMACs:
 				return nil, fmt.Errorf("%s: more than %d multiply-accumulates per image", where, int64(maxMACs))
 			}
 			layers = append(layers, l)
-			cur = out
+			cur = l.Out
 		}
 		if b.Pool != nil {
-			pl := *b.Pool
-			if pl.Type != "max" && pl.Type != "ave" {
-				return nil, fmt.Errorf("%s: pool type %q: want \"max\" or \"ave\"", where, pl.Type)
+			l, err := s.poolLayer(where, bi, *b.Pool, cur)
+			if err != nil {
+				return nil, err
 			}
-			if pl.Size < 1 || pl.Size > maxKernel || pl.Stride < 1 || pl.Stride > maxStride || pl.Pad < 0 || pl.Pad >= pl.Size {
-				return nil, fmt.Errorf("%s: pool %d/%d pad %d out of range", where, pl.Size, pl.Stride, pl.Pad)
-			}
-			oh := native.OutSize(cur.H, pl.Size, pl.Stride, pl.Pad, s.ceil())
-			ow := native.OutSize(cur.W, pl.Size, pl.Stride, pl.Pad, s.ceil())
-			if oh < 1 || ow < 1 {
-				return nil, fmt.Errorf("%s: pool %dx%d/s%d does not fit its %s input", where, pl.Size, pl.Size, pl.Stride, cur)
-			}
-			mode := "ceil"
-			if !s.ceil() {
-				mode = "floor"
-			}
-			out := Dims{oh, ow, cur.C}
-			layers = append(layers, Layer{
-				Name: fmt.Sprintf("pool%d", bi+1), Op: fmt.Sprintf("%spool %dx%d/s%d (%s)", pl.Type, pl.Size, pl.Size, pl.Stride, mode),
-				In: cur, Out: out, kind: kindPool, block: bi, pool: &pl, k: pl.Size, s: pl.Stride, p: pl.Pad,
-			})
-			cur = out
+			layers = append(layers, l)
+			cur = l.Out
 		}
 		if b.Dropout > 0 {
 			layers = append(layers, Layer{
@@ -244,6 +193,80 @@ func (s *Spec) Plan() ([]Layer, error) {
 		Layer{Name: "gap", Op: fmt.Sprintf("global avgpool %dx%d", cur.H, cur.W), In: cur, Out: gap, kind: kindGAP},
 		Layer{Name: "softmax", Op: "softmax", In: gap, Out: gap, kind: kindSoftmax})
 	return layers, nil
+}
+
+// checkBlock checks a block's own fields, before its shapes are known.
+func checkBlock(where string, b Block) error {
+	switch {
+	case len(b.Channels) < 1 || len(b.Channels) > maxConvs:
+		return fmt.Errorf("%s: %d channel entries: want 1..%d", where, len(b.Channels), maxConvs)
+	case b.Kernel < 1 || b.Kernel > maxKernel:
+		return fmt.Errorf("%s: kernel %d: want 1..%d", where, b.Kernel, maxKernel)
+	case b.Stride < 1 || b.Stride > maxStride:
+		return fmt.Errorf("%s: stride %d: want 1..%d", where, b.Stride, maxStride)
+	case b.Pad < 0 || b.Pad >= b.Kernel:
+		return fmt.Errorf("%s: pad %d: want 0..kernel-1", where, b.Pad)
+	case b.Dropout < 0 || b.Dropout >= 1:
+		return fmt.Errorf("%s: dropout %g: want [0, 1)", where, b.Dropout)
+	}
+	for _, v := range [][]float64{b.InitStd, b.WeightLR, b.BiasLR} {
+		if v != nil && len(v) != len(b.Channels) {
+			return fmt.Errorf("%s: init_std/weight_lr/bias_lr need one entry per conv (%d)", where, len(b.Channels))
+		}
+		for _, x := range v {
+			if !(x >= 0 && x < 1e6) {
+				return fmt.Errorf("%s: init_std/weight_lr/bias_lr value %g out of range", where, x)
+			}
+		}
+	}
+	return nil
+}
+
+// convLayer is conv ci of block bi over a cur-sized input: the block's
+// k×k conv first, then its 1×1 convs.
+func convLayer(where string, bi, ci int, b Block, cout int, cur Dims) (Layer, error) {
+	if cout < 1 || cout > maxChannels {
+		return Layer{}, fmt.Errorf("%s: conv %d has %d channels: want 1..%d", where, ci, cout, maxChannels)
+	}
+	k, st, p := 1, 1, 0
+	if ci == 0 {
+		k, st, p = b.Kernel, b.Stride, b.Pad
+	}
+	oh, ow := native.OutSize(cur.H, k, st, p, false), native.OutSize(cur.W, k, st, p, false)
+	if oh < 1 || ow < 1 {
+		return Layer{}, fmt.Errorf("%s: conv %dx%d/s%d/p%d does not fit its %s input", where, k, k, st, p, cur)
+	}
+	kk := int64(k * k * cur.C)
+	return Layer{
+		Name: fmt.Sprintf("mlpconv%d.%d", bi+1, ci), Op: fmt.Sprintf("conv %dx%d/s%d/p%d", k, k, st, p),
+		In: cur, Out: Dims{oh, ow, cout}, Params: kk*int64(cout) + int64(cout),
+		MACs:  int64(oh*ow) * kk * int64(cout),
+		GemmM: oh * ow, GemmK: int(kk), GemmN: cout,
+		kind: kindConv, block: bi, conv: ci, k: k, s: st, p: p,
+	}, nil
+}
+
+// poolLayer is block bi's pooling over a cur-sized input.
+func (s *Spec) poolLayer(where string, bi int, pl Pool, cur Dims) (Layer, error) {
+	if pl.Type != "max" && pl.Type != "ave" {
+		return Layer{}, fmt.Errorf("%s: pool type %q: want \"max\" or \"ave\"", where, pl.Type)
+	}
+	if pl.Size < 1 || pl.Size > maxKernel || pl.Stride < 1 || pl.Stride > maxStride || pl.Pad < 0 || pl.Pad >= pl.Size {
+		return Layer{}, fmt.Errorf("%s: pool %d/%d pad %d out of range", where, pl.Size, pl.Stride, pl.Pad)
+	}
+	oh := native.OutSize(cur.H, pl.Size, pl.Stride, pl.Pad, s.ceil())
+	ow := native.OutSize(cur.W, pl.Size, pl.Stride, pl.Pad, s.ceil())
+	if oh < 1 || ow < 1 {
+		return Layer{}, fmt.Errorf("%s: pool %dx%d/s%d does not fit its %s input", where, pl.Size, pl.Size, pl.Stride, cur)
+	}
+	mode := "ceil"
+	if !s.ceil() {
+		mode = "floor"
+	}
+	return Layer{
+		Name: fmt.Sprintf("pool%d", bi+1), Op: fmt.Sprintf("%spool %dx%d/s%d (%s)", pl.Type, pl.Size, pl.Size, pl.Stride, mode),
+		In: cur, Out: Dims{oh, ow, cur.C}, kind: kindPool, block: bi, pool: &pl, k: pl.Size, s: pl.Stride, p: pl.Pad,
+	}, nil
 }
 
 // Totals sums parameters and MACs over a plan.
