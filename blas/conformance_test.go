@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ninbatch/ninbatch/internal/testutil"
+
 	gblas "gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 )
@@ -41,13 +43,7 @@ func naiveSgemm(tA, tB bool, m, n, k int, alpha float32, a []float32, lda int, b
 	}
 }
 
-func randSlice(r *rand.Rand, n int) []float32 {
-	s := make([]float32, n)
-	for i := range s {
-		s[i] = float32(r.NormFloat64())
-	}
-	return s
-}
+var randSlice = testutil.RandSlice
 
 // testSgemmConformance is the shared suite: every Float32 implementation runs it.
 func testSgemmConformance(t *testing.T, impl gblas.Float32) {

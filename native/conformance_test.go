@@ -7,18 +7,14 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ninbatch/ninbatch/internal/testutil"
+
 	"github.com/ninbatch/ninbatch/native/nativeref"
 )
 
 func ref(g Geom) nativeref.Geom { return nativeref.Geom(g) }
 
-func randSlice(r *rand.Rand, n int) []float32 {
-	s := make([]float32, n)
-	for i := range s {
-		s[i] = float32(r.NormFloat64())
-	}
-	return s
-}
+var randSlice = testutil.RandSlice
 
 // closeTo reports whether got matches want to a relative tolerance with a
 // floor of 1 (Caffe's rule), and where it does not.

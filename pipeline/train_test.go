@@ -4,43 +4,30 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/ninbatch/ninbatch/internal/testutil"
+
 	nbio "github.com/ninbatch/ninbatch/io"
 	"github.com/ninbatch/ninbatch/nin"
 )
 
 func tinySpec() *nin.Spec {
-	return &nin.Spec{Name: "tiny", Input: nin.Dims{H: 12, W: 12, C: 1}, Pooling: "ceil", NoFinalReLU: true,
-		Blocks: []nin.Block{
-			{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{8, 6}, Pool: &nin.Pool{Type: "max", Size: 3, Stride: 2}, Dropout: 0.5},
-			{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{8, 4}},
-		}}
+	s, err := nin.ParseSpec([]byte(testutil.TinySpecJSON))
+	if err != nil {
+		panic(err)
+	}
+	return s
 }
 
-// tinyData: 4 classes, each a bright quadrant, plus noise.
+// tinyData is testutil.Quadrants as a decoded labelled set.
 func tinyData(n int, seed uint64) *nbio.Labeled {
-	r := rand.New(rand.NewPCG(seed, 1))
-	l := &nbio.Labeled{N: n, H: 12, W: 12, C: 1, Pixels: make([]uint8, n*144), Labels: make([]int32, n), Fingerprint: "tiny"}
-	for i := 0; i < n; i++ {
-		c := i % 4
-		l.Labels[i] = int32(c)
-		for y := 0; y < 12; y++ {
-			for x := 0; x < 12; x++ {
-				v := r.IntN(60)
-				if (y < 6) == (c < 2) && (x < 6) == (c%2 == 0) {
-					v += 150
-				}
-				l.Pixels[i*144+y*12+x] = uint8(v)
-			}
-		}
-	}
-	return l
+	pix, labels := testutil.Quadrants(n, seed)
+	return &nbio.Labeled{N: n, H: 12, W: 12, C: 1, Pixels: pix, Labels: labels, Fingerprint: "tiny"}
 }
 
 func newTiny(t *testing.T) *nin.Model {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"image/png"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ninbatch/ninbatch/internal/testutil"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
@@ -33,44 +34,29 @@ func subprocess(args ...string) *exec.Cmd {
 	return cmd
 }
 
-const tinySpecJSON = `{"name":"tiny","input":{"h":12,"w":12,"c":1},"pooling":"ceil","no_final_relu":true,"blocks":[
- {"kernel":3,"stride":1,"pad":1,"channels":[8,6],"pool":{"type":"max","size":3,"stride":2},"dropout":0.5},
- {"kernel":3,"stride":1,"pad":1,"channels":[8,4]}]}`
-
 // trainFixture writes the tiny spec and a tiny labelled dataset of n rows
 // into a new directory.
 func trainFixture(t *testing.T, n int, seed uint64) (dir, spec, data string) {
 	t.Helper()
 	dir = t.TempDir()
 	spec = filepath.Join(dir, "tiny.json")
-	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
+	os.WriteFile(spec, []byte(testutil.TinySpecJSON), 0o644)
 	data = filepath.Join(dir, "train.parquet")
 	writeTinyDataset(t, data, n, seed)
 	return dir, spec, data
 }
 
-// writeTinyDataset writes n 12×12 gray PNG rows whose bright quadrant is the label.
+// writeTinyDataset writes testutil.Quadrants as n labelled 12×12 gray PNG rows.
 func writeTinyDataset(t *testing.T, path string, n int, seed uint64) {
 	t.Helper()
-	r := rand.New(rand.NewPCG(seed, 1))
-	w, err := nbio.CreateLabeledImages(path, []string{"tl", "tr", "bl", "br"}, nbio.WriterOptions{RowGroupRows: 50}, memory.DefaultAllocator)
+	w, err := nbio.CreateLabeledImages(path, testutil.QuadrantClasses, nbio.WriterOptions{RowGroupRows: 50}, memory.DefaultAllocator)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pix := make([]uint8, 144)
+	pix, labels := testutil.Quadrants(n, seed)
 	for i := 0; i < n; i++ {
-		c := i % 4
-		for y := 0; y < 12; y++ {
-			for x := 0; x < 12; x++ {
-				v := r.IntN(60)
-				if (y < 6) == (c < 2) && (x < 6) == (c%2 == 0) {
-					v += 150
-				}
-				pix[y*12+x] = uint8(v)
-			}
-		}
-		b, _ := nbio.EncodePNG(pix, 12, 12, 1)
-		if err := w.Append(b, "", int64(c)); err != nil {
+		b, _ := nbio.EncodePNG(pix[i*144:(i+1)*144], 12, 12, 1)
+		if err := w.Append(b, "", int64(labels[i])); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -83,7 +69,7 @@ func writeTinyDataset(t *testing.T, path string, n int, seed uint64) {
 func TestTrainEvalRun(t *testing.T) {
 	dir := t.TempDir()
 	spec := filepath.Join(dir, "spec.json")
-	os.WriteFile(spec, []byte(tinySpecJSON), 0o644)
+	os.WriteFile(spec, []byte(testutil.TinySpecJSON), 0o644)
 	train, val := filepath.Join(dir, "train.parquet"), filepath.Join(dir, "val.parquet")
 	writeTinyDataset(t, train, 800, 1)
 	writeTinyDataset(t, val, 40, 2)

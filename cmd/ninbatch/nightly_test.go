@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ninbatch/ninbatch/internal/testutil"
+
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -27,7 +29,7 @@ import (
 func nightlyFixture(t *testing.T, files, rows, rg int) (model, inDir string) {
 	t.Helper()
 	dir := t.TempDir()
-	spec, _ := nin.ParseSpec([]byte(tinySpecJSON))
+	spec, _ := nin.ParseSpec([]byte(testutil.TinySpecJSON))
 	m, _ := nin.NewModel(spec)
 	m.Params.InitKaiming(3)
 	m.Classes = []string{"a", "b", "c", "d"}
@@ -171,7 +173,7 @@ func TestRunRerunSemantics(t *testing.T) {
 	}
 	// another model redoes everything too
 	m2 := filepath.Join(t.TempDir(), "m2.nin")
-	spec, _ := nin.ParseSpec([]byte(tinySpecJSON))
+	spec, _ := nin.ParseSpec([]byte(testutil.TinySpecJSON))
 	mm, _ := nin.NewModel(spec)
 	mm.Params.InitKaiming(4)
 	mm.SaveFile(m2)
