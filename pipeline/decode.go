@@ -21,13 +21,13 @@ func (s *run) decodeStage(ctx context.Context, in <-chan *batch, out chan<- *bat
 	defer close(out)
 	g, ctx := errgroup.WithContext(ctx)
 	work, done := make(chan *batch, s.cfg.Workers), make(chan *batch, s.cfg.Workers)
-	g.Go(func() error { return s.dispatch(ctx, in, work) })
+	goSafe(g, func() error { return s.dispatch(ctx, in, work) })
 	wg, wctx := errgroup.WithContext(ctx)
 	for w := 0; w < s.cfg.Workers; w++ {
-		wg.Go(func() error { return s.decodeWorker(wctx, work, done) })
+		goSafe(wg, func() error { return s.decodeWorker(wctx, work, done) })
 	}
-	g.Go(func() error { defer close(done); return wg.Wait() })
-	g.Go(func() error { return s.reorder(ctx, done, out) })
+	goSafe(g, func() error { defer close(done); return wg.Wait() })
+	goSafe(g, func() error { return s.reorder(ctx, done, out) })
 	err := g.Wait()
 	for _, ch := range []chan *batch{work, done} { // left behind by a stage that stopped early
 		for b := range ch {

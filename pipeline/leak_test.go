@@ -2,8 +2,10 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -39,28 +41,34 @@ func TestRunReleasesEverything(t *testing.T) {
 	inputs = append(inputs, broken)
 
 	for _, c := range []struct {
-		name   string
-		cancel bool
-	}{{"finished", false}, {"cancelled", true}} {
+		name          string
+		cancel, panic bool
+	}{{"finished", false, false}, {"cancelled", true, false}, {"panicked", false, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			r := newRunner(t, m, inputs, t.TempDir(), "record", 3)
 			r.Mem = mem
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			if c.cancel {
-				n := 0
-				r.Progress = func(done, total int64) {
-					if n++; n == 3 { // inside the first file
+			n := 0
+			r.Progress = func(done, total int64) {
+				if n++; n == 3 { // inside the first file
+					if c.cancel {
 						cancel()
+					}
+					if c.panic {
+						panic("a bug in a stage")
 					}
 				}
 			}
 			sum, err := r.Run(ctx)
+			var ie *InternalError
 			switch {
 			case c.cancel && err == nil:
 				t.Fatal("cancelled run returned no error")
-			case !c.cancel && (err != nil || sum.FilesFailed != 1 || sum.FilesDone != len(layouts)):
+			case c.panic && (!errors.As(err, &ie) || !strings.Contains(err.Error(), "a bug in a stage") || len(ie.Stack) == 0):
+				t.Fatalf("a panicking stage returned %v", err)
+			case !c.cancel && !c.panic && (err != nil || sum.FilesFailed != 1 || sum.FilesDone != len(layouts)):
 				t.Fatalf("run: %v %+v", err, sum)
 			}
 			mem.AssertSize(t, 0)

@@ -125,6 +125,9 @@ func (s *run) pruneOutput(rel string, e ManifestEntry) error {
 // removeStale removes a dead run's temporaries of u's output, unless a
 // live run holds u (they are then its own).
 func (s *run) removeStale(u unit) {
+	if s.locks == nil {
+		return // a new output directory: nothing to remove
+	}
 	if ok, err := s.locks.try(u.rel); err == nil && ok {
 		s.removeTemps(u.out)
 		s.locks.unlock(u.rel)

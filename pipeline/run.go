@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -70,6 +72,8 @@ type MissingInput struct {
 
 // RunSummary is the run's outcome (the --summary JSON).
 type RunSummary struct {
+	Status        string         `json:"status"`          // succeeded, partial, failed or interrupted
+	Error         string         `json:"error,omitempty"` // why the run failed or was partial
 	ModelID       string         `json:"model_id"`
 	ISA           string         `json:"isa"` // the kernels' instruction set
 	Shard         string         `json:"shard,omitempty"`
@@ -114,6 +118,27 @@ type InputError struct {
 
 func (e *InputError) Error() string { return e.Err.Error() }
 func (e *InputError) Unwrap() error { return e.Err }
+
+// InternalError is a panic in a pipeline stage, returned instead of
+// taking the process down, so the run still ends with its status.
+type InternalError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *InternalError) Error() string { return fmt.Sprintf("internal error: %v", e.Value) }
+
+// goSafe runs f in g, turning a panic into an *InternalError.
+func goSafe(g *errgroup.Group, f func() error) {
+	g.Go(func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = &InternalError{Value: r, Stack: debug.Stack()}
+			}
+		}()
+		return f()
+	})
+}
 
 // IsInputError reports whether err is about an input file rather than the run.
 func IsInputError(err error) bool {
@@ -205,6 +230,19 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 	if err := checkOutputs(all, s.cfg.Inputs); err != nil {
 		return nil, err
 	}
+	// A new output directory has nothing to lock or clean yet: preflight
+	// first, so a run that fails there leaves nothing behind.
+	var files []*prepared
+	_, statErr := os.Stat(s.cfg.OutDir)
+	fresh := os.IsNotExist(statErr)
+	if fresh {
+		if files, err = s.plan(all); err != nil {
+			return s.sum, err
+		}
+	}
+	if err := os.MkdirAll(s.cfg.OutDir, 0o755); err != nil {
+		return nil, &ConfigError{fmt.Errorf("cannot create the output directory: %w", err)}
+	}
 	lock, err := AcquireLock(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
 	if err != nil {
 		return nil, err
@@ -214,7 +252,9 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 		return nil, err
 	}
 	defer s.locks.close()
-	files, err := s.plan(all)
+	if !fresh {
+		files, err = s.plan(all)
+	}
 	if err == nil {
 		s.manifest, err = openManifest(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
 	}
@@ -226,10 +266,10 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 
 	g, ctx := errgroup.WithContext(ctx)
 	toDecode, toInfer, toWrite := make(chan *batch, 1), make(chan *batch, 1), make(chan *batch, 1)
-	g.Go(func() error { return s.read(ctx, files, toDecode) })
-	g.Go(func() error { return s.decodeStage(ctx, toDecode, toInfer) })
-	g.Go(func() error { return s.inferStage(ctx, toInfer, toWrite) })
-	g.Go(func() error { return s.writeStage(ctx, toWrite) })
+	goSafe(g, func() error { return s.read(ctx, files, toDecode) })
+	goSafe(g, func() error { return s.decodeStage(ctx, toDecode, toInfer) })
+	goSafe(g, func() error { return s.inferStage(ctx, toInfer, toWrite) })
+	goSafe(g, func() error { return s.writeStage(ctx, toWrite) })
 	err = g.Wait()
 	// a stage that stopped early leaves batches in the channels behind it
 	for _, ch := range []chan *batch{toDecode, toInfer, toWrite} {
@@ -246,23 +286,17 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 // start checks the configuration and fills in defaults.
 func (r *Runner) start() (*run, error) {
 	cfg := r.Config
-	if cfg.Batch < 1 || cfg.Batch > r.Net.Options().MaxBatch {
-		return nil, fmt.Errorf("batch %d out of range 1..%d", cfg.Batch, r.Net.Options().MaxBatch)
-	}
 	if cfg.OnError == "" {
 		cfg.OnError = "record"
 	}
-	if cfg.Workers < 1 {
+	if cfg.Workers == 0 {
 		cfg.Workers = 1
-	}
-	if cfg.Workers > maxWorkers { // each holds a batch buffer
-		return nil, fmt.Errorf("decode workers %d: want at most %d", cfg.Workers, maxWorkers)
 	}
 	if r.Mem == nil {
 		r.Mem = memory.DefaultAllocator
 	}
-	if cfg.Shards < 0 || cfg.Shards > 0 && (cfg.Shard < 0 || cfg.Shard >= cfg.Shards) {
-		return nil, fmt.Errorf("shard %d/%d: want 0 <= shard < shards", cfg.Shard, cfg.Shards)
+	if err := cfg.check(r.Net.Options().MaxBatch, r.Net.Classes()); err != nil {
+		return nil, &ConfigError{err}
 	}
 	s := &run{Runner: r, cfg: cfg, prep: PreprocessFor(r.Model)}
 	if cfg.PixelRange > 0 {
@@ -274,6 +308,26 @@ func (r *Runner) start() (*run, error) {
 	s.sum = &RunSummary{ModelID: r.Model.ID, Shard: s.label, ISA: native.Current().String()}
 	return s, nil
 }
+
+// check validates the numeric settings, each with its range.
+func (cfg *RunConfig) check(maxBatch, classes int) error {
+	switch {
+	case cfg.Batch < 1 || cfg.Batch > maxBatch:
+		return fmt.Errorf("batch %d: want 1..%d", cfg.Batch, maxBatch)
+	case cfg.Workers < 1 || cfg.Workers > maxWorkers: // each holds a batch buffer
+		return fmt.Errorf("decode workers %d: want 1..%d", cfg.Workers, maxWorkers)
+	case cfg.TopK < 0 || cfg.TopK > classes:
+		return fmt.Errorf("topk %d: want 0..%d (the model's classes)", cfg.TopK, classes)
+	case cfg.RowGroupRows < 0 || cfg.RowGroupRows > maxRowGroupRows:
+		return fmt.Errorf("row group rows %d: want 1..%d", cfg.RowGroupRows, maxRowGroupRows)
+	case cfg.Shards < 0 || cfg.Shards > 0 && (cfg.Shard < 0 || cfg.Shard >= cfg.Shards):
+		return fmt.Errorf("shard %d/%d: want 0 <= shard < shards", cfg.Shard, cfg.Shards)
+	}
+	return nil
+}
+
+// maxRowGroupRows bounds the writer's buffer (one row group).
+const maxRowGroupRows = 1 << 24
 
 func (s *run) warn(msg string) {
 	if s.Warn != nil {

@@ -92,19 +92,16 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			if err != nil || c.String(flagLogLevel) == "" {
 				return usageErr("--log-level %q: want debug, info, warn or error", c.String(flagLogLevel))
 			}
-			var w io.Writer = stderr
 			switch f := c.String(flagLogFormat); f {
 			case "json":
+				logger = zerolog.New(stderr).Level(lvl).With().Timestamp().Logger()
 			case "console":
-				w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+				logger = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).Level(lvl).With().Timestamp().Logger()
 			case "":
-				if ef, ok := stderr.(*os.File); ok && isTTY(ef) {
-					w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
-				}
+				logger = defaultLogger(stderr).Level(lvl)
 			default:
 				return usageErr("--log-format %q: want console or json", f)
 			}
-			logger = zerolog.New(w).Level(lvl).With().Timestamp().Logger()
 			if t := c.Int(flagThreads); t < 1 || t > 256 {
 				return usageErr("--threads %d: want 1..256", t)
 			}
@@ -134,27 +131,60 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 }
 
-// run executes the CLI and returns the process exit code.
-func run(args []string, stdout, stderr io.Writer) int {
+// run executes the CLI and returns the process exit code. Its last log
+// line states the outcome (logFinal); a panic in the command's goroutine
+// is exit 70, not Go's 2, which would read as a usage error.
+func run(args []string, stdout, stderr io.Writer) (code int) {
 	cmdline = "ninbatch " + strings.Join(args[1:], " ")
+	logger, finalFields = defaultLogger(stderr), nil
+	defer recoverInternal(&code)
 	app := newApp(stdout, stderr)
+	ran := false // a command's action started: not --help or --version
+	var mark func([]*cli.Command)
+	mark = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			if act := c.Action; act != nil {
+				c.Action = func(ctx *cli.Context) error { ran = true; return act(ctx) }
+			}
+			mark(c.Subcommands)
+		}
+	}
+	mark(app.Commands)
 	err := app.Run(interspersed(app, args))
 	if stopProfile != nil {
 		stopProfile()
 		stopProfile = nil
 	}
+	code = exitCodeOf(err)
+	if ran || err != nil {
+		logFinal(code, err)
+	}
+	return code
+}
+
+// defaultLogger is the log until the global flags say otherwise: console
+// on a terminal, JSON lines elsewhere.
+func defaultLogger(stderr io.Writer) zerolog.Logger {
+	var w io.Writer = stderr
+	if ef, ok := stderr.(*os.File); ok && isTTY(ef) {
+		w = zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).With().Timestamp().Logger()
+}
+
+// exitCodeOf maps a command's error to the exit code.
+func exitCodeOf(err error) int {
 	if err == nil {
 		return exitOK
 	}
 	var ee *exitError
-	code := exitFailed
 	if errors.As(err, &ee) {
-		code = ee.code
-	} else if isCLIUsage(err) {
-		code = exitUsage
+		return ee.code
 	}
-	fmt.Fprintf(stderr, "ninbatch: %v\n", err)
-	return code
+	if isCLIUsage(err) {
+		return exitUsage
+	}
+	return exitFailed
 }
 
 // isCLIUsage recognises urfave/cli's own flag and argument errors.

@@ -23,8 +23,10 @@ FLOPs are 2 × conv multiply-accumulates per image.
 
 Examples:
    ninbatch info --preset nin-cifar10
-   ninbatch info models/nin-mnist.nin --json`,
+   ninbatch info models/nin-mnist.nin --json
+   ninbatch info --model models/nin-mnist.nin`,
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: flagModel, Usage: "model file (.nin), as run and eval take it; or give it as the argument"},
 			&cli.StringFlag{Name: flagPreset, Usage: "built-in architecture: " + strings.Join(nin.PresetNames(), ", ")},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON instead of a table"},
 		},
@@ -50,10 +52,16 @@ type infoJSON struct {
 }
 
 func runInfo(c *cli.Context) error {
-	if c.NArg() > 1 {
+	path := c.Args().First()
+	switch {
+	case c.NArg() > 1:
 		return usageErr("info takes one model file")
+	case c.IsSet(flagModel) && path != "":
+		return usageErr("give the model file as the argument or as --model, not both")
+	case c.IsSet(flagModel):
+		path = c.String(flagModel)
 	}
-	m, src, err := modelFrom(c.Args().First(), c.String(flagPreset), 1)
+	m, src, err := modelFrom(path, c.String(flagPreset), 1)
 	if err != nil {
 		return err
 	}

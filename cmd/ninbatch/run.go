@@ -6,13 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
 	nbio "github.com/ninbatch/ninbatch/io"
@@ -95,12 +94,47 @@ func runRun(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	summary := c.String("summary")
+	if summary != "" {
+		if err := checkWritable(summary, "--summary"); err != nil {
+			return err
+		}
+	}
+	sum, err := score(c, cfg, tuning)
+	if sum != nil {
+		finalFields = func(e *zerolog.Event) {
+			e.Str("shard", sum.Shard).Int("units", sum.Files).Int("done", sum.FilesDone).Int("skipped_finished", sum.FilesSkip).
+				Int("failed", sum.FilesFailed).Int("stale_temporaries_removed", sum.StaleTemps).Int64("rows", sum.RowsIn).
+				Int64("scored", sum.RowsScored).Int64("errors", sum.RowsError).Int64("skipped", sum.RowsSkipped).
+				Float64("seconds", sum.Seconds).Float64("img_per_s", sum.ImgPerSec)
+		}
+	}
+	if summary == "" {
+		return err
+	}
+	if sum == nil {
+		sum = &pipeline.RunSummary{}
+	}
+	sum.Status = statusOf(exitCodeOf(err))
+	if err != nil {
+		sum.Error = err.Error()
+	}
+	if werr := writeJSON(summary, sum); werr != nil {
+		werr = fmt.Errorf("writing summary %s: %w", summary, werr)
+		if err == nil || exitCodeOf(err) == exitRowsErrors {
+			return &exitError{exitFailed, werr} // a scheduler reading the summary must not see success
+		}
+		logger.Error().Err(werr).Msg("writing the summary")
+	}
+	return err
+}
+
+// score loads the model and runs the pipeline; its error carries the
+// exit code (runOutcome).
+func score(c *cli.Context, cfg pipeline.RunConfig, tuning nin.Tuning) (*pipeline.RunSummary, error) {
 	m, err := nin.LoadFile(c.String(flagModel))
 	if err != nil {
-		return asUsage(err)
-	}
-	if err := mkdirAll(cfg.OutDir); err != nil {
-		return err
+		return nil, asUsage(err)
 	}
 	threads := threadsOf(c)
 	if cfg.Workers <= 0 {
@@ -108,10 +142,10 @@ func runRun(c *cli.Context) error {
 	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: cfg.Batch, Threads: threads, Tuning: tuning})
 	if err != nil {
-		return asUsage(err)
+		return nil, asUsage(err)
 	}
 	defer net.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop, signalCode := signalContext()
 	defer stop()
 
 	bar := newProgress()
@@ -121,18 +155,7 @@ func runRun(c *cli.Context) error {
 		Int("batch", cfg.Batch).Int("threads", threads).Str("isa", net.ISA()).Msg("scoring")
 	sum, runErr := r.Run(ctx)
 	bar.done()
-	if sum != nil {
-		if p := c.String("summary"); p != "" {
-			if err := writeJSON(p, sum); err != nil {
-				logger.Error().Err(err).Msg("writing summary")
-			}
-		}
-		logger.Info().Str("shard", sum.Shard).Int("units", sum.Files).Int("done", sum.FilesDone).Int("skipped_finished", sum.FilesSkip).
-			Int("failed", sum.FilesFailed).Int("stale_temporaries_removed", sum.StaleTemps).Int64("rows", sum.RowsIn).
-			Int64("scored", sum.RowsScored).Int64("errors", sum.RowsError).Int64("skipped", sum.RowsSkipped).
-			Float64("seconds", sum.Seconds).Float64("img_per_s", sum.ImgPerSec).Msg("run finished")
-	}
-	return runOutcome(sum, runErr)
+	return sum, runOutcome(sum, runErr, signalCode())
 }
 
 // runConfig reads and checks run's flags and inputs.
@@ -165,6 +188,15 @@ func runConfig(c *cli.Context) (pipeline.RunConfig, error) {
 	shard, shards, err := parseShard(c.String("shard"), c.Int("shards"), os.Getenv("JOB_COMPLETION_INDEX"))
 	if err != nil {
 		return cfg, usageErr("%v", err)
+	}
+	if n := c.Int("decode-workers"); n < 0 || n > 256 {
+		return cfg, usageErr("--decode-workers %d: want 1..256, or 0 for --threads", n)
+	}
+	if n := c.Int("row-group-rows"); n < 1 || n > 1<<24 {
+		return cfg, usageErr("--row-group-rows %d: want 1..%d", n, 1<<24)
+	}
+	if n := c.Int("topk"); n < 0 {
+		return cfg, usageErr("--topk %d: want 0 (no column) up to the model's classes", n)
 	}
 	if c.Int64("split-rows") < 0 {
 		return cfg, usageErr("--split-rows must not be negative")
@@ -209,17 +241,24 @@ func runHooks(r *pipeline.Runner, bar *progress) {
 }
 
 // runOutcome maps a run's result to the exit codes: 2 a run that must not
-// start as configured, 1 a failed or interrupted run, 3 files or rows that
-// could not be scored.
-func runOutcome(sum *pipeline.RunSummary, runErr error) error {
+// start as configured, 1 a failed run, 130/143 one stopped by SIGINT or
+// SIGTERM, 3 files or rows that could not be scored, 70 a bug.
+func runOutcome(sum *pipeline.RunSummary, runErr error, signalCode int) error {
 	var locked *pipeline.LockedError
 	var config *pipeline.ConfigError
+	var internal *pipeline.InternalError
 	switch {
 	case runErr == nil:
+	case errors.As(runErr, &internal):
+		logger.Error().Str("stack", string(internal.Stack)).Msg("internal error in a pipeline stage")
+		return &exitError{exitInternal, fmt.Errorf("%w (please report it with the log)", runErr)}
 	case errors.As(runErr, &locked), errors.As(runErr, &config):
 		return &exitError{exitUsage, runErr}
 	case errors.Is(runErr, context.Canceled):
-		return &exitError{exitFailed, errors.New("interrupted: the file being written was discarded; finished outputs are complete")}
+		if signalCode == 0 {
+			signalCode = exitInterrupted
+		}
+		return &exitError{signalCode, errors.New("interrupted: the file being written was discarded; finished outputs are complete")}
 	default:
 		return &exitError{exitFailed, runErr}
 	}
@@ -234,16 +273,9 @@ func runOutcome(sum *pipeline.RunSummary, runErr error) error {
 	return nil
 }
 
-func writeJSON(path string, v any) error {
+func jsonIndent(v any) ([]byte, error) {
 	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return append(b, '\n'), err
 }
 
 // parseShard reads --shard I/N, or --shards N with the index from

@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -111,7 +109,7 @@ func runTrain(c *cli.Context) error {
 	if err := loadTrainInputs(c, tr); err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop, signalCode := signalContext()
 	defer stop()
 	bar := newProgress()
 	tr.Hooks = trainHooks(bar, cfg.Epochs)
@@ -119,7 +117,7 @@ func runTrain(c *cli.Context) error {
 	bar.done()
 	switch {
 	case errors.Is(err, context.Canceled):
-		return &exitError{exitFailed, fmt.Errorf("interrupted; continue with --resume (checkpoint %s holds %d finished epochs)", files.Checkpoint, tr.State.Epoch)}
+		return &exitError{max(signalCode(), exitInterrupted), fmt.Errorf("interrupted; continue with --resume (checkpoint %s holds %d finished epochs)", files.Checkpoint, tr.State.Epoch)}
 	case errors.Is(err, pipeline.ErrConfigMismatch), errors.Is(err, pipeline.ErrTrainFiles):
 		return asUsage(err)
 	case err != nil && !errors.Is(err, pipeline.ErrModelWritten):

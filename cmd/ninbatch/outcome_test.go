@@ -1,0 +1,227 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/ninbatch/ninbatch/internal/testutil"
+	nbio "github.com/ninbatch/ninbatch/io"
+)
+
+// jsonLines parses every stderr line as JSON, failing on one that is not.
+func jsonLines(t *testing.T, stderr string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for i, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("stderr line %d is not JSON: %q", i+1, l)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// writeWithBadRow writes the quadrant task as n PNG rows with row bad
+// replaced by bytes that are no image.
+func writeWithBadRow(t *testing.T, path string, n, bad int) {
+	t.Helper()
+	w, err := nbio.CreateLabeledImages(path, testutil.QuadrantClasses, nbio.WriterOptions{RowGroupRows: 16}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pix, labels := testutil.Quadrants(n, 1)
+	for i := 0; i < n; i++ {
+		b, _ := nbio.EncodePNG(pix[i*144:(i+1)*144], 12, 12, 1)
+		if i == bad {
+			b = []byte("not an image at all")
+		}
+		if err := w.Append(b, "", int64(labels[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRunLogsForSchedulers: in JSON mode every stderr line is JSON, the
+// last one states the outcome with the error, and the summary carries the
+// same status, for a run that succeeds, one that is partial and one that
+// fails.
+func TestRunLogsForSchedulers(t *testing.T) {
+	model, _ := nightlyFixture(t, 0, 0, 1)
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good.parquet"), filepath.Join(dir, "bad.parquet")
+	writeWithBadRow(t, good, 40, -1)
+	writeWithBadRow(t, bad, 40, 21)
+	for _, tc := range []struct {
+		name, input, onError string
+		code                 int
+		status, level, inErr string
+	}{
+		{"succeeded", good, "record", 0, "succeeded", "info", ""},
+		{"partial", bad, "record", 3, "partial", "warn", "1 rows could not be scored"},
+		{"failed", bad, "fail", 1, "failed", "error", "row 21"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sum := filepath.Join(t.TempDir(), "sub", "summary.json") // its directory is created
+			code, _, e := runCLI(t, "--log-format", "json", "run", "--model", model, "--out", t.TempDir(), "--on-error", tc.onError,
+				"--summary", sum, tc.input)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d: %s", code, tc.code, e)
+			}
+			lines := jsonLines(t, e)
+			last := lines[len(lines)-1]
+			if last["status"] != tc.status || last["level"] != tc.level || last["exit_code"] != float64(tc.code) || last["message"] != tc.status {
+				t.Fatalf("final line %v", last)
+			}
+			errText, _ := last["error"].(string)
+			if !strings.Contains(errText, tc.inErr) || (tc.inErr == "") != (errText == "") {
+				t.Fatalf("final line's error %q, want it to contain %q", errText, tc.inErr)
+			}
+			if tc.status != "failed" && last["rows"] != float64(40) {
+				t.Fatalf("final line has no counts: %v", last)
+			}
+			s := readSummary(t, sum)
+			if s.Status != tc.status || s.Error != errText {
+				t.Fatalf("summary status %q error %q; the log said %q %q", s.Status, s.Error, tc.status, errText)
+			}
+			if tc.status == "failed" && !strings.Contains(s.Error, bad) {
+				t.Fatalf("summary error does not name the file: %q", s.Error)
+			}
+		})
+	}
+}
+
+// A --summary that cannot be written is refused before anything is scored.
+func TestRunSummaryCheckedFirst(t *testing.T) {
+	model, in := nightlyFixture(t, 1, 20, 10)
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "file.txt")
+	os.WriteFile(notDir, []byte("x"), 0o644)
+	out := filepath.Join(dir, "out")
+	for _, sum := range []string{filepath.Join(notDir, "s.json"), filepath.Join(notDir, "sub", "s.json"), dir} {
+		code, _, e := runCLI(t, "run", "--model", model, "--out", out, "--summary", sum, in)
+		if code != 2 || !strings.Contains(e, "--summary") {
+			t.Fatalf("--summary %s: exit %d: %s", sum, code, e)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Fatalf("--summary %s: the run started (%v)", sum, err)
+		}
+	}
+}
+
+// TestSignalsExit130And143: SIGINT and SIGTERM stop run and train with
+// the shell's codes, and the final line says interrupted.
+func TestSignalsExit130And143(t *testing.T) {
+	if testing.Short() {
+		t.Skip("subprocesses")
+	}
+	model, in := nightlyFixture(t, 2, 2000, 250)
+	_, spec, data := trainFixture(t, 400, 1)
+	for _, tc := range []struct {
+		cmd  string
+		sig  syscall.Signal
+		code int
+	}{{"run", syscall.SIGINT, 130}, {"run", syscall.SIGTERM, 143}, {"train", syscall.SIGINT, 130}, {"train", syscall.SIGTERM, 143}} {
+		args := []string{"run", "--model", model, "--out", t.TempDir(), "--batch", "8", in}
+		started := "scoring"
+		if tc.cmd == "train" {
+			args = []string{"train", "--spec", spec, "--epochs", "1000", "--batch", "8", "--out", filepath.Join(t.TempDir(), "m.nin"), data}
+			started = "data loaded"
+		}
+		cmd := subprocess(args...)
+		pipe, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+			if strings.Contains(sc.Text(), `"message":"`+started+`"`) {
+				time.Sleep(50 * time.Millisecond)
+				cmd.Process.Signal(tc.sig)
+				break
+			}
+		}
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+		}
+		cmd.Wait()
+		last := jsonLines(t, strings.Join(lines, "\n"))
+		if code := cmd.ProcessState.ExitCode(); code == 0 {
+			t.Skipf("%s finished before the signal (machine too fast)", tc.cmd)
+		} else if code != tc.code || last[len(last)-1]["status"] != "interrupted" {
+			t.Fatalf("%s %v: exit %d, want %d; last line %v", tc.cmd, tc.sig, code, tc.code, last[len(last)-1])
+		}
+	}
+}
+
+// A run that fails its preflight into a new output directory leaves no
+// directory, lock file or manifest behind.
+func TestFailedPreflightLeavesNothing(t *testing.T) {
+	model, in := nightlyFixture(t, 2, 20, 10)
+	os.WriteFile(filepath.Join(in, "zz_bad.parquet"), []byte("not parquet"), 0o644)
+	out := filepath.Join(t.TempDir(), "new", "out")
+	code, _, e := runCLI(t, "run", "--model", model, "--out", out, "--on-error", "fail", in)
+	if code != 1 || !strings.Contains(e, "zz_bad.parquet") {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	if _, err := os.Stat(filepath.Dir(out)); !os.IsNotExist(err) {
+		entries, _ := os.ReadDir(out)
+		t.Fatalf("a failed preflight left %s behind (%v): %v", out, err, entries)
+	}
+	// the same inputs under --on-error record: the bad file is recorded, the others scored
+	if code, _, e := runCLI(t, "run", "--model", model, "--out", out, in); code != 3 {
+		t.Fatalf("record: exit %d: %s", code, e)
+	}
+}
+
+// Numeric flags out of range are usage errors naming the range, before
+// anything is written.
+func TestRunFlagRanges(t *testing.T) {
+	model, in := nightlyFixture(t, 1, 10, 10)
+	for _, tc := range []struct {
+		flag, value, want string
+	}{
+		{"--topk", "-1", "--topk -1: want 0"},
+		{"--topk", "1000", "topk 1000: want 0..4"},
+		{"--row-group-rows", "0", "--row-group-rows 0: want 1.."},
+		{"--row-group-rows", "-1", "--row-group-rows -1: want 1.."},
+		{"--decode-workers", "-2", "--decode-workers -2: want 1..256"},
+		{"--decode-workers", "1000", "--decode-workers 1000: want 1..256"},
+		{"--batch", "0", "--batch 0: want 1.."},
+	} {
+		out := filepath.Join(t.TempDir(), "out")
+		code, _, e := runCLI(t, "run", "--model", model, "--out", out, tc.flag, tc.value, in)
+		if code != 2 || !strings.Contains(e, tc.want) {
+			t.Errorf("%s %s: exit %d, want 2 and %q: %s", tc.flag, tc.value, code, tc.want, e)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%s %s: the output directory was created", tc.flag, tc.value)
+		}
+	}
+}
+
+// info takes --model as run and eval do, and the argument form still.
+func TestInfoModelFlag(t *testing.T) {
+	model, _ := nightlyFixture(t, 0, 0, 1)
+	_, a, e := runCLI(t, "info", "--json", model)
+	_, b, e2 := runCLI(t, "info", "--json", "--model", model)
+	if a == "" || a != b {
+		t.Fatalf("info MODEL and info --model MODEL differ:\n%s\n%s\n%s %s", a, b, e, e2)
+	}
+	if code, _, e := runCLI(t, "info", "--model", model, model); code != 2 || !strings.Contains(e, "not both") {
+		t.Fatalf("both forms: exit %d: %s", code, e)
+	}
+}
