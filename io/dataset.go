@@ -36,6 +36,11 @@ func LabeledImageSchema(classNames []string) *arrow.Schema {
 	}, &md)
 }
 
+// DatasetRowGroupRows is the converted datasets' row group: small enough
+// that a reader (or a --split-rows unit) holds a few MB, large enough that
+// the footer stays small.
+const DatasetRowGroupRows = 8192
+
 // CreateLabeledImages starts a dataset file.
 func CreateLabeledImages(path string, classNames []string, opt WriterOptions, mem memory.Allocator) (*LabeledImageWriter, error) {
 	sc := LabeledImageSchema(classNames)
@@ -136,7 +141,7 @@ func ConvertMNIST(dir, outDir string, mem memory.Allocator) ([]string, error) {
 		}
 		n, h, w := imgs.Dims[0], imgs.Dims[1], imgs.Dims[2]
 		out := filepath.Join(outDir, split.name+".parquet")
-		lw, err := CreateLabeledImages(out, MNISTClasses, WriterOptions{}, mem)
+		lw, err := CreateLabeledImages(out, MNISTClasses, WriterOptions{RowGroupRows: DatasetRowGroupRows}, mem)
 		if err != nil {
 			return nil, err
 		}
@@ -202,7 +207,7 @@ func ConvertCIFAR10(dir, outDir string, mem memory.Allocator) ([]string, error) 
 		{"test", []string{"test_batch.bin"}},
 	} {
 		out := filepath.Join(outDir, split.name+".parquet")
-		lw, err := CreateLabeledImages(out, classes, WriterOptions{}, mem)
+		lw, err := CreateLabeledImages(out, classes, WriterOptions{RowGroupRows: DatasetRowGroupRows}, mem)
 		if err != nil {
 			return nil, err
 		}

@@ -73,7 +73,7 @@ func (c *TrainConfig) LRAt(e float64) float64 {
 type EpochMetrics struct {
 	Epoch     int     `json:"epoch"` // 1-based
 	Step      uint64  `json:"step"`
-	LR        float64 `json:"lr"` // at the end of the epoch
+	LR        float64 `json:"lr"` // of the epoch's last step (a cosine schedule's end, 0, is never run)
 	TrainLoss float64 `json:"train_loss"`
 	TrainAcc  float64 `json:"train_acc"` // with dropout and augmentation on
 	ValLoss   float64 `json:"val_loss,omitempty"`
@@ -233,7 +233,7 @@ func (tr *Trainer) epoch(ctx context.Context, t *nin.Trainer, epoch int) (EpochM
 		}
 	}
 	secs := time.Since(t0).Seconds()
-	m := EpochMetrics{Epoch: epoch + 1, Step: st.Step, LR: cfg.LRAt(float64(epoch + 1)),
+	m := EpochMetrics{Epoch: epoch + 1, Step: st.Step, LR: cfg.LRAt(float64(epoch) + float64(steps-1)/float64(steps)),
 		TrainLoss: lossSum / float64(data.N), TrainAcc: float64(correct) / float64(data.N),
 		AliveFrac: aliveSum / float64(data.N), ImgPerSec: float64(data.N) / secs, Seconds: secs}
 	m.DeadReLU = aliveTail == 0 && !tr.Model.Spec.NoFinalReLU
@@ -254,7 +254,7 @@ func (tr *Trainer) warnHealth(m EpochMetrics, epoch int) {
 			"in the epoch's last steps, so every class map is 0, the loss sits at ln(%d) = %.4f and no gradient flows. "+
 			"Restart with a lower learning rate, a warm-up, --init-scheme kaiming or --no-final-relu",
 			epoch+1, classes, lnC))
-	case math.Abs(m.TrainLoss-lnC) < 1e-3 && epoch > 0:
+	case math.Abs(m.TrainLoss-lnC) < 1e-3:
 		tr.Hooks.Warn(fmt.Sprintf("epoch %d: loss %.6f is still ln(%d): the network is not learning yet", epoch+1, m.TrainLoss, classes))
 	}
 }

@@ -175,3 +175,36 @@ func TestTrainFilesFollowCheckpoint(t *testing.T) {
 		t.Fatalf("curves: %v", err)
 	}
 }
+
+// A one-epoch cosine run reports the rate its last step ran at, not the
+// schedule's end (0), and a loss still at ln(classes) after the first
+// epoch is warned about.
+func TestFirstEpochReports(t *testing.T) {
+	m := newTiny(t)
+	cfg := tinyConfig(1)
+	cfg.Schedule, cfg.WarmupEpochs = "cosine", 0
+	var warns []string
+	tr := &Trainer{Model: m, Train: tinyData(32, 1), Prep: PreprocessFor(m), Config: cfg, Threads: 1,
+		Hooks: TrainHooks{Warn: func(s string) { warns = append(warns, s) }}}
+	if err := tr.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if lr := tr.State.History[0].LR; !(lr > 0) || lr != cfg.LRAt(0.5) {
+		t.Fatalf("epoch 1 lr %g, want the last step's %g", lr, cfg.LRAt(0.5))
+	}
+	// a zero learning rate cannot move the loss off ln(4)
+	m2 := newTiny(t)
+	for i := range m2.Params.Data {
+		m2.Params.Data[i] = 0
+	}
+	cfg.LR = 1e-30
+	warns = nil
+	stuck := &Trainer{Model: m2, Train: tinyData(32, 1), Prep: PreprocessFor(m2), Config: cfg, Threads: 1,
+		Hooks: TrainHooks{Warn: func(s string) { warns = append(warns, s) }}}
+	if err := stuck.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(warns) != 1 || !strings.Contains(warns[0], "epoch 1: loss") || !strings.Contains(warns[0], "not learning") {
+		t.Fatalf("warnings %q", warns)
+	}
+}

@@ -195,7 +195,7 @@ func TestRunFlagRanges(t *testing.T) {
 		flag, value, want string
 	}{
 		{"--topk", "-1", "--topk -1: want 0"},
-		{"--topk", "1000", "topk 1000: want 0..4"},
+		{"--topk", "1000", "--topk 1000: want 0..4"},
 		{"--row-group-rows", "0", "--row-group-rows 0: want 1.."},
 		{"--row-group-rows", "-1", "--row-group-rows -1: want 1.."},
 		{"--decode-workers", "-2", "--decode-workers -2: want 1..256"},

@@ -136,6 +136,12 @@ func score(c *cli.Context, cfg pipeline.RunConfig, tuning nin.Tuning) (*pipeline
 	if err != nil {
 		return nil, asUsage(err)
 	}
+	if classes := m.Spec.Classes(); cfg.TopK > classes {
+		if c.IsSet("topk") {
+			return nil, usageErr("--topk %d: want 0..%d (the model's classes)", cfg.TopK, classes)
+		}
+		cfg.TopK = classes // the default, 5, on a model with fewer classes
+	}
 	threads := threadsOf(c)
 	if cfg.Workers <= 0 {
 		cfg.Workers = threads

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/parquet/file"
+	nbio "github.com/ninbatch/ninbatch/io"
+
 	"github.com/ninbatch/ninbatch/native"
 	"github.com/ninbatch/ninbatch/nin"
 	"github.com/ninbatch/ninbatch/pipeline"
@@ -42,6 +45,11 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 	dir := t.TempDir()
 	if code, _, e := runCLI(t, "dataset", "mnist", "--from", mnistDir(t), "--out", dir); code != 0 {
 		t.Fatalf("dataset mnist: exit %d: %s", code, e)
+	}
+	if pr, err := file.OpenParquetFile(filepath.Join(dir, "test.parquet"), false); err != nil || pr.NumRowGroups() != 2 {
+		t.Fatalf("test.parquet: %v; want 10,000 rows in row groups of %d", err, nbio.DatasetRowGroupRows)
+	} else {
+		pr.Close()
 	}
 	var first pipeline.EvalResult
 	settings := []string{`{"winograd":"off","gemm":"openblas"}`, `{"winograd":"on"}`, `{}`, `{"winograd":"on","wino_tile":2}`,

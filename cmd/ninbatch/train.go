@@ -112,7 +112,7 @@ func runTrain(c *cli.Context) error {
 	ctx, stop, signalCode := signalContext()
 	defer stop()
 	bar := newProgress()
-	tr.Hooks = trainHooks(bar, cfg.Epochs)
+	tr.Hooks = trainHooks(bar, cfg.Epochs, tr.Val != nil)
 	err = tr.Run(ctx)
 	bar.done()
 	switch {
@@ -205,7 +205,7 @@ func loadTrainInputs(c *cli.Context, tr *pipeline.Trainer) error {
 }
 
 // trainHooks show progress on the terminal and in the log.
-func trainHooks(bar *progress, epochs int) pipeline.TrainHooks {
+func trainHooks(bar *progress, epochs int, hasVal bool) pipeline.TrainHooks {
 	return pipeline.TrainHooks{
 		Progress: func(epoch, step, steps int, loss float64) {
 			bar.show("epoch %d/%d  step %d/%d  loss %.4f", epoch, epochs, step, steps, loss)
@@ -216,9 +216,11 @@ func trainHooks(bar *progress, epochs int) pipeline.TrainHooks {
 		Warn: func(msg string) { bar.done(); logger.Warn().Msg(msg) },
 		Epoch: func(em pipeline.EpochMetrics) {
 			bar.done()
-			logger.Info().Int("epoch", em.Epoch).Float64("lr", em.LR).Float64("train_loss", em.TrainLoss).
-				Float64("train_acc", em.TrainAcc).Float64("val_loss", em.ValLoss).Float64("val_acc", em.ValAcc).
-				Float64("alive", em.AliveFrac).Float64("img_per_s", em.ImgPerSec).Float64("seconds", em.Seconds).Msg("epoch done")
+			ev := logger.Info().Int("epoch", em.Epoch).Float64("lr", em.LR).Float64("train_loss", em.TrainLoss).Float64("train_acc", em.TrainAcc)
+			if hasVal {
+				ev = ev.Float64("val_loss", em.ValLoss).Float64("val_acc", em.ValAcc)
+			}
+			ev.Float64("alive", em.AliveFrac).Float64("img_per_s", em.ImgPerSec).Float64("seconds", em.Seconds).Msg("epoch done")
 		},
 	}
 }
