@@ -27,7 +27,7 @@ var winoPoints = []float64{0, 1, -1, 2, -2, 0.5, -0.5}
 func WinoMatrices(m, r int) (at, g, bt []float64, err error) {
 	a := m + r - 1
 	if m < 1 || r < 1 || a < 2 || a > len(winoPoints)+1 {
-		return nil, nil, nil, fmt.Errorf("native: no Winograd F(%d,%d) with up to %d points", m, r, len(winoPoints)+1)
+		return nil, nil, nil, fmt.Errorf("no Winograd F(%d,%d) with up to %d points", m, r, len(winoPoints)+1)
 	}
 	pts := winoPoints[:a-1]
 	// eval(n) is the (a × n) evaluation matrix of degree n−1 polynomials.
@@ -76,7 +76,7 @@ func invert(x []float64, n int) ([]float64, error) {
 			}
 		}
 		if a[piv*n+col] == 0 {
-			return nil, fmt.Errorf("native: singular Winograd interpolation matrix")
+			return nil, fmt.Errorf("singular Winograd interpolation matrix")
 		}
 		for k := 0; k < n; k++ {
 			a[col*n+k], a[piv*n+k] = a[piv*n+k], a[col*n+k]

@@ -53,7 +53,7 @@ func LoadCheckpoint(path string, state any) (*Model, *Params, error) {
 // SetVelocity copies momentum buffers (from a checkpoint) into the trainer.
 func (t *Trainer) SetVelocity(v *Params) error {
 	if len(v.Data) != len(t.vel.Data) {
-		return fmt.Errorf("nin: velocity has %d values, the model %d", len(v.Data), len(t.vel.Data))
+		return fmt.Errorf("velocity has %d values, the model %d", len(v.Data), len(t.vel.Data))
 	}
 	copy(t.vel.Data, v.Data)
 	return nil

@@ -74,7 +74,7 @@ func (s *scratchSize) wino(w *wino) {
 // form; the weights are laid out by reload, which newConv calls.
 func newConv(l Layer, p *ConvParams, relu bool, cp convPlan) (*conv, error) {
 	if p.Cin != l.In.C || p.Cout != l.Out.C || p.K != l.k {
-		return nil, fmt.Errorf("nin: parameters of %s do not match the spec", l.Name)
+		return nil, fmt.Errorf("parameters of %s do not match the spec", l.Name)
 	}
 	c := &conv{name: l.Name, g: l.geom(0), p: p, relu: relu, oneByOne: l.oneByOne()}
 	width := l.GemmK
@@ -84,7 +84,7 @@ func newConv(l Layer, p *ConvParams, relu bool, cp convPlan) (*conv, error) {
 	c.tileRows = min(max(64, cp.tileBytes/(4*width)), l.Out.H*l.Out.W*cp.micro)
 	var err error
 	if c.wino, err = newWino(l, p, relu, cp); err != nil {
-		return nil, fmt.Errorf("nin: %s: %w", l.Name, err)
+		return nil, fmt.Errorf("%s: %w", l.Name, err)
 	}
 	switch {
 	case c.wino != nil:
@@ -118,7 +118,7 @@ func (c *conv) enableGrad(l Layer, first bool, cp convPlan, s *scratchSize) erro
 	if !first {
 		var err error
 		if c.winoIn, err = newWinoInputGrad(l, c.p, cp); err != nil {
-			return fmt.Errorf("nin: %s input gradient: %w", l.Name, err)
+			return fmt.Errorf("%s input gradient: %w", l.Name, err)
 		}
 		if c.winoIn == nil {
 			c.wt = blas.NewWeights(c.p.Cout, l.GemmK, cp.packed)

@@ -260,7 +260,7 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		return nil, err
 	}
 	if m == nil || m.Params == nil || len(m.Params.Convs) == 0 || len(m.Params.Data) == 0 {
-		return nil, errors.New("nin: model has no parameters")
+		return nil, errors.New("model has no parameters")
 	}
 	layers, err := m.Spec.Plan()
 	if err != nil {
@@ -318,11 +318,11 @@ func netDefaults(opt *Options, layers []Layer, inLen int) error {
 	}
 	switch {
 	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:
-		return fmt.Errorf("nin: max batch %d out of range 1..65536", opt.MaxBatch)
+		return fmt.Errorf("max batch %d out of range 1..65536", opt.MaxBatch)
 	case opt.Threads < 1 || opt.Threads > 256:
-		return fmt.Errorf("nin: threads %d out of range 1..256", opt.Threads)
+		return fmt.Errorf("threads %d out of range 1..256", opt.Threads)
 	case opt.TileBytes < 4096:
-		return fmt.Errorf("nin: tile budget %d bytes: want at least 4096", opt.TileBytes)
+		return fmt.Errorf("tile budget %d bytes: want at least 4096", opt.TileBytes)
 	}
 	if opt.MicroBatch == 0 {
 		// 8 images per step: OpenBLAS runs the Winograd products (M = tiles
@@ -350,7 +350,7 @@ func (net *Net) buildOps(sz *scratchSize) error {
 		switch l.kind {
 		case kindConv:
 			if ci >= len(net.params.Convs) {
-				return errors.New("nin: parameters do not match the spec")
+				return errors.New("parameters do not match the spec")
 			}
 			lastConv := i+1 < len(net.layers) && net.layers[i+1].kind == kindGAP
 			c, err := newConv(l, &net.params.Convs[ci], !(lastConv && net.spec.NoFinalReLU), cp)
@@ -468,15 +468,15 @@ func (n *Net) InputLen() int { return n.inLen }
 func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
 	switch {
 	case n.closed:
-		return errors.New("nin: Forward on a closed Net")
+		return errors.New("Forward on a closed Net")
 	case batch < 0 || batch > n.opt.MaxBatch:
-		return fmt.Errorf("nin: batch %d out of range 0..%d", batch, n.opt.MaxBatch)
+		return fmt.Errorf("batch %d out of range 0..%d", batch, n.opt.MaxBatch)
 	case len(x) < batch*n.inLen:
-		return fmt.Errorf("nin: input has %d values, batch %d needs %d", len(x), batch, batch*n.inLen)
+		return fmt.Errorf("input has %d values, batch %d needs %d", len(x), batch, batch*n.inLen)
 	case len(probs) < batch*n.classes:
-		return fmt.Errorf("nin: probs has room for %d values, batch %d needs %d", len(probs), batch, batch*n.classes)
+		return fmt.Errorf("probs has room for %d values, batch %d needs %d", len(probs), batch, batch*n.classes)
 	case logits != nil && len(logits) < batch*n.classes:
-		return fmt.Errorf("nin: logits has room for %d values, batch %d needs %d", len(logits), batch, batch*n.classes)
+		return fmt.Errorf("logits has room for %d values, batch %d needs %d", len(logits), batch, batch*n.classes)
 	}
 	if batch == 0 {
 		return nil

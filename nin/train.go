@@ -91,7 +91,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 		return nil, err
 	}
 	if m == nil || m.Params == nil {
-		return nil, errors.New("nin: model has no parameters")
+		return nil, errors.New("model has no parameters")
 	}
 	layers, err := m.Spec.Plan()
 	if err != nil {
@@ -140,13 +140,13 @@ func trainDefaults(opt *TrainOptions) error {
 	}
 	switch {
 	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<14:
-		return fmt.Errorf("nin: batch %d out of range 1..16384", opt.MaxBatch)
+		return fmt.Errorf("batch %d out of range 1..16384", opt.MaxBatch)
 	case opt.Threads < 1 || opt.Threads > 256:
-		return fmt.Errorf("nin: threads %d out of range 1..256", opt.Threads)
+		return fmt.Errorf("threads %d out of range 1..256", opt.Threads)
 	case !(opt.Momentum >= 0 && opt.Momentum < 1):
-		return fmt.Errorf("nin: momentum %g out of range [0, 1)", opt.Momentum)
+		return fmt.Errorf("momentum %g out of range [0, 1)", opt.Momentum)
 	case !(opt.WeightDecay >= 0 && opt.WeightDecay < 1):
-		return fmt.Errorf("nin: weight decay %g out of range [0, 1)", opt.WeightDecay)
+		return fmt.Errorf("weight decay %g out of range [0, 1)", opt.WeightDecay)
 	}
 	return nil
 }
@@ -161,7 +161,7 @@ func (t *Trainer) buildLayers(layers []Layer, per int, sz *scratchSize) error {
 		tl := tlayer{Layer: l}
 		if l.kind == kindConv {
 			if ci >= len(t.params.Convs) {
-				return errors.New("nin: parameters do not match the spec")
+				return errors.New("parameters do not match the spec")
 			}
 			t.lastCv = i
 			relu := !(i+1 < len(layers) && layers[i+1].kind == kindGAP && t.spec.NoFinalReLU)
@@ -366,13 +366,13 @@ func (t *Trainer) Step(x []float32, labels []int32, n int, lr float64, step uint
 func (t *Trainer) checkBatch(x []float32, labels []int32, n int) error {
 	switch {
 	case n < 1 || n > t.opt.MaxBatch:
-		return fmt.Errorf("nin: batch %d out of range 1..%d", n, t.opt.MaxBatch)
+		return fmt.Errorf("batch %d out of range 1..%d", n, t.opt.MaxBatch)
 	case len(x) < n*t.inLen || len(labels) < n:
-		return fmt.Errorf("nin: batch of %d needs %d input values and %d labels", n, n*t.inLen, n)
+		return fmt.Errorf("batch of %d needs %d input values and %d labels", n, n*t.inLen, n)
 	}
 	for i, l := range labels[:n] {
 		if l < 0 || int(l) >= t.classes {
-			return fmt.Errorf("nin: label %d of image %d out of range 0..%d", l, i, t.classes-1)
+			return fmt.Errorf("label %d of image %d out of range 0..%d", l, i, t.classes-1)
 		}
 	}
 	return nil

@@ -81,7 +81,7 @@ func ParseTuning(s string) (Tuning, error) {
 	dec := json.NewDecoder(strings.NewReader(s))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&t); err != nil {
-		return Tuning{}, fmt.Errorf("nin: tuning %s: %w", s, err)
+		return Tuning{}, fmt.Errorf("tuning %s: %w", s, err)
 	}
 	if err := t.check(); err != nil {
 		return Tuning{}, err
@@ -93,19 +93,19 @@ func ParseTuning(s string) (Tuning, error) {
 func (t Tuning) check() error {
 	switch {
 	case t.Mode != "" && t.Mode != ModeAuto && t.Mode != ModeStreams && t.Mode != ModeBLAS:
-		return fmt.Errorf("nin: mode %q: want auto, streams or blas", t.Mode)
+		return fmt.Errorf("mode %q: want auto, streams or blas", t.Mode)
 	case t.Winograd != "" && t.Winograd != WinogradAuto && t.Winograd != WinogradOff && t.Winograd != WinogradOn:
-		return fmt.Errorf("nin: winograd %q: want auto, off or on", t.Winograd)
+		return fmt.Errorf("winograd %q: want auto, off or on", t.Winograd)
 	case t.Direct != "" && t.Direct != DirectAuto && t.Direct != DirectOff && t.Direct != DirectOn:
-		return fmt.Errorf("nin: direct-conv %q: want auto, on or off", t.Direct)
+		return fmt.Errorf("direct-conv %q: want auto, on or off", t.Direct)
 	case t.GEMM != "" && t.GEMM != GEMMAuto && t.GEMM != GEMMOpenBLAS && t.GEMM != GEMMPacked:
-		return fmt.Errorf("nin: gemm %q: want auto, openblas or packed", t.GEMM)
+		return fmt.Errorf("gemm %q: want auto, openblas or packed", t.GEMM)
 	case t.WinoTile != 0 && t.WinoTile != 2 && t.WinoTile != 4:
-		return fmt.Errorf("nin: Winograd tile %d: want 2 or 4 (0 = per layer)", t.WinoTile)
+		return fmt.Errorf("Winograd tile %d: want 2 or 4 (0 = per layer)", t.WinoTile)
 	case t.MicroBatch < 0:
-		return fmt.Errorf("nin: micro-batch %d is negative", t.MicroBatch)
+		return fmt.Errorf("micro-batch %d is negative", t.MicroBatch)
 	case t.TileBytes < 0:
-		return fmt.Errorf("nin: tile budget %d bytes is negative", t.TileBytes)
+		return fmt.Errorf("tile budget %d bytes is negative", t.TileBytes)
 	}
 	return nil
 }

@@ -128,7 +128,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newEvalCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() maps errors to exit codes
+		OnUsageError:   usageHint,
 	}
+}
+
+// usageHint makes a flag error one line with a pointer to the help,
+// instead of the whole help followed by the error.
+func usageHint(c *cli.Context, err error, _ bool) error {
+	name := "ninbatch"
+	if c.Command != nil && c.Command.Name != "" {
+		name = c.Command.HelpName
+	}
+	return usageErr("%v (see %s --help)", err, name)
 }
 
 // run executes the CLI and returns the process exit code. Its last log
@@ -143,6 +154,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	var mark func([]*cli.Command)
 	mark = func(cmds []*cli.Command) {
 		for _, c := range cmds {
+			c.OnUsageError = usageHint
 			if act := c.Action; act != nil {
 				c.Action = func(ctx *cli.Context) error { ran = true; return act(ctx) }
 			}

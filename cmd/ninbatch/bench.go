@@ -31,7 +31,7 @@ Examples:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagPreset, Usage: "architecture: " + strings.Join(nin.PresetNames(), ", ")},
 			&cli.StringFlag{Name: flagModel, Usage: "model file (instead of --preset)"},
-			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "images per forward call"},
+			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 64, Usage: "images per forward call"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
 			&cli.StringFlag{Name: flagTuning, Usage: `engine tuning as JSON, e.g. '{"mode":"streams","winograd":"off","gemm":"openblas"}' (default: $` + nin.TuningEnv + `; see docs/engine.md)`},
 			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},

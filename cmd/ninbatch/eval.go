@@ -28,7 +28,7 @@ Example:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
-			&cli.IntFlag{Name: flagBatch, Value: 64},
+			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 64, Usage: "images per forward call"},
 			&cli.StringFlag{Name: "image-col"}, &cli.StringFlag{Name: "label-col"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
 		},

@@ -225,3 +225,20 @@ func TestInfoModelFlag(t *testing.T) {
 		t.Fatalf("both forms: exit %d: %s", code, e)
 	}
 }
+
+// An unknown flag is one error line pointing to the help, not the help;
+// --batch-size is --batch.
+func TestFlagErrorsAreOneLine(t *testing.T) {
+	for _, args := range [][]string{{"run", "--bogus"}, {"--bogus"}, {"dataset", "mnist", "--bogus"}, {"run", "--batch", "x"}} {
+		code, out, e := runCLI(t, append([]string{"--log-format", "json"}, args...)...)
+		lines := jsonLines(t, e)
+		if code != 2 || len(lines) != 1 || out != "" || !strings.Contains(lines[0]["error"].(string), "--help)") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out, e)
+		}
+	}
+	model, in := nightlyFixture(t, 1, 10, 10)
+	sum := filepath.Join(t.TempDir(), "s.json")
+	if code, _, e := runCLI(t, "run", "--model", model, "--out", t.TempDir(), "--batch-size", "3", "--summary", sum, in); code != 0 {
+		t.Fatalf("--batch-size: exit %d: %s", code, e)
+	}
+}

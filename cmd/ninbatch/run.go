@@ -43,7 +43,7 @@ Example:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: flagModel, Required: true, Usage: "model file (.nin)"},
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output directory"},
-			&cli.IntFlag{Name: flagBatch, Value: 64, Usage: "rows per inference batch"},
+			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 64, Usage: "rows per inference batch"},
 			&cli.StringFlag{Name: "image-col", Usage: "image column (default: auto-detect)"},
 			&cli.BoolFlag{Name: "recursive", Usage: "search directory inputs' subdirectories too (partitioned key=value/ layouts); outputs mirror the paths below the directory"},
 			&cli.StringFlag{Name: "shape", Usage: "HxWxC of raw tensor image columns (default: the model's input)"},

@@ -38,7 +38,7 @@ Example:
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "final model file"},
 			&cli.StringFlag{Name: "val", Usage: "validation data (Parquet/Arrow)"},
 			&cli.IntFlag{Name: "epochs", Value: 20},
-			&cli.IntFlag{Name: flagBatch, Value: 128},
+			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 128, Usage: "images per SGD step"},
 			&cli.Float64Flag{Name: "lr", Value: 0.05, Usage: "base learning rate"},
 			&cli.StringFlag{Name: "schedule", Value: "step", Usage: "step, cosine or const"},
 			&cli.StringFlag{Name: "step-epochs", Value: "", Usage: "step schedule: epochs at which the rate is multiplied by --gamma (e.g. 12,17)"},
