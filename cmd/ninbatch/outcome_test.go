@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/urfave/cli/v2"
 
 	"github.com/ninbatch/ninbatch/internal/testutil"
 	nbio "github.com/ninbatch/ninbatch/io"
@@ -240,5 +241,27 @@ func TestFlagErrorsAreOneLine(t *testing.T) {
 	sum := filepath.Join(t.TempDir(), "s.json")
 	if code, _, e := runCLI(t, "run", "--model", model, "--out", t.TempDir(), "--batch-size", "3", "--summary", sum, in); code != 0 {
 		t.Fatalf("--batch-size: exit %d: %s", code, e)
+	}
+}
+
+// Every flag of every command says what it does in --help.
+func TestEveryFlagHasHelp(t *testing.T) {
+	app := newApp(nil, nil)
+	n := 0
+	var walk func(prefix string, cmds []*cli.Command)
+	walk = func(prefix string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			for _, f := range c.Flags {
+				n++
+				if d, ok := f.(cli.DocGenerationFlag); !ok || d.GetUsage() == "" {
+					t.Errorf("%s%s --%s has no help text", prefix, c.Name, f.Names()[0])
+				}
+			}
+			walk(prefix+c.Name+" ", c.Subcommands)
+		}
+	}
+	walk("", app.Commands)
+	if n < 50 {
+		t.Fatalf("only %d flags seen", n)
 	}
 }
