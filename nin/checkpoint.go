@@ -46,7 +46,7 @@ func LoadCheckpoint(path string, state any) (*Model, *Params, error) {
 	if err := json.Unmarshal([]byte(meta[checkpointKey]), state); err != nil {
 		return nil, nil, fmt.Errorf("loading checkpoint %s: %s: %w", path, checkpointKey, err)
 	}
-	m.ID = ""
+	m.ID, m.FileHash = "", ""
 	return m, vel, nil
 }
 

@@ -1,8 +1,14 @@
 package nin
 
 import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 )
 
 func sqrt(x float64) float64 { return math.Sqrt(x) }
@@ -15,9 +21,44 @@ type Model struct {
 	Classes    []string // class names, empty or one per output
 	Provenance Provenance
 	Params     *Params
-	// ID is the hex sha256 of the .nin file the model was loaded from or
-	// last saved to; empty for a model that only lives in memory.
+	// ID is the model's content id (ContentID) as of its last load or save:
+	// identical weights, architecture, preprocessing and class names have
+	// one id whatever their provenance; empty for a model only in memory.
 	ID string
+	// FileHash is the hex sha256 of the .nin file last loaded or saved.
+	FileHash string
+}
+
+// ContentID is the hex sha256 of what decides a model's scores: the spec,
+// the preprocessing, the class names and the tensors (in file order and
+// layout), but not the provenance, whose timestamps would give every
+// retraining a new id.
+func (m *Model) ContentID() string {
+	h := sha256.New()
+	h.Write([]byte("ninbatch model v1\n"))
+	classes := m.Classes
+	if classes == nil {
+		classes = []string{}
+	}
+	for _, v := range []any{m.Spec, m.Preprocess, classes} {
+		b, _ := json.Marshal(v) // plain structs: cannot fail
+		h.Write(append(b, '\n'))
+	}
+	bw := bufio.NewWriterSize(h, 1<<16)
+	var buf []float32
+	var b4 [4]byte
+	for _, c := range m.Params.Convs {
+		buf = slices.Grow(buf[:0], len(c.W))[:len(c.W)]
+		c.toFileLayout(buf)
+		for _, vs := range [][]float32{buf, c.B} {
+			for _, v := range vs {
+				binary.LittleEndian.PutUint32(b4[:], math.Float32bits(v))
+				bw.Write(b4[:])
+			}
+		}
+	}
+	bw.Flush()
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Preprocess says how an image becomes the network's input tensor. One

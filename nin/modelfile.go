@@ -50,8 +50,8 @@ func (p *Params) tensorLayout() (names []string, shapes [][]int64, convs []int) 
 	return
 }
 
-// Encode writes the model as a .nin (safetensors) file and returns its id,
-// the hex sha256 of the bytes written.
+// Encode writes the model as a .nin (safetensors) file and returns the
+// hex sha256 of the bytes written (the file hash, not the content id).
 func (m *Model) Encode(w io.Writer) (string, error) { return m.encodeWith(w, nil, nil) }
 
 // encodeWith also stores extra metadata and, when vel is not nil, the
@@ -147,7 +147,7 @@ func (m *Model) SaveFile(path string) error {
 	if err != nil {
 		return fmt.Errorf("saving model %s: %w", path, err)
 	}
-	m.ID = id
+	m.ID, m.FileHash = m.ContentID(), id
 	return nil
 }
 
@@ -278,7 +278,7 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 		return nil, nil, nil, errors.New("file is longer than its declared size")
 	}
 	m.Params = p
-	m.ID = hex.EncodeToString(h.Sum(nil))
+	m.ID, m.FileHash = m.ContentID(), hex.EncodeToString(h.Sum(nil))
 	return m, vel, meta, nil
 }
 

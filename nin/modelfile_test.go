@@ -2,7 +2,9 @@ package nin
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -184,4 +186,51 @@ func TestModelFileRejectsBadFiles(t *testing.T) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestContentID: the id is the same for the same weights, spec,
+// preprocessing and class names whatever the provenance, differs when any
+// of those changes, and the file hash is the file's sha256.
+func TestContentID(t *testing.T) {
+	s, _ := Preset("nin-mnist")
+	m, _ := NewModel(s)
+	m.Params.InitGaussian(1)
+	dir := t.TempDir()
+	save := func(name string) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := m.SaveFile(p); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := os.ReadFile(p)
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != m.FileHash {
+			t.Fatalf("%s: file hash %s is not the file's sha256", name, m.FileHash)
+		}
+		return m.ID
+	}
+	a := save("a.nin")
+	m.Provenance = Provenance{Created: "2026-01-01T00:00:00Z", Command: "other", TrainingSeconds: 3}
+	fileA := m.FileHash
+	if b := save("b.nin"); b != a || m.FileHash == fileA {
+		t.Fatalf("provenance changed the id (%s vs %s) or not the file (%s)", b, a, m.FileHash)
+	}
+	if got, err := LoadFile(filepath.Join(dir, "b.nin")); err != nil || got.ID != a || got.FileHash != m.FileHash {
+		t.Fatalf("loaded: %v id %s file %s", err, got.ID, got.FileHash)
+	}
+	seen := map[string]string{a: "original"}
+	for _, change := range []struct {
+		name string
+		do   func()
+	}{
+		{"one weight", func() { m.Params.Convs[2].W[7] += 1e-6 }},
+		{"class names", func() { m.Classes = []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"} }},
+		{"preprocessing", func() { m.Preprocess.Std = []float64{0.5} }},
+	} {
+		change.do()
+		id := m.ContentID()
+		if prev, dup := seen[id]; dup {
+			t.Fatalf("changing %s kept the id of %s", change.name, prev)
+		}
+		seen[id] = change.name
+	}
 }

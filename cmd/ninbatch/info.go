@@ -37,7 +37,8 @@ Examples:
 type infoJSON struct {
 	Name          string          `json:"name"`
 	Source        string          `json:"source"`
-	ModelID       string          `json:"model_id,omitempty"`
+	ModelID       string          `json:"model_id,omitempty"`    // content id: spec, preprocessing, classes, tensors
+	FileSHA256    string          `json:"file_sha256,omitempty"` // of the file's bytes (provenance included)
 	Input         nin.Dims        `json:"input"`
 	Pooling       string          `json:"pooling"`
 	Classes       int             `json:"classes"`
@@ -71,7 +72,7 @@ func runInfo(c *cli.Context) error {
 	}
 	params, macs := nin.Totals(layers)
 	info := infoJSON{
-		Name: m.Spec.Name, Source: src, ModelID: m.ID, Input: m.Spec.Input, Pooling: m.Spec.Pooling,
+		Name: m.Spec.Name, Source: src, ModelID: m.ID, FileSHA256: m.FileHash, Input: m.Spec.Input, Pooling: m.Spec.Pooling,
 		Classes: m.Spec.Classes(), ClassNames: m.Classes, Preprocess: m.Preprocess, Layers: layers,
 		TotalParams: params, TotalMACs: macs, GFLOPPerImage: 2 * float64(macs) / 1e9, ISA: native.Current().String(),
 	}
@@ -87,6 +88,9 @@ func runInfo(c *cli.Context) error {
 	fmt.Fprintf(w, "model    %s (%s)\n", info.Name, src)
 	if m.ID != "" {
 		fmt.Fprintf(w, "id       %s\n", m.ID)
+		if m.FileHash != "" && m.FileHash != m.ID {
+			fmt.Fprintf(w, "file     sha256 %s\n", m.FileHash)
+		}
 	}
 	fmt.Fprintf(w, "input    %s (HxWxC), %s pooling, %d classes\n\n", info.Input, info.Pooling, info.Classes)
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)

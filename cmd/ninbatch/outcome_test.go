@@ -15,6 +15,7 @@ import (
 
 	"github.com/ninbatch/ninbatch/internal/testutil"
 	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/nin"
 )
 
 // jsonLines parses every stderr line as JSON, failing on one that is not.
@@ -263,5 +264,43 @@ func TestEveryFlagHasHelp(t *testing.T) {
 	walk("", app.Commands)
 	if n < 50 {
 		t.Fatalf("only %d flags seen", n)
+	}
+}
+
+// The same seed gives the same model id twice: from init, and from a
+// training run (on one thread), though the files' provenance differs.
+func TestSameSeedSameModelID(t *testing.T) {
+	dir := t.TempDir()
+	id := func(path string) (string, string) {
+		t.Helper()
+		m, err := nin.LoadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.ID, m.FileHash
+	}
+	for i, name := range []string{"a.nin", "b.nin"} {
+		if code, _, e := runCLI(t, "init", "--preset", "nin-mnist", "--seed", "3", "--out", filepath.Join(dir, name)); code != 0 {
+			t.Fatalf("init %d: %s", i, e)
+		}
+		time.Sleep(1100 * time.Millisecond) // a new creation time in the provenance
+	}
+	a, fa := id(filepath.Join(dir, "a.nin"))
+	b, fb := id(filepath.Join(dir, "b.nin"))
+	if a != b || fa == fb {
+		t.Fatalf("init twice: ids %s %s, file hashes %s %s", a, b, fa, fb)
+	}
+	_, spec, data := trainFixture(t, 64, 1)
+	var ids []string
+	for _, name := range []string{"t1.nin", "t2.nin"} {
+		out := filepath.Join(dir, name)
+		if code, _, e := runCLI(t, "train", "--spec", spec, "--epochs", "1", "--batch", "16", "--threads", "1", "--out", out, data); code != 0 {
+			t.Fatalf("train: %s", e)
+		}
+		i, _ := id(out)
+		ids = append(ids, i)
+	}
+	if ids[0] != ids[1] {
+		t.Fatalf("training twice with one seed: ids %v", ids)
 	}
 }
