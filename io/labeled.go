@@ -23,6 +23,7 @@ type Labeled struct {
 	Classes     []string
 	Files       []string
 	Fingerprint string // sha256 over the input files' bytes, in order
+	Skipped     int    // bad rows left out (LabelOptions.SkipBad)
 }
 
 // LabelReader reads integer labels from a column of any integer type.
@@ -62,23 +63,85 @@ func FindLabelColumn(sc *arrow.Schema, name string) (string, error) {
 	return "", errors.New("no label column (want \"label\" or --label-col)")
 }
 
+// LabelOptions say how LoadLabeledWith reads a labelled set.
+type LabelOptions struct {
+	ImageCol, LabelCol string   // "" = auto-detect
+	Classes            int      // labels must be in 0..Classes-1
+	ClassNames         []string // string labels are mapped through these (the model's class names)
+	Workers            int      // decoding goroutines
+	SkipBad            bool     // leave out bad rows (counted in Skipped) instead of failing
+	Warn               func(string)
+}
+
 // LoadLabeled reads every row of the files into memory, decoding and
 // fitting images to the model size with up to workers goroutines. Any bad
 // row is an error naming file, row and column: a training set is not
 // silently thinned. classes bounds the label range.
 func LoadLabeled(paths []string, imageCol, labelCol string, p *Preprocess, classes, workers int, mem memory.Allocator) (*Labeled, error) {
+	return LoadLabeledWith(paths, LabelOptions{ImageCol: imageCol, LabelCol: labelCol, Classes: classes, Workers: workers}, p, mem)
+}
+
+// LoadLabeledWith is LoadLabeled with string labels and skipping.
+func LoadLabeledWith(paths []string, opt LabelOptions, p *Preprocess, mem memory.Allocator) (*Labeled, error) {
 	out := &Labeled{H: p.H, W: p.W, C: p.C, Files: paths}
 	h := sha256.New()
 	for _, path := range paths {
 		if err := hashFile(h, path); err != nil {
 			return nil, err
 		}
-		if err := out.load(path, imageCol, labelCol, p, classes, workers, mem); err != nil {
+		if err := out.load(path, opt, p, mem); err != nil {
 			return nil, err
 		}
 	}
 	out.Fingerprint = hex.EncodeToString(h.Sum(nil))
 	return out, nil
+}
+
+// labelsOf reads a label column: integers as they are, strings through
+// the class names; each row's label or why it has none.
+func labelsOf(col arrow.Array, opt LabelOptions) (func(i int) (int32, error), error) {
+	check := func(v int64) (int32, error) {
+		if v < 0 || v >= int64(opt.Classes) {
+			return 0, fmt.Errorf("label %d is not one of the model's %d classes (0..%d)", v, opt.Classes, opt.Classes-1)
+		}
+		return int32(v), nil
+	}
+	var str func(i int) string
+	switch a := col.(type) {
+	case *array.String:
+		str = a.Value
+	case *array.LargeString:
+		str = a.Value
+	default:
+		lr, err := LabelReader(col)
+		if err != nil {
+			return nil, fmt.Errorf("%w or a string type (class names)", err)
+		}
+		return func(i int) (int32, error) {
+			v, ok := lr(i)
+			if !ok {
+				return 0, errors.New("the label is null")
+			}
+			return check(v)
+		}, nil
+	}
+	if len(opt.ClassNames) == 0 {
+		return nil, errors.New("string labels need the model's class names, and the model has none")
+	}
+	byName := make(map[string]int32, len(opt.ClassNames))
+	for k, n := range opt.ClassNames {
+		byName[n] = int32(k)
+	}
+	return func(i int) (int32, error) {
+		if col.IsNull(i) {
+			return 0, errors.New("the label is null")
+		}
+		k, ok := byName[str(i)]
+		if !ok {
+			return 0, fmt.Errorf("label %q is not one of the model's class names", str(i))
+		}
+		return k, nil
+	}, nil
 }
 
 func hashFile(h io.Writer, path string) error {
@@ -91,12 +154,13 @@ func hashFile(h io.Writer, path string) error {
 	return err
 }
 
-func (l *Labeled) load(path, imageCol, labelCol string, p *Preprocess, classes, workers int, mem memory.Allocator) error {
+func (l *Labeled) load(path string, opt LabelOptions, p *Preprocess, mem memory.Allocator) error {
 	probe, err := Open(path, nil, 1, mem)
 	if err != nil {
 		return err
 	}
-	ic, err := FindImageColumn(probe.Schema(), imageCol)
+	ic, err := FindImageColumn(probe.Schema(), opt.ImageCol)
+	labelCol := opt.LabelCol
 	if err == nil {
 		labelCol, err = FindLabelColumn(probe.Schema(), labelCol)
 	}
@@ -121,39 +185,57 @@ func (l *Labeled) load(path, imageCol, labelCol string, p *Preprocess, classes, 
 		if err != nil {
 			return fmt.Errorf("%s column %s: %w", path, ic.Name, err)
 		}
-		lr, err := LabelReader(rec.Column(1))
+		lab, err := labelsOf(rec.Column(1), opt)
 		if err != nil {
 			return fmt.Errorf("%s column %s: %w", path, labelCol, err)
 		}
-		base := len(l.Labels)
-		for i := 0; i < n; i++ {
-			v, ok := lr(i)
-			if !ok || v < 0 || int(v) >= classes {
-				return fmt.Errorf("%s row %d column %s: label %d (null=%v) is not in 0..%d", path, row+i, labelCol, v, !ok, classes-1)
-			}
-			l.Labels = append(l.Labels, int32(v))
-		}
+		base := l.N
 		l.Pixels = append(l.Pixels, make([]uint8, n*sz)...)
 		errs := make([]error, n)
+		labels := make([]int32, n)
+		for i := range labels {
+			if labels[i], err = lab(i); err != nil {
+				errs[i] = fmt.Errorf("%s row %d column %s: %w", path, row+i, labelCol, err)
+			}
+		}
 		var wg sync.WaitGroup
-		w := max(1, workers)
+		w := max(1, opt.Workers)
 		for k := 0; k < w; k++ {
 			wg.Add(1)
 			go func(k int) {
 				defer wg.Done()
 				for i := k; i < n; i += w {
-					errs[i] = p.Pixels(l.Pixels[(base+i)*sz:(base+i+1)*sz], ir.At(i), Shape{})
+					if errs[i] != nil {
+						continue
+					}
+					if e := p.Pixels(l.Pixels[(base+i)*sz:(base+i+1)*sz], ir.At(i), Shape{}); e != nil {
+						errs[i] = fmt.Errorf("%s row %d column %s: %w", path, row+i, ic.Name, e)
+					}
 				}
 			}(k)
 		}
 		wg.Wait()
+		kept := 0 // compact the good rows to the front of this batch's pixels
 		for i, e := range errs {
 			if e != nil {
-				return fmt.Errorf("%s row %d column %s: %w", path, row+i, ic.Name, e)
+				if !opt.SkipBad {
+					return e
+				}
+				l.Skipped++
+				if opt.Warn != nil {
+					opt.Warn(e.Error() + ": left out")
+				}
+				continue
 			}
+			if kept != i {
+				copy(l.Pixels[(base+kept)*sz:(base+kept+1)*sz], l.Pixels[(base+i)*sz:(base+i+1)*sz])
+			}
+			l.Labels = append(l.Labels, labels[i])
+			kept++
 		}
+		l.Pixels = l.Pixels[:(base+kept)*sz]
 		row += n
-		l.N += n
+		l.N += kept
 		return nil
 	})
 }

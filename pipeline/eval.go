@@ -18,8 +18,10 @@ type EvalResult struct {
 	PerClass  []float64 `json:"per_class_accuracy"`
 	ClassN    []int     `json:"per_class_count"`
 	Confusion [][]int   `json:"confusion"` // [true][predicted]
-	Seconds   float64   `json:"seconds"`
-	ImgPerSec float64   `json:"img_per_s"`
+	// RowsSkipped bad rows were left out (eval --on-error skip).
+	RowsSkipped int     `json:"rows_skipped,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	ImgPerSec   float64 `json:"img_per_s"`
 }
 
 // Evaluate scores every image of data with net (built with MaxBatch ≥ batch).

@@ -21,7 +21,10 @@ func newEvalCommand() *cli.Command {
 		Usage:     "measure a model's accuracy on labelled data",
 		ArgsUsage: "DATA...",
 		Description: `Prints top-1 and top-5 accuracy, mean log-loss, per-class accuracy and the
-confusion matrix (rows: true class, columns: predicted).
+confusion matrix (rows: true class, columns: predicted). Labels are integers, or
+strings matched against the model's class names. A bad row (unreadable image, null
+or unknown label) stops the evaluation, or with --on-error skip is left out, named
+in the log and counted (exit 3).
 
 Example:
    ninbatch eval --model models/nin-mnist.nin data/mnist/test.parquet`,
@@ -30,7 +33,8 @@ Example:
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 64, Usage: "images per forward call"},
 			&cli.StringFlag{Name: "image-col", Usage: "image column (default: auto-detect)"},
-			&cli.StringFlag{Name: "label-col", Usage: "integer label column (default: label or labels)"},
+			&cli.StringFlag{Name: "label-col", Usage: "label column: integers, or strings among the model's class names (default: label or labels)"},
+			&cli.StringFlag{Name: "on-error", Value: "fail", Usage: "bad rows: fail (stop, naming file, row and column) or skip (leave out and count)"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
 		},
 		Action: runEval,
@@ -55,7 +59,13 @@ func runEval(c *cli.Context) error {
 	}
 	threads := threadsOf(c)
 	prep := pipeline.PreprocessFor(m)
-	data, err := nbio.LoadLabeled(files, c.String("image-col"), c.String("label-col"), prep, m.Spec.Classes(), threads, memory.DefaultAllocator)
+	onErr := c.String("on-error")
+	if onErr != "fail" && onErr != "skip" {
+		return usageErr("--on-error %q: want fail or skip", onErr)
+	}
+	data, err := nbio.LoadLabeledWith(files, nbio.LabelOptions{ImageCol: c.String("image-col"), LabelCol: c.String("label-col"),
+		Classes: m.Spec.Classes(), ClassNames: m.Classes, Workers: threads, SkipBad: onErr == "skip",
+		Warn: func(msg string) { logger.Warn().Msg(msg) }}, prep, memory.DefaultAllocator)
 	if err != nil {
 		return err
 	}
@@ -70,18 +80,23 @@ func runEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	r.RowsSkipped = data.Skipped
 	r.Seconds = time.Since(t0).Seconds()
 	r.ImgPerSec = float64(r.N) / r.Seconds
 	if c.Bool(flagJSON) {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
+		err := enc.Encode(struct {
 			Model   string   `json:"model"`
 			ModelID string   `json:"model_id"`
 			Data    []string `json:"data"`
 			Classes []string `json:"classes,omitempty"`
 			*pipeline.EvalResult
 		}{c.String(flagModel), m.ID, files, m.Classes, r})
+		if err != nil {
+			return err
+		}
+		return skippedRows(data.Skipped)
 	}
 	w := c.App.Writer
 	fmt.Fprintf(w, "model %s (%s)\ndata  %s: %d images\n\n", c.String(flagModel), m.ID[:12], strings.Join(files, ", "), r.N)
@@ -103,7 +118,7 @@ func runEval(c *cli.Context) error {
 		}
 		tw.Flush()
 	}
-	return nil
+	return skippedRows(data.Skipped)
 }
 
 func className(names []string, k int) string {
@@ -111,4 +126,12 @@ func className(names []string, k int) string {
 		return names[k]
 	}
 	return fmt.Sprint(k)
+}
+
+// skippedRows is exit 3 when eval left bad rows out.
+func skippedRows(n int) error {
+	if n == 0 {
+		return nil
+	}
+	return &exitError{exitRowsErrors, fmt.Errorf("%d rows could not be read and were left out of the evaluation", n)}
 }

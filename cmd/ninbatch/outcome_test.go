@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/urfave/cli/v2"
 
@@ -302,5 +304,61 @@ func TestSameSeedSameModelID(t *testing.T) {
 	}
 	if ids[0] != ids[1] {
 		t.Fatalf("training twice with one seed: ids %v", ids)
+	}
+}
+
+// eval maps string labels through the model's class names; a null or
+// unknown label or a bad image stops it, naming file, row and column, or
+// with --on-error skip is left out and counted (exit 3).
+func TestEvalStringLabelsAndBadRows(t *testing.T) {
+	model, _ := nightlyFixture(t, 0, 0, 1) // classes a, b, c, d
+	path := filepath.Join(t.TempDir(), "labels.parquet")
+	sc := arrow.NewSchema([]arrow.Field{
+		{Name: "image", Type: arrow.BinaryTypes.Binary},
+		{Name: "label", Type: arrow.BinaryTypes.String, Nullable: true},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+	defer b.Release()
+	pix, labels := testutil.Quadrants(20, 1)
+	for i := 0; i < 20; i++ {
+		png, _ := nbio.EncodePNG(pix[i*144:(i+1)*144], 12, 12, 1)
+		if i == 9 {
+			png = []byte("not an image")
+		}
+		b.Field(0).(*array.BinaryBuilder).Append(png)
+		switch i {
+		case 5:
+			b.Field(1).(*array.StringBuilder).AppendNull()
+		case 7:
+			b.Field(1).(*array.StringBuilder).Append("zebra")
+		default:
+			b.Field(1).(*array.StringBuilder).Append([]string{"a", "b", "c", "d"}[labels[i]])
+		}
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	w, err := nbio.CreateParquet(path, sc, nbio.WriterOptions{}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	code, _, e := runCLI(t, "eval", "--model", model, path)
+	if code != 1 || !strings.Contains(e, "row 5 column label: the label is null") {
+		t.Fatalf("fail: exit %d: %s", code, e)
+	}
+	code, out, e := runCLI(t, "eval", "--model", model, "--on-error", "skip", "--json", path)
+	var r struct {
+		N           int `json:"n"`
+		RowsSkipped int `json:"rows_skipped"`
+	}
+	json.Unmarshal([]byte(out), &r)
+	if code != 3 || r.N != 17 || r.RowsSkipped != 3 ||
+		!strings.Contains(e, `label \"zebra\" is not one of the model's class names`) || !strings.Contains(e, "row 9 column image") {
+		t.Fatalf("skip: exit %d, %+v: %s", code, r, e)
 	}
 }
