@@ -178,6 +178,20 @@ func (tr *Trainer) begin() error {
 	}
 	then, _ := json.Marshal(st.Config)
 	now, _ := json.Marshal(cfg)
+	longer := *st.Config
+	longer.Epochs = cfg.Epochs
+	if l, _ := json.Marshal(longer); string(then) != string(now) && string(l) == string(now) {
+		// only --epochs changed: extend (or refuse to shorten) the run
+		if cfg.Epochs < st.Epoch {
+			return fmt.Errorf("%w: the checkpoint already holds %d epochs; --epochs %d cannot shorten it", ErrConfigMismatch, st.Epoch, cfg.Epochs)
+		}
+		if tr.Hooks.Warn != nil {
+			tr.Hooks.Warn(fmt.Sprintf("extending the run from %d to %d epochs: the learning-rate schedule is recomputed for %d epochs from epoch %d on, and the checkpoint records it",
+				st.Config.Epochs, cfg.Epochs, cfg.Epochs, st.Epoch+1))
+		}
+		st.Config = &cfg
+		then = now
+	}
 	if string(then) != string(now) {
 		return fmt.Errorf("%w:\n  checkpoint: %s\n  now:        %s", ErrConfigMismatch, then, now)
 	}

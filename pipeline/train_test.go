@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -206,5 +207,41 @@ func TestFirstEpochReports(t *testing.T) {
 	}
 	if len(warns) != 1 || !strings.Contains(warns[0], "epoch 1: loss") || !strings.Contains(warns[0], "not learning") {
 		t.Fatalf("warnings %q", warns)
+	}
+}
+
+// TestResumeExtends: a finished run resumed with more epochs trains on,
+// the checkpoint recording the new length; fewer epochs than it holds,
+// or any other change, is refused.
+func TestResumeExtends(t *testing.T) {
+	data := tinyData(64, 1)
+	ckpt := filepath.Join(t.TempDir(), "c.ckpt")
+	m := newTiny(t)
+	first := &Trainer{Model: m, Train: data, Prep: PreprocessFor(m), Config: tinyConfig(2), Threads: 1, Files: TrainFiles{Checkpoint: ckpt}}
+	if err := first.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	resume := func(cfg TrainConfig) (*Trainer, error) {
+		m, vel, st, err := LoadCheckpoint(ckpt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &Trainer{Model: m, Train: data, Prep: PreprocessFor(m), Config: cfg, Threads: 1, Files: TrainFiles{Checkpoint: ckpt}, State: st, Velocity: vel}
+		return tr, tr.Run(context.Background())
+	}
+	tr, err := resume(tinyConfig(4))
+	if err != nil || len(tr.State.History) != 4 || tr.State.Config.Epochs != 4 || tr.State.Step != 16 {
+		t.Fatalf("extended: %v, %d epochs, config %d, step %d", err, len(tr.State.History), tr.State.Config.Epochs, tr.State.Step)
+	}
+	if _, _, st, _ := LoadCheckpoint(ckpt); st.Config.Epochs != 4 || st.Epoch != 4 {
+		t.Fatalf("checkpoint after the extension: %+v", st)
+	}
+	if _, err := resume(tinyConfig(3)); !errors.Is(err, ErrConfigMismatch) || !strings.Contains(err.Error(), "cannot shorten") {
+		t.Fatalf("shortening: %v", err)
+	}
+	other := tinyConfig(6)
+	other.LR = 0.01
+	if _, err := resume(other); !errors.Is(err, ErrConfigMismatch) {
+		t.Fatalf("more epochs and another rate: %v", err)
 	}
 }
