@@ -153,3 +153,47 @@ func BenchmarkFirstConv(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWeightGradGemm runs training's weight-gradient products
+// (dW += dYᵀ·X: M = Cout, N = k·k·Cin or Cin, R = pixels or Winograd tiles
+// of a micro-batch) on one thread through OpenBLAS sgemm TN and, where the
+// CPU has AVX-512, native.GemmAtB.
+func BenchmarkWeightGradGemm(b *testing.B) {
+	shapes := []struct {
+		name       string
+		m, n, rows int
+	}{
+		{"mnist_conv1_mb8", 96, 25, 784 * 8},
+		{"mnist_cccp1_mb8", 64, 96, 784 * 8},
+		{"mnist_cccp2_mb8", 48, 64, 784 * 8},
+		{"mnist_cccp3_mb8", 96, 128, 196 * 8},
+		{"mnist_cccp6_mb8", 10, 96, 49 * 8},
+		{"wino_mnist_conv2_mb8", 128, 48, 128},
+		{"cifar_conv1_mb8", 192, 75, 1024 * 8},
+		{"cifar_cccp1_mb8", 160, 192, 1024 * 8},
+		{"wino_cifar_conv2_mb8", 192, 96, 512},
+	}
+	prev := Threads()
+	defer SetThreads(prev)
+	SetThreads(1)
+	for _, s := range shapes {
+		r := rand.New(rand.NewPCG(1, 1))
+		a, x, c := randSlice(r, s.rows*s.m), randSlice(r, s.rows*s.n), make([]float32, s.m*s.n)
+		flops := 2 * float64(s.m*s.n*s.rows)
+		b.Run(s.name+"/openblas", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				Sgemm(true, false, s.m, s.n, s.rows, 1, a, s.m, x, s.n, 1, c, s.n)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		if !native.GemmAtBFast() {
+			continue
+		}
+		b.Run(s.name+"/avx512", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				native.GemmAtB(c, s.n, a, s.m, x, s.n, s.m, s.n, s.rows)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}

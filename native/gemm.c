@@ -311,6 +311,109 @@ TGT512 static void gemm_avx512(GEMM_ARGS) {
     }
 }
 #undef NB_CASES
+
+// Weight gradients: C += Aᵀ·B over rows, A (rows, m) and B (rows, n) both
+// row-major (dW = dYᵀ·X: the output gradient and the input or its im2col
+// tile, one row a pixel). A 12 × 32 block of C in 24 zmm registers takes,
+// for each row r, two (masked) vectors of B's row and 12 broadcasts of A's,
+// so neither operand is packed. Rows go in chunks of nb_atb_rows, small
+// enough that a chunk's 32-column strip of B (128 bytes a row) stays in L1
+// across the chunk's 12-row blocks of C, large enough that loading and
+// storing the C block once a chunk is noise.
+#define NB_ATB_PF 12  // rows of B prefetched ahead
+static int64_t nb_atb_rows = 192;  // set from the detected L1d (native.tuneCaches)
+
+int64_t nb_gemm_atb_set_rows(int64_t n) {
+    const int64_t old = nb_atb_rows;
+    nb_atb_rows = n;
+    return old;
+}
+
+TGT512 INLINE void micro_atb512(const int mr, const int np, int64_t rows, const float *a, int64_t lda,
+                                const float *b, int64_t ldb, float *c, int64_t ldc, __mmask16 m0,
+                                __mmask16 m1, int pf) {
+    const __m512 z = _mm512_setzero_ps();
+#define NB_DECL(i) __m512 c##i##a = z, c##i##b = z;
+    NB_DECL(0) NB_DECL(1) NB_DECL(2) NB_DECL(3) NB_DECL(4) NB_DECL(5)
+    NB_DECL(6) NB_DECL(7) NB_DECL(8) NB_DECL(9) NB_DECL(10) NB_DECL(11)
+#undef NB_DECL
+#define NB_LOAD(i)                                                         \
+    if (mr > i) {                                                          \
+        c##i##a = _mm512_maskz_loadu_ps(m0, c + i * ldc);                  \
+        if (np > 1) c##i##b = _mm512_maskz_loadu_ps(m1, c + i * ldc + 16); \
+    }
+    NB_LOAD(0) NB_LOAD(1) NB_LOAD(2) NB_LOAD(3) NB_LOAD(4) NB_LOAD(5)
+    NB_LOAD(6) NB_LOAD(7) NB_LOAD(8) NB_LOAD(9) NB_LOAD(10) NB_LOAD(11)
+#undef NB_LOAD
+#pragma GCC unroll 2
+    for (int64_t r = 0; r < rows; r++) {
+        const float *br = b + r * ldb, *ar = a + r * lda;
+        if (pf) {  // B comes from L3 or memory on a chunk's first row block
+            _mm_prefetch((const char *)(br + NB_ATB_PF * ldb), _MM_HINT_T0);
+            if (np > 1) _mm_prefetch((const char *)(br + NB_ATB_PF * ldb + 16), _MM_HINT_T0);
+        }
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, br);
+        const __m512 b1 = np > 1 ? _mm512_maskz_loadu_ps(m1, br + 16) : z;
+#define NB_FMA(i)                                              \
+    if (mr > i) {                                              \
+        const __m512 x = _mm512_set1_ps(ar[i]);                \
+        c##i##a = _mm512_fmadd_ps(x, b0, c##i##a);             \
+        if (np > 1) c##i##b = _mm512_fmadd_ps(x, b1, c##i##b); \
+    }
+        NB_FMA(0) NB_FMA(1) NB_FMA(2) NB_FMA(3) NB_FMA(4) NB_FMA(5)
+        NB_FMA(6) NB_FMA(7) NB_FMA(8) NB_FMA(9) NB_FMA(10) NB_FMA(11)
+#undef NB_FMA
+    }
+#define NB_STORE(i)                                                        \
+    if (mr > i) {                                                          \
+        _mm512_mask_storeu_ps(c + i * ldc, m0, c##i##a);                   \
+        if (np > 1) _mm512_mask_storeu_ps(c + i * ldc + 16, m1, c##i##b);  \
+    }
+    NB_STORE(0) NB_STORE(1) NB_STORE(2) NB_STORE(3) NB_STORE(4) NB_STORE(5)
+    NB_STORE(6) NB_STORE(7) NB_STORE(8) NB_STORE(9) NB_STORE(10) NB_STORE(11)
+#undef NB_STORE
+}
+
+#define NB_CASES(NP)                                                                 \
+    switch (mr) {                                                                    \
+    case 12: micro_atb512(12, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;   \
+    case 11: micro_atb512(11, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;   \
+    case 10: micro_atb512(10, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;   \
+    case 9: micro_atb512(9, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;     \
+    case 8: micro_atb512(8, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;     \
+    case 7: micro_atb512(7, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;     \
+    case 6: micro_atb512(6, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;     \
+    case 5: micro_atb512(5, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;     \
+    case 4: micro_atb512(4, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;     \
+    case 3: micro_atb512(3, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;     \
+    case 2: micro_atb512(2, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;     \
+    default: micro_atb512(1, NP, rl, ar, lda, br, ldb, cij, ldc, m0, m1, i == 0); break;    \
+    }
+
+TGT512 static void gemm_atb_avx512(int64_t m, int64_t n, int64_t rows, const float *a, int64_t lda,
+                                   const float *b, int64_t ldb, float *c, int64_t ldc) {
+    const int64_t rc = nb_atb_rows > 0 ? nb_atb_rows : 1;
+    for (int64_t r0 = 0; r0 < rows; r0 += rc) {
+        const int64_t rl = rows - r0 < rc ? rows - r0 : rc;
+        for (int64_t j = 0; j < n; j += 2 * NB_NR) {
+            const int nc = n - j < 2 * NB_NR ? (int)(n - j) : 2 * NB_NR;
+            const __mmask16 m0 = nc >= NB_NR ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+            const __mmask16 m1 = nc >= 2 * NB_NR ? 0xFFFF : nc > NB_NR ? (__mmask16)((1u << (nc - NB_NR)) - 1) : 0;
+            const float *br = b + r0 * ldb + j;
+            for (int64_t i = 0; i < m; i += NB_MR512) {
+                const int mr = m - i < NB_MR512 ? (int)(m - i) : NB_MR512;
+                const float *ar = a + r0 * lda + i;
+                float *cij = c + i * ldc + j;
+                if (nc > NB_NR) {
+                    NB_CASES(2)
+                } else {
+                    NB_CASES(1)
+                }
+            }
+        }
+    }
+}
+#undef NB_CASES
 #endif
 
 int nb_gemm_fast(void) {
@@ -334,4 +437,34 @@ void nb_gemm_packed(GEMM_ARGS, int generic) {
 #endif
     (void)generic;
     gemm_base(m, k, j0, j1, a, lda, bp, bias, relu, c, ldc);
+}
+
+// Scalar baseline of nb_gemm_atb: row by row, the same order of sums.
+static void gemm_atb_base(int64_t m, int64_t n, int64_t rows, const float *a, int64_t lda,
+                          const float *b, int64_t ldb, float *c, int64_t ldc) {
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < m; i++) {
+            const float x = a[r * lda + i];
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] += x * b[r * ldb + j];
+        }
+}
+
+int nb_gemm_atb_fast(void) {
+#ifdef NB_GEMM_AVX2
+    return nb_isa_level() >= NB_ISA_AVX512;
+#else
+    return 0;
+#endif
+}
+
+void nb_gemm_atb(int64_t m, int64_t n, int64_t rows, const float *a, int64_t lda, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, int generic) {
+#ifdef NB_GEMM_AVX2
+    if (!generic && nb_isa_level() >= NB_ISA_AVX512) {
+        gemm_atb_avx512(m, n, rows, a, lda, b, ldb, c, ldc);
+        return;
+    }
+#endif
+    (void)generic;
+    gemm_atb_base(m, n, rows, a, lda, b, ldb, c, ldc);
 }

@@ -101,3 +101,44 @@ func cbool(b bool) C.int {
 // (kept in L2 while the block's panels go by) and returns the old value.
 // Not safe during GEMM calls.
 func SetGemmBlockBytes(n int) int { return int(C.nb_gemm_set_block_bytes(C.int64_t(n))) }
+
+// GemmAtB accumulates the weight-gradient product C += Aᵀ·B:
+//
+//	c[i·ldc + j] += Σ_r a[r·lda + i]·b[r·ldb + j]   for i < m, j < n, r < rows
+//
+// with A (rows, lda) and B (rows, ldb) row-major, as a conv's output
+// gradient and its input (or im2col tile) are. It runs the AVX-512 kernel
+// when GemmAtBFast, else a scalar loop far slower than OpenBLAS.
+func GemmAtB(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, rows int) {
+	gemmAtB(c, ldc, a, lda, b, ldb, m, n, rows, false)
+}
+
+// GemmAtBFast reports whether GemmAtB runs its AVX-512 kernel at the
+// current ISA level.
+func GemmAtBFast() bool { return C.nb_gemm_atb_fast() != 0 }
+
+func gemmAtB(c []float32, ldc int, a []float32, lda int, b []float32, ldb int, m, n, rows int, generic bool) {
+	switch {
+	case m < 0 || n < 0 || rows < 0:
+		panic("native: bad GEMM shape")
+	case lda < m || ldb < n || ldc < n:
+		panic("native: bad leading dimension")
+	}
+	if m == 0 || n == 0 || rows == 0 {
+		return
+	}
+	switch {
+	case len(a) < (rows-1)*lda+m:
+		panic("native: short a")
+	case len(b) < (rows-1)*ldb+n:
+		panic("native: short b")
+	case len(c) < (m-1)*ldc+n:
+		panic("native: short c")
+	}
+	C.nb_gemm_atb(C.int64_t(m), C.int64_t(n), C.int64_t(rows), f32(a), C.int64_t(lda), f32(b),
+		C.int64_t(ldb), f32(c), C.int64_t(ldc), cbool(generic))
+}
+
+// setGemmAtBRows sets the row chunk of GemmAtB and returns the old value.
+// Not safe during GEMM calls.
+func setGemmAtBRows(n int) int { return int(C.nb_gemm_atb_set_rows(C.int64_t(n))) }

@@ -126,3 +126,85 @@ func TestGemmPackedValidation(t *testing.T) {
 		}()
 	}
 }
+
+// TestGemmAtBConformance compares every build of the weight-gradient GEMM
+// this CPU runs with a float64 reference: m across the 12-row blocks, n
+// across the 16-column vectors and 32-column pairs (masked tails), rows
+// across the row chunks (and with the chunk forced to 5 rows), padded
+// leading dimensions, and a C that already holds a sum (it accumulates).
+func TestGemmAtBConformance(t *testing.T) {
+	t.Run("default", gemmAtBGrid)
+	old := setGemmAtBRows(5)
+	defer setGemmAtBRows(old)
+	t.Run("chunk5", gemmAtBGrid)
+}
+
+func gemmAtBGrid(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 2))
+	for _, m := range []int{1, 5, 11, 12, 13, 25, 96} {
+		for _, n := range []int{1, 10, 16, 17, 31, 32, 33, 75} {
+			for _, rows := range []int{1, 3, 191, 193, 400} {
+				v := m + n + rows
+				lda, ldb, ldc := m+v%3, n+(v/3)%3*5, n+v%4
+				a, b := randSlice(r, rows*lda), randSlice(r, rows*ldb)
+				c0 := randSlice(r, m*ldc)
+				want := make([]float64, len(c0))
+				for i := range m {
+					for j := range ldc {
+						want[i*ldc+j] = float64(c0[i*ldc+j])
+						if j >= n {
+							c0[i*ldc+j] = float32(math.NaN()) // padding: must stay untouched
+							continue
+						}
+						for p := range rows {
+							want[i*ldc+j] += float64(a[p*lda+i]) * float64(b[p*ldb+j])
+						}
+					}
+				}
+				for _, isa := range Levels() {
+					got := append([]float32(nil), c0...)
+					old, _ := SetISA(isa)
+					gemmAtB(got, ldc, a, lda, b, ldb, m, n, rows, false)
+					SetISA(old)
+					name := fmt.Sprintf("m%d n%d rows%d lda%d ldb%d ldc%d isa=%v", m, n, rows, lda, ldb, ldc, isa)
+					for i := range m {
+						for j := range ldc {
+							g, w := got[i*ldc+j], want[i*ldc+j]
+							if j >= n {
+								if !math.IsNaN(float64(g)) {
+									t.Fatalf("%s: wrote c[%d,%d] past n", name, i, j)
+								}
+								continue
+							}
+							if d := math.Abs(float64(g) - w); !(d <= 1e-5*math.Max(1, math.Abs(w))*math.Sqrt(float64(rows))) {
+								t.Fatalf("%s: c[%d,%d] = %g, want %g", name, i, j, g, w)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestGemmAtBValidation(t *testing.T) {
+	a, b, c := make([]float32, 3*4), make([]float32, 3*5), make([]float32, 4*5)
+	for _, tc := range []struct {
+		name string
+		f    func()
+	}{
+		{"short a", func() { GemmAtB(c, 5, a, 4, b, 5, 4, 5, 4) }},
+		{"short c", func() { GemmAtB(c[:19], 5, a, 4, b, 5, 4, 5, 3) }},
+		{"lda < m", func() { GemmAtB(c, 5, a, 3, b, 5, 4, 5, 3) }},
+		{"ldc < n", func() { GemmAtB(c, 4, a, 4, b, 5, 4, 5, 3) }},
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s: no panic", tc.name)
+				}
+			}()
+			tc.f()
+		}()
+	}
+}

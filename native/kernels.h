@@ -162,4 +162,14 @@ int nb_gemm_fast(void);
 // shapes) and returns the previous value. Not thread-safe.
 int64_t nb_gemm_set_stream_bytes(int64_t n);
 
+// Weight-gradient GEMM: c[i·ldc + j] += Σ_r a[r·lda + i]·b[r·ldb + j] for
+// i < m, j < n, r < rows (C += AᵀB, A (rows, m), B (rows, n)). AVX-512 when
+// the ISA level has it and !generic, else a scalar loop.
+void nb_gemm_atb(int64_t m, int64_t n, int64_t rows, const float *a, int64_t lda, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, int generic);
+// 1 when nb_gemm_atb runs its AVX-512 build at the current level.
+int nb_gemm_atb_fast(void);
+// Sets the rows of one chunk of nb_gemm_atb, returning the old value.
+int64_t nb_gemm_atb_set_rows(int64_t n);
+
 #endif

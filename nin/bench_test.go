@@ -181,7 +181,7 @@ func BenchmarkWeightGrad(b *testing.B) {
 					for it := 0; it < b.N; it++ {
 						if c.winoDW {
 							clear(du)
-							c.wino.weightGrad(&st.scratch, du, dpre, in, n)
+							c.wino.weightGrad(&st.scratch, du, dpre, in, n, c.packed)
 							c.wino.filterGrad(gp.W, du)
 						} else {
 							c.weightGrad(&st.scratch, gp.W, dpre, in, n)

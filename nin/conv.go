@@ -23,7 +23,8 @@ type conv struct {
 	p        *ConvParams
 	relu     bool
 	oneByOne bool
-	tileRows int // GEMM rows per im2col tile, or per 1×1 GEMM call
+	tileRows int  // GEMM rows per im2col tile, or per 1×1 GEMM call
+	packed   bool // GEMMs on native's kernels (weight gradients too), not OpenBLAS
 
 	wino   *wino         // Winograd form, or nil
 	direct []float32     // (K·K·Cin, ws) direct-kernel weights, or nil
@@ -76,7 +77,7 @@ func newConv(l Layer, p *ConvParams, relu bool, cp convPlan) (*conv, error) {
 	if p.Cin != l.In.C || p.Cout != l.Out.C || p.K != l.k {
 		return nil, fmt.Errorf("parameters of %s do not match the spec", l.Name)
 	}
-	c := &conv{name: l.Name, g: l.geom(0), p: p, relu: relu, oneByOne: l.oneByOne()}
+	c := &conv{name: l.Name, g: l.geom(0), p: p, relu: relu, oneByOne: l.oneByOne(), packed: cp.packed}
 	width := l.GemmK
 	if c.oneByOne {
 		width = max(l.In.C, l.Out.C)
@@ -125,6 +126,11 @@ func (c *conv) enableGrad(l Layer, first bool, cp convPlan, s *scratchSize) erro
 		}
 	}
 	c.winoDW = c.wino != nil && (first || c.winoIn != nil)
+	for _, o := range []*wino{c.wino, c.winoIn} {
+		if o != nil {
+			o.retain = true
+		}
+	}
 	s.wino(c.winoIn)
 	if !c.oneByOne && !c.winoDW {
 		s.col = max(s.col, c.tileRows*l.GemmK)
@@ -239,7 +245,7 @@ func (c *conv) gemm(out, a []float32, nr, k, c0, c1 int) {
 //	du: (a·a, Cout, Cin)
 func (c *conv) backward(sc *scratch, din, dw, du, dpre, in []float32, n int) {
 	if c.winoDW {
-		c.wino.weightGrad(sc, du, dpre, in, n)
+		c.wino.weightGrad(sc, du, dpre, in, n, c.packed)
 	} else {
 		c.weightGrad(sc, dw, dpre, in, n)
 	}
@@ -258,14 +264,14 @@ func (c *conv) weightGrad(sc *scratch, dw, dpre, in []float32, n int) {
 	g.N = n
 	rows, k, cout := g.Rows(), g.Cols(), c.p.Cout
 	if c.oneByOne {
-		blas.Sgemm(true, false, cout, k, rows, 1, dpre, cout, in, k, 1, dw, k)
+		blas.AddAtB(dw, k, dpre, cout, in, k, cout, k, rows, c.packed)
 		return
 	}
 	for r0 := 0; r0 < rows; r0 += c.tileRows {
 		nr := min(c.tileRows, rows-r0)
 		col := sc.col[:nr*k]
 		native.Im2col(col, in, g, r0, nr)
-		blas.Sgemm(true, false, cout, k, nr, 1, dpre[r0*cout:(r0+nr)*cout], cout, col, k, 1, dw, k)
+		blas.AddAtB(dw, k, dpre[r0*cout:(r0+nr)*cout], cout, col, k, cout, k, nr, c.packed)
 	}
 }
 

@@ -15,6 +15,7 @@ type wino struct {
 	w      native.Wino // N is set per call
 	p      *ConvParams
 	u      []float32       // (a·a, Cin, Cout) transformed filters; nil when packed (built per reload)
+	retain bool            // packed: keep the reload's u (training reloads every step)
 	ut     []float32       // (Cout, Cin) scratch of the transpose
 	ws     []*blas.Weights // per transform position: its (Cin, Cout) block of u
 	at, bt []float32       // (m, a) and (a, a) transforms
@@ -134,6 +135,9 @@ func (o *wino) transformFilters() {
 	u := o.u
 	if u == nil { // packed: u is only the packing's source
 		u = make([]float32, aa*cout*cin)
+		if o.retain { // a fresh 1–14 MB each step cost page faults and GC
+			o.u = u
+		}
 	}
 	native.WinoFilter(u, o.p.W, cout, o.k, cin, o.gm)
 	for pos := 0; pos < aa; pos++ {
@@ -182,10 +186,11 @@ func (o *wino) forwardPart(sc *scratch, dst, src []float32, n, part, parts int) 
 // Ŷ = A·dPre·Aᵀ, one GEMM per transform position accumulating
 // dU[ξν] += Ŷ[ξν]ᵀ·V[ξν]. After the step's last micro-batch, filterGrad maps
 // it back. For F(4×4, 5×5) that is 6.25× fewer multiplications than the
-// im2col GEMM (native.TestWinoWeightGradMatchesDirect bounds the error).
+// im2col GEMM (native.TestWinoWeightGradMatchesDirect bounds the error);
+// own: the products on native's kernel (blas.AddAtB).
 //
 //	dpre: (n, OH, OW, Cout)  in: (n, H, W, Cin)  du: (a·a, Cout, Cin)
-func (o *wino) weightGrad(sc *scratch, du, dpre, in []float32, n int) {
+func (o *wino) weightGrad(sc *scratch, du, dpre, in []float32, n int, own bool) {
 	w := o.w
 	w.G.N = n
 	cin, cout, aa := o.p.Cin, o.p.Cout, w.A*w.A
@@ -196,8 +201,8 @@ func (o *wino) weightGrad(sc *scratch, du, dpre, in []float32, n int) {
 		native.WinoIn(v, in, w, o.bt, t0, nt)
 		native.WinoDy(yh, dpre, w, cout, o.at, t0, nt)
 		for pos := 0; pos < aa; pos++ {
-			blas.Sgemm(true, false, cout, cin, nt, 1, yh[pos*ys:pos*ys+nt*cout], cout,
-				v[pos*vs:pos*vs+nt*cin], cin, 1, du[pos*cout*cin:(pos+1)*cout*cin], cin)
+			blas.AddAtB(du[pos*cout*cin:(pos+1)*cout*cin], cin, yh[pos*ys:pos*ys+nt*cout], cout,
+				v[pos*vs:pos*vs+nt*cin], cin, cout, cin, nt, own)
 		}
 	}
 }
