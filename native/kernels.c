@@ -334,11 +334,14 @@ void nb_softmax(const float *in, int64_t n, int64_t c, float *out) {
     }
 }
 
-void nb_bias_act_bwd(float *dy, const float *y, int64_t rows, int64_t c, float *db, int relu) {
+// restrict: without it GCC assumed db could alias dy and kept the loop scalar.
+static inline __attribute__((always_inline)) void bias_act_bwd_body(float *restrict dy, const float *restrict y,
+                                                                    int64_t rows, int64_t c,
+                                                                    float *restrict db, int relu) {
     for (int64_t r = 0; r < rows; r++) {
-        float *d = dy + r * c;
+        float *restrict d = dy + r * c;
         if (relu) {
-            const float *v = y + r * c;
+            const float *restrict v = y + r * c;
             for (int64_t j = 0; j < c; j++) {
                 d[j] = v[j] > 0.0f ? d[j] : 0.0f;
                 db[j] += d[j];
@@ -347,6 +350,12 @@ void nb_bias_act_bwd(float *dy, const float *y, int64_t rows, int64_t c, float *
             for (int64_t j = 0; j < c; j++) db[j] += d[j];
         }
     }
+}
+NB_CLONES(bias_act_bwd, (float *restrict dy, const float *restrict y, int64_t rows, int64_t c, float *restrict db, int relu),
+          (dy, y, rows, c, db, relu))
+
+void nb_bias_act_bwd(float *dy, const float *y, int64_t rows, int64_t c, float *db, int relu) {
+    bias_act_bwd_isa(dy, y, rows, c, db, relu);
 }
 
 void nb_maxpool_bwd(const float *dout, const int32_t *argmax, int64_t nout, float *din) {

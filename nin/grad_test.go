@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"unsafe"
 )
@@ -372,6 +373,44 @@ func trainerFastForward(t *testing.T, tile, tileBytes, mb int) {
 		}
 		if den == 0 || math.Sqrt(num/den) > 1e-3 {
 			t.Fatalf("step %d: gradients differ by %.2e relative (norm %.3g)", step, math.Sqrt(num/den), math.Sqrt(den))
+		}
+	}
+}
+
+// TestDropoutMaskRate: masks drop a share p of elements (within 4 standard
+// deviations over 2^20 draws), independently of their neighbours, and
+// scale the rest by 1/(1−p), for p that are
+// and are not multiples of 1/4, and differ between images.
+func TestDropoutMaskRate(t *testing.T) {
+	const per, imgs = 4099, 256
+	for _, p := range []float64{0.5, 0.2, 0.7} {
+		mask := make([]float32, per*imgs)
+		fillDropoutMask(mask, per, p, 7, 3, 1, 0)
+		zeros := 0
+		for _, v := range mask {
+			switch v {
+			case 0:
+				zeros++
+			case float32(1 / (1 - p)):
+			default:
+				t.Fatalf("p=%g: mask value %g", p, v)
+			}
+		}
+		n := float64(len(mask))
+		if sd := math.Sqrt(n * p * (1 - p)); math.Abs(float64(zeros)-n*p) > 4*sd {
+			t.Errorf("p=%g: %d of %.0f dropped, want %.0f ± %.0f", p, zeros, n, n*p, 4*sd)
+		}
+		both := 0 // neighbours decided by one draw must still be independent
+		for i := 1; i < len(mask); i++ {
+			if mask[i] == 0 && mask[i-1] == 0 {
+				both++
+			}
+		}
+		if q := p * p; math.Abs(float64(both)-n*q) > 4*math.Sqrt(n*q*(1-q)) {
+			t.Errorf("p=%g: %d neighbouring pairs both dropped, want about %.0f", p, both, n*q)
+		}
+		if slices.Equal(mask[:per], mask[per:2*per]) {
+			t.Errorf("p=%g: images 0 and 1 have the same mask", p)
 		}
 	}
 }

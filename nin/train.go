@@ -3,6 +3,7 @@ package nin
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 
@@ -332,20 +333,27 @@ func argmax32(v []float32) int {
 // fillDropoutMask writes inverted-dropout masks (0 with probability p, else
 // 1/(1−p)) for consecutive images; image j of the step uses a generator
 // seeded by (seed, step, layer, first+j), so masks do not depend on how the
-// batch is split over streams.
+// batch is split over streams. Each 64-bit draw decides four elements by
+// 16 bits each (p to 1/65536): a draw per element was 5% of a nin-mnist
+// training step.
 func fillDropoutMask(mask []float32, per int, p float64, seed, step uint64, layer, first int) {
 	keep := float32(1 / (1 - p))
-	thresh := uint64(p * (1 << 53))
+	thresh := uint64(math.Round(p * (1 << 16)))
 	var pcg rand.PCG
 	for j := 0; j*per < len(mask); j++ {
 		pcg.Seed(seed^0x64726f706f7574, step<<24^uint64(layer)<<16^uint64(first+j))
 		m := mask[j*per : (j+1)*per]
+		var bits uint64
 		for i := range m {
-			if pcg.Uint64()>>11 < thresh {
+			if i&3 == 0 {
+				bits = pcg.Uint64()
+			}
+			if bits&0xffff < thresh {
 				m[i] = 0
 			} else {
 				m[i] = keep
 			}
+			bits >>= 16
 		}
 	}
 }
