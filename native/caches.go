@@ -19,9 +19,16 @@ var detected = readCaches("/sys/devices/system/cpu/cpu0/cache")
 // The packed GEMM's row blocks cover a quarter of L2 (128 KiB on a 512 KiB
 // L2, the size measured best there; on a 2 MiB L2, 128 to 512 KiB measured
 // the same), between 64 and 512 KiB.
-func init() { SetGemmBlockBytes(gemmBlockBytes(detected)) }
+func init() {
+	SetGemmBlockBytes(gemmBlockBytes(detected))
+	setGemmAtBRows(gemmAtBRows(detected))
+}
 
 func gemmBlockBytes(c Caches) int { return min(max(c.L2/4, 64<<10), 512<<10) }
+
+// gemmAtBRows is the row chunk of GemmAtB: its 32-column strip of B (128
+// bytes a row) fills half of L1d (192 rows on a 48 KiB L1d), 64 to 512.
+func gemmAtBRows(c Caches) int { return min(max(c.L1d/2/128, 64), 512) }
 
 // DetectedCaches returns the caches found at start-up.
 func DetectedCaches() Caches { return detected }

@@ -49,7 +49,8 @@ func TestISAForcing(t *testing.T) {
 	}
 }
 
-// TestCacheSizes: sysfs sizes parse, and the GEMM block follows L2.
+// TestCacheSizes: sysfs sizes parse, the GEMM block follows L2 and the
+// weight-gradient chunk L1d.
 func TestCacheSizes(t *testing.T) {
 	for s, want := range map[string]int{"48K": 48 << 10, "1024K": 1 << 20, "32M": 32 << 20, "x": 0} {
 		if got := parseSize(s); got != want {
@@ -59,6 +60,11 @@ func TestCacheSizes(t *testing.T) {
 	for l2, want := range map[int]int{256 << 10: 64 << 10, 512 << 10: 128 << 10, 1 << 20: 256 << 10, 8 << 20: 512 << 10} {
 		if got := gemmBlockBytes(Caches{L2: l2}); got != want {
 			t.Errorf("L2 %d KiB: block %d KiB, want %d", l2>>10, got>>10, want>>10)
+		}
+	}
+	for l1, want := range map[int]int{16 << 10: 64, 32 << 10: 128, 48 << 10: 192, 1 << 20: 512} {
+		if got := gemmAtBRows(Caches{L1d: l1}); got != want {
+			t.Errorf("L1d %d KiB: GemmAtB chunk %d rows, want %d", l1>>10, got, want)
 		}
 	}
 	if c := readCaches(t.TempDir()); c.L2 != 512<<10 {
