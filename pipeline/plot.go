@@ -3,7 +3,9 @@ package pipeline
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -30,7 +32,7 @@ func PlotCurves(path string, history []EpochMetrics) error {
 		p := plot.New()
 		p.Title.Text, p.X.Label.Text, p.Y.Label.Text = title, "epoch", ylabel
 		if logY {
-			p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, plot.LogTicks{}
+			p.Y.Scale, p.Y.Tick.Marker = plot.LogScale{}, logTicks{}
 		}
 		p.Add(plotter.NewGrid())
 		for _, s := range []struct {
@@ -85,3 +87,37 @@ func PlotCurves(path string, history []EpochMetrics) error {
 }
 
 func createFile(path string) (*os.File, error) { return os.Create(path) }
+
+// logTicks labels a log axis at powers of ten, or, when fewer than two of
+// those fall in range (a short run whose loss stays within a decade), at
+// 1-2-5 steps, or else at plain linear ticks: the axis always has numbers.
+type logTicks struct{}
+
+func (logTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.LogTicks{Prec: -1}.Ticks(lo, hi)
+	if labelled(ticks, lo, hi) >= 2 {
+		return ticks
+	}
+	var steps []plot.Tick
+	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
+		for _, m := range []float64{1, 2, 5} {
+			if v := m * math.Pow(10, e); v >= lo && v <= hi {
+				steps = append(steps, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', 3, 64)})
+			}
+		}
+	}
+	if len(steps) >= 2 {
+		return steps
+	}
+	return plot.DefaultTicks{}.Ticks(lo, hi)
+}
+
+func labelled(ticks []plot.Tick, lo, hi float64) int {
+	n := 0
+	for _, t := range ticks {
+		if t.Label != "" && t.Value >= lo && t.Value <= hi {
+			n++
+		}
+	}
+	return n
+}
