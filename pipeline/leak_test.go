@@ -51,7 +51,7 @@ func TestRunReleasesEverything(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			n := 0
-			r.Progress = func(done, total int64) {
+			r.Progress = func(_ string, done, total int64) {
 				if n++; n == 3 { // inside the first file
 					if c.cancel {
 						cancel()

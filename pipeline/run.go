@@ -152,7 +152,7 @@ type Runner struct {
 	Net      *nin.Net
 	Config   RunConfig
 	Mem      memory.Allocator
-	Progress func(rowsDone, rowsTotal int64) // may be nil; called from the writer goroutine
+	Progress func(input string, rowsDone, rowsTotal int64) // may be nil; called from the writer goroutine; input is the file being written
 	FileDone func(FileSummary)               // may be nil
 	Warn     func(msg string)                // may be nil: something the user should know that does not stop the run
 }

@@ -236,7 +236,7 @@ func (s *run) writeStage(ctx context.Context, in <-chan *batch) error {
 		}
 		done += int64(b.n)
 		if s.Progress != nil {
-			s.Progress(done, s.total)
+			s.Progress(f.in.Path, done, s.total)
 		}
 	}
 	return nil

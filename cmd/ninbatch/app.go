@@ -85,6 +85,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: flagLogFormat, Usage: "console or json (default: console on a terminal, else json)", EnvVars: []string{"NINBATCH_LOG_FORMAT"}},
 			&cli.StringFlag{Name: flagLogLevel, Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"NINBATCH_LOG_LEVEL"}},
 			&cli.IntFlag{Name: flagThreads, Value: runtime.NumCPU(), Usage: "CPU cores to use", EnvVars: []string{"NINBATCH_THREADS"}},
+			&cli.DurationFlag{Name: "progress-every", Value: 30 * time.Second, Usage: "interval of progress log lines when stderr is not a terminal (0: none)", EnvVars: []string{"NINBATCH_PROGRESS_EVERY"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile (pprof) of the command to this file"},
 		},
 		Before: func(c *cli.Context) error {
@@ -106,6 +107,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				return usageErr("--threads %d: want 1..256", t)
 			}
 			globalThreads = c.Int(flagThreads)
+			if d := c.Duration("progress-every"); d < 0 || d > 24*time.Hour {
+				return usageErr("--progress-every %v: want 0 (off) up to 24h", d)
+			}
+			progressEvery = c.Duration("progress-every")
 			if p := c.String("cpuprofile"); p != "" {
 				f, err := os.Create(p)
 				if err != nil {

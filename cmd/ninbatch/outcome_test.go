@@ -362,3 +362,33 @@ func TestEvalStringLabelsAndBadRows(t *testing.T) {
 		t.Fatalf("skip: exit %d, %+v: %s", code, r, e)
 	}
 }
+
+// TestRunProgressLines: off a terminal, a run logs JSON progress lines
+// (rows, img/s, ETA, the current file) at --progress-every, so a long file
+// is not silent between "scoring" and "file done".
+func TestRunProgressLines(t *testing.T) {
+	model, _ := nightlyFixture(t, 0, 0, 1)
+	in := filepath.Join(t.TempDir(), "rows.parquet")
+	writeWithBadRow(t, in, 64, -1)
+	code, _, e := runCLI(t, "--log-format", "json", "--progress-every", "1ns", "run", "--model", model,
+		"--out", t.TempDir(), "--batch", "8", in)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	var rows []float64
+	for _, l := range jsonLines(t, e) {
+		if l["message"] == "scoring" && l["rows"] != nil {
+			if l["input"] != in || l["total"] != float64(64) || l["img_per_s"] == nil || l["eta"] == nil {
+				t.Fatalf("progress line %v", l)
+			}
+			rows = append(rows, l["rows"].(float64))
+		}
+	}
+	if len(rows) < 4 || rows[len(rows)-1] != 64 {
+		t.Fatalf("progress rows %v: want one line per 8-row batch up to 64", rows)
+	}
+	code, _, e = runCLI(t, "--progress-every", "-1s", "info")
+	if code != 2 || !strings.Contains(e, "--progress-every") {
+		t.Fatalf("--progress-every -1s: exit %d: %s", code, e)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -223,16 +224,16 @@ func runConfig(c *cli.Context) (pipeline.RunConfig, error) {
 // the log and the progress bar.
 func runHooks(r *pipeline.Runner, bar *progress) {
 	start := time.Now()
-	r.Progress = func(done, total int64) {
+	r.Progress = func(input string, done, total int64) {
 		el := time.Since(start).Seconds()
 		rate := float64(done) / el
 		eta := "?"
 		if total > 0 && rate > 0 {
 			eta = (time.Duration(float64(total-done)/rate) * time.Second).Round(time.Second).String()
 		}
-		bar.show("%d/%d rows  %.0f img/s  ETA %s", done, total, rate, eta)
+		bar.show("%d/%d rows  %.0f img/s  ETA %s  %s", done, total, rate, eta, filepath.Base(input))
 		if bar.every() {
-			logger.Info().Int64("rows", done).Int64("total", total).Float64("img_per_s", rate).Str("eta", eta).Msg("scoring")
+			logger.Info().Int64("rows", done).Int64("total", total).Float64("img_per_s", rate).Str("eta", eta).Str("input", input).Msg("scoring")
 		}
 	}
 	r.Warn = func(msg string) {

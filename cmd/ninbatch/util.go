@@ -32,7 +32,7 @@ func parseInts(s string) ([]int, error) {
 }
 
 // progress writes a self-overwriting status line on a terminal; elsewhere
-// (cron, Kubernetes) it emits a structured log line at most every 30 s.
+// (cron, Kubernetes) it emits a structured log line every progressEvery.
 type progress struct {
 	on      bool
 	last    string
@@ -40,13 +40,17 @@ type progress struct {
 	started time.Time
 }
 
+// progressEvery is the interval of progress log lines off a terminal
+// (--progress-every; 0 turns them off).
+var progressEvery = 30 * time.Second
+
 func newProgress() *progress {
 	return &progress{on: isTTY(os.Stderr), started: time.Now(), logged: time.Now()}
 }
 
 // every reports whether a periodic log line is due (non-TTY only).
 func (p *progress) every() bool {
-	if p.on || time.Since(p.logged) < 30*time.Second {
+	if p.on || progressEvery <= 0 || time.Since(p.logged) < progressEvery {
 		return false
 	}
 	p.logged = time.Now()
