@@ -269,6 +269,30 @@ func TestEveryFlagHasHelp(t *testing.T) {
 	}
 }
 
+// run --help lists the flags most people need first, in declared order,
+// and the engine knobs last under their own heading.
+func TestHelpPutsEngineFlagsLast(t *testing.T) {
+	code, out, e := runCLI(t, "run", "--help")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, e)
+	}
+	at := func(s string) int {
+		i := strings.Index(out, s)
+		if i < 0 {
+			t.Fatalf("run --help lacks %q:\n%s", s, out)
+		}
+		return i
+	}
+	if !(at("--model") < at("--out") && at("--out") < at("--topk") && at("--topk") < at("Nightly runs:") &&
+		at("Output files:") < at("Nightly runs:") && at("Nightly runs:") < at("Engine tuning:") &&
+		at("Nightly runs:") < at("--shard ") && at("Engine tuning:") < at("--threads") && at("Engine tuning:") < at("--decode-workers")) {
+		t.Errorf("run --help order:\n%s", out)
+	}
+	if strings.Count(out, "Engine tuning:") != 1 {
+		t.Errorf("one Engine tuning heading expected:\n%s", out)
+	}
+}
+
 // The same seed gives the same model id twice: from init, and from a
 // training run (on one thread), though the files' provenance differs.
 func TestSameSeedSameModelID(t *testing.T) {

@@ -37,7 +37,7 @@ named like ninbatch's own are refused (use --prefix), except the score columns o
 a file ninbatch scored before, which are replaced. Float32 tensor columns hold
 pixels on the 0..255 scale unless --pixel-range 1. Exit codes: 0 all rows scored,
 1 the run failed, 2 usage or configuration error, 3 finished but some rows or
-files errored.
+files errored, 130/143 interrupted by SIGINT/SIGTERM, 70 internal error.
 
 Example:
    ninbatch run --model models/nin-mnist.nin --out scored/ data/mnist/test.parquet`,
@@ -52,16 +52,16 @@ Example:
 			&cli.StringFlag{Name: "prefix", Usage: "prepend this to ninbatch's column names (probs, top1, ..., error), e.g. when the input has an 'error' column of its own"},
 			&cli.IntFlag{Name: "topk", Value: 5, Usage: "entries in the topk column (0 = no column)"},
 			&cli.StringFlag{Name: "on-error", Value: "record", Usage: "bad rows: record (keep with error), skip (drop) or fail (stop)"},
-			&cli.StringFlag{Name: "compression", Value: "zstd", Usage: "zstd, snappy or none"},
-			&cli.IntFlag{Name: "row-group-rows", Value: 16384, Usage: "rows per output row group (at most); the writer buffers one row group, so this bounds memory"},
+			&cli.StringFlag{Name: "compression", Category: "Output files", Value: "zstd", Usage: "zstd, snappy or none"},
+			&cli.IntFlag{Name: "row-group-rows", Category: "Output files", Value: 16384, Usage: "rows per output row group (at most); the writer buffers one row group, so this bounds memory"},
 			&cli.StringFlag{Name: "summary", Usage: "write a JSON summary (counts, timings, img/s) to this file"},
-			&cli.IntFlag{Name: "decode-workers", Usage: "image decoding goroutines (default: --threads)"},
-			&cli.StringFlag{Name: "shard", Usage: "I/N: score only shard I (0-based) of N; N workers together cover every input once"},
-			&cli.IntFlag{Name: "shards", EnvVars: []string{"NINBATCH_SHARDS"}, Usage: "N, with the shard index from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job)"},
-			&cli.Int64Flag{Name: "split-rows", Usage: "split Parquet inputs above this many rows into row-group ranges, each its own unit and output (0 = never)"},
-			&cli.BoolFlag{Name: "force", Usage: "rescore inputs the manifest records as finished"},
-			&cli.BoolFlag{Name: "prune", Usage: "remove outputs whose input is gone from below the input directories (reported in the summary either way)"},
-			&cli.IntFlag{Name: flagThreads, Usage: "cores for inference (overrides the global --threads)"},
+			&cli.StringFlag{Name: "shard", Category: "Nightly runs", Usage: "I/N: score only shard I (0-based) of N; N workers together cover every input once"},
+			&cli.IntFlag{Name: "shards", Category: "Nightly runs", EnvVars: []string{"NINBATCH_SHARDS"}, Usage: "N, with the shard index from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job)"},
+			&cli.Int64Flag{Name: "split-rows", Category: "Nightly runs", Usage: "split Parquet inputs above this many rows into row-group ranges, each its own unit and output (0 = never)"},
+			&cli.BoolFlag{Name: "force", Category: "Nightly runs", Usage: "rescore inputs the manifest records as finished"},
+			&cli.BoolFlag{Name: "prune", Category: "Nightly runs", Usage: "remove outputs whose input is gone from below the input directories (reported in the summary either way)"},
+			&cli.IntFlag{Name: "decode-workers", Category: "Engine tuning", Usage: "image decoding goroutines (default: --threads)"},
+			&cli.IntFlag{Name: flagThreads, Category: "Engine tuning", Usage: "cores for inference (overrides the global --threads)"},
 		},
 		Action: runRun,
 	}
