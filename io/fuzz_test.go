@@ -2,6 +2,7 @@ package nbio
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"image"
 	"image/color"
@@ -69,6 +70,14 @@ func fuzzInputBody(t *testing.T, data []byte) {
 	os.WriteFile(path, data, 0o644)
 	if d := os.Getenv("NINBATCH_FUZZ_LAST"); d != "" {
 		os.WriteFile(d, data, 0o644)
+	}
+	// the training loader over the same bytes: an error or a pass, never a panic or a hang
+	if ls, err := OpenLabeledStream([]string{path}, LabelOptions{Classes: 3, SkipBad: true, Workers: 2}, pr, memory.DefaultAllocator); err == nil {
+		for _, ord := range []Order{{}, {Shuffle: true, Buffer: 2}} {
+			if err := ls.Each(context.Background(), ord, 2, func([]uint8, []int32, int) error { return nil }); err != nil && err.Error() == "" {
+				t.Fatal("empty error")
+			}
+		}
 	}
 	src, err := Open(path, nil, 7, memory.DefaultAllocator)
 	if err != nil {

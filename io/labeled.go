@@ -1,13 +1,14 @@
 package nbio
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
-	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -155,24 +156,14 @@ func hashFile(h io.Writer, path string) error {
 }
 
 func (l *Labeled) load(path string, opt LabelOptions, p *Preprocess, mem memory.Allocator) error {
-	probe, err := Open(path, nil, 1, mem)
+	cols, names, err := labeledColumns(path, opt, mem)
 	if err != nil {
 		return err
 	}
-	ic, err := FindImageColumn(probe.Schema(), opt.ImageCol)
-	labelCol := opt.LabelCol
-	if err == nil {
-		labelCol, err = FindLabelColumn(probe.Schema(), labelCol)
-	}
-	meta := probe.Metadata()
-	probe.Close()
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if names := ClassNames(meta, labelCol); names != nil && l.Classes == nil {
+	if names != nil && l.Classes == nil {
 		l.Classes = names
 	}
-	src, err := Open(path, []string{ic.Name, labelCol}, 1024, mem)
+	src, err := Open(path, []string{cols.image.Name, cols.label}, 1024, mem)
 	if err != nil {
 		return err
 	}
@@ -181,61 +172,17 @@ func (l *Labeled) load(path string, opt LabelOptions, p *Preprocess, mem memory.
 	sz := p.Len()
 	return EachBatch(src, func(rec arrow.RecordBatch) error {
 		n := int(rec.NumRows())
-		ir, err := NewImageReader(rec.Column(0), ic.Kind)
-		if err != nil {
-			return fmt.Errorf("%s column %s: %w", path, ic.Name, err)
-		}
-		lab, err := labelsOf(rec.Column(1), opt)
-		if err != nil {
-			return fmt.Errorf("%s column %s: %w", path, labelCol, err)
-		}
 		base := l.N
 		l.Pixels = append(l.Pixels, make([]uint8, n*sz)...)
-		errs := make([]error, n)
-		labels := make([]int32, n)
-		for i := range labels {
-			if labels[i], err = lab(i); err != nil {
-				errs[i] = fmt.Errorf("%s row %d column %s: %w", path, row+i, labelCol, err)
-			}
+		l.Labels = append(l.Labels, make([]int32, n)...)
+		kept, skipped, err := decodeLabeled(rec, cols, opt, p, path, row, l.Pixels[base*sz:], l.Labels[base:])
+		if err != nil {
+			return err
 		}
-		var wg sync.WaitGroup
-		w := max(1, opt.Workers)
-		for k := 0; k < w; k++ {
-			wg.Add(1)
-			go func(k int) {
-				defer wg.Done()
-				for i := k; i < n; i += w {
-					if errs[i] != nil {
-						continue
-					}
-					if e := p.Pixels(l.Pixels[(base+i)*sz:(base+i+1)*sz], ir.At(i), Shape{}); e != nil {
-						errs[i] = fmt.Errorf("%s row %d column %s: %w", path, row+i, ic.Name, e)
-					}
-				}
-			}(k)
-		}
-		wg.Wait()
-		kept := 0 // compact the good rows to the front of this batch's pixels
-		for i, e := range errs {
-			if e != nil {
-				if !opt.SkipBad {
-					return e
-				}
-				l.Skipped++
-				if opt.Warn != nil {
-					opt.Warn(e.Error() + ": left out")
-				}
-				continue
-			}
-			if kept != i {
-				copy(l.Pixels[(base+kept)*sz:(base+kept+1)*sz], l.Pixels[(base+i)*sz:(base+i+1)*sz])
-			}
-			l.Labels = append(l.Labels, labels[i])
-			kept++
-		}
-		l.Pixels = l.Pixels[:(base+kept)*sz]
-		row += n
+		l.Skipped += skipped
 		l.N += kept
+		l.Pixels, l.Labels = l.Pixels[:l.N*sz], l.Labels[:l.N]
+		row += n
 		return nil
 	})
 }
@@ -249,4 +196,43 @@ func (l *Labeled) Truncate(n int) {
 	l.N, l.Pixels, l.Labels = n, l.Pixels[:n*sz], l.Labels[:n]
 	h := sha256.Sum256([]byte(fmt.Sprintf("%s first %d", l.Fingerprint, n)))
 	l.Fingerprint = hex.EncodeToString(h[:])
+}
+
+// Rows is the number of images.
+func (l *Labeled) Rows() int { return l.N }
+
+// Digest identifies the set's content (and any Truncate).
+func (l *Labeled) Digest() string { return l.Fingerprint }
+
+// Each is LabeledStream.Each over the images in memory; a shuffled pass
+// is a uniform permutation drawn from (Seed, Epoch).
+func (l *Labeled) Each(ctx context.Context, ord Order, batch int, fn func(pix []uint8, labels []int32, n int) error) error {
+	if batch < 1 {
+		return fmt.Errorf("batch %d must be positive", batch)
+	}
+	sz := l.H * l.W * l.C
+	pix := make([]uint8, batch*sz)
+	labels := make([]int32, batch)
+	var perm []int
+	if ord.Shuffle {
+		perm = rand.New(rand.NewPCG(ord.Seed, 0x73687566^uint64(ord.Epoch))).Perm(l.N) // "shuf"
+	}
+	for b0 := 0; b0 < l.N; b0 += batch {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(batch, l.N-b0)
+		for j := 0; j < n; j++ {
+			i := b0 + j
+			if perm != nil {
+				i = perm[i]
+			}
+			copy(pix[j*sz:(j+1)*sz], l.Pixels[i*sz:(i+1)*sz])
+			labels[j] = l.Labels[i]
+		}
+		if err := fn(pix, labels, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }

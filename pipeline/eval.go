@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
 	"math"
 
@@ -24,15 +25,21 @@ type EvalResult struct {
 	ImgPerSec   float64 `json:"img_per_s"`
 }
 
-// Evaluate scores every image of data with net (built with MaxBatch ≥ batch).
-func Evaluate(net *nin.Net, data *nbio.Labeled, prep *nbio.Preprocess, batch int) (*EvalResult, error) {
+// LabeledSet is a labelled image set that training and evaluation pass
+// over: nbio.Labeled in memory or nbio.LabeledStream from its files.
+type LabeledSet interface {
+	Rows() int
+	Digest() string
+	Each(ctx context.Context, ord nbio.Order, batch int, fn func(pix []uint8, labels []int32, n int) error) error
+}
+
+// Evaluate scores every image of data, in order, with net (built with
+// MaxBatch ≥ batch).
+func Evaluate(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio.Preprocess, batch int) (*EvalResult, error) {
 	c := net.Classes()
-	r := &EvalResult{N: data.N, PerClass: make([]float64, c), ClassN: make([]int, c), Confusion: make([][]int, c)}
+	r := &EvalResult{PerClass: make([]float64, c), ClassN: make([]int, c), Confusion: make([][]int, c)}
 	for i := range r.Confusion {
 		r.Confusion[i] = make([]int, c)
-	}
-	if data.N == 0 {
-		return nil, fmt.Errorf("no images to evaluate")
 	}
 	sz := prep.Len()
 	x := make([]float32, batch*sz)
@@ -40,17 +47,16 @@ func Evaluate(net *nin.Net, data *nbio.Labeled, prep *nbio.Preprocess, batch int
 	var top1, top5 int
 	var loss float64
 	idx := make([]int, 0, 5)
-	for b0 := 0; b0 < data.N; b0 += batch {
-		n := min(batch, data.N-b0)
+	err := data.Each(ctx, nbio.Order{}, batch, func(pix []uint8, labels []int32, n int) error {
 		for j := 0; j < n; j++ {
-			prep.Normalize(x[j*sz:(j+1)*sz], data.Pixels[(b0+j)*sz:(b0+j+1)*sz])
+			prep.Normalize(x[j*sz:(j+1)*sz], pix[j*sz:(j+1)*sz])
 		}
 		if err := net.Forward(x, n, probs, nil); err != nil {
-			return nil, err
+			return err
 		}
 		for j := 0; j < n; j++ {
 			p := probs[j*c : (j+1)*c]
-			y := int(data.Labels[b0+j])
+			y := int(labels[j])
 			idx = topK(idx, p, 5)
 			if idx[0] == y {
 				top1++
@@ -64,11 +70,20 @@ func Evaluate(net *nin.Net, data *nbio.Labeled, prep *nbio.Preprocess, batch int
 			r.ClassN[y]++
 			r.Confusion[y][idx[0]]++
 		}
+		r.N += n
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	r.Top1 = float64(top1) / float64(data.N)
-	r.Top5 = float64(top5) / float64(data.N)
+	if r.N == 0 {
+		return nil, fmt.Errorf("no images to evaluate")
+	}
+	n := float64(r.N)
+	r.Top1 = float64(top1) / n
+	r.Top5 = float64(top5) / n
 	r.Error = 1 - r.Top1
-	r.LogLoss = loss / float64(data.N)
+	r.LogLoss = loss / n
 	for k := range r.PerClass {
 		if r.ClassN[k] > 0 {
 			r.PerClass[k] = float64(r.Confusion[k][k]) / float64(r.ClassN[k])

@@ -153,8 +153,8 @@ type Runner struct {
 	Config   RunConfig
 	Mem      memory.Allocator
 	Progress func(input string, rowsDone, rowsTotal int64) // may be nil; called from the writer goroutine; input is the file being written
-	FileDone func(FileSummary)               // may be nil
-	Warn     func(msg string)                // may be nil: something the user should know that does not stop the run
+	FileDone func(FileSummary)                             // may be nil
+	Warn     func(msg string)                              // may be nil: something the user should know that does not stop the run
 }
 
 // prepared is a checked input ready to score, or one that failed.

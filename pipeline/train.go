@@ -29,6 +29,8 @@ type TrainConfig struct {
 	NoDropout    bool    `json:"no_dropout"`
 	CropPad      int     `json:"crop_pad"` // random crop after zero padding by this many pixels (0 = off)
 	Flip         bool    `json:"flip"`     // random horizontal flip
+	// ShuffleBuffer is the shuffle buffer in images (0 = nbio.DefaultShuffleRows).
+	ShuffleBuffer int `json:"shuffle_buffer,omitempty"`
 }
 
 // Validate checks the configuration.
@@ -46,6 +48,8 @@ func (c *TrainConfig) Validate() error {
 		return fmt.Errorf("gamma %g: want (0, 1]", c.Gamma)
 	case c.WarmupEpochs < 0 || c.CropPad < 0 || c.CropPad > 64:
 		return fmt.Errorf("warm-up %g or crop padding %d out of range", c.WarmupEpochs, c.CropPad)
+	case c.ShuffleBuffer < 0 || c.ShuffleBuffer > 1<<24:
+		return fmt.Errorf("shuffle buffer %d: want 0..%d images (0 = %d)", c.ShuffleBuffer, 1<<24, nbio.DefaultShuffleRows)
 	}
 	return nil
 }
@@ -91,10 +95,10 @@ type TrainHooks struct {
 	Warn     func(msg string)
 }
 
-// Trainer runs epochs over an in-memory labelled set, writing Files as it goes.
+// Trainer runs epochs over a labelled set, writing Files as it goes.
 type Trainer struct {
 	Model      *nin.Model
-	Train, Val *nbio.Labeled
+	Train, Val LabeledSet
 	Prep       *nbio.Preprocess
 	Config     TrainConfig
 	Threads    int
@@ -145,7 +149,7 @@ func (tr *Trainer) Run(ctx context.Context) error {
 		}
 		if net != nil {
 			net.Reload() // the Winograd and direct-kernel weights are copies of the trained ones
-			ev, err := Evaluate(net, tr.Val, tr.Prep, 256)
+			ev, err := Evaluate(ctx, net, tr.Val, tr.Prep, 256)
 			if err != nil {
 				return err
 			}
@@ -171,9 +175,12 @@ func (tr *Trainer) begin() error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if tr.Train.Rows() == 0 {
+		return errors.New("the training data has no rows")
+	}
 	st := &tr.State
 	if st.Config == nil {
-		st.Config, st.Seed, st.DatasetFingerprint = &cfg, cfg.Seed, tr.Train.Fingerprint
+		st.Config, st.Seed, st.DatasetFingerprint = &cfg, cfg.Seed, tr.Train.Digest()
 		return nil
 	}
 	then, _ := json.Marshal(st.Config)
@@ -195,61 +202,70 @@ func (tr *Trainer) begin() error {
 	if string(then) != string(now) {
 		return fmt.Errorf("%w:\n  checkpoint: %s\n  now:        %s", ErrConfigMismatch, then, now)
 	}
-	if st.DatasetFingerprint != tr.Train.Fingerprint {
-		return fmt.Errorf("resume: the training data changed since the checkpoint (fingerprint %s, now %s)", st.DatasetFingerprint, tr.Train.Fingerprint)
+	if st.DatasetFingerprint != tr.Train.Digest() {
+		return fmt.Errorf("resume: the training data changed since the checkpoint (fingerprint %s, now %s)", st.DatasetFingerprint, tr.Train.Digest())
 	}
 	return nil
 }
 
-// epoch runs one pass over the shuffled training set.
+// epoch runs one pass over the shuffled training set; the order is a
+// function of the seed and the epoch, so a resumed run repeats it.
 func (tr *Trainer) epoch(ctx context.Context, t *nin.Trainer, epoch int) (EpochMetrics, error) {
-	cfg, data, st := tr.Config, tr.Train, &tr.State
+	cfg, st := tr.Config, &tr.State
 	t0 := time.Now()
 	sz := tr.Prep.Len()
+	h, w, c := tr.Prep.H, tr.Prep.W, tr.Prep.C
 	x := make([]float32, cfg.Batch*sz)
-	labels := make([]int32, cfg.Batch)
-	pix := make([]uint8, sz)
-	steps := (data.N + cfg.Batch - 1) / cfg.Batch
-	perm := rand.New(rand.NewPCG(cfg.Seed, 0x73687566^uint64(epoch))).Perm(data.N) // "shuf"
+	aug := make([]uint8, sz)
+	rows := tr.Train.Rows()
+	steps := (rows + cfg.Batch - 1) / cfg.Batch
 	var lossSum, aliveSum, aliveTail float64
-	var correct int
-	for b := 0; b < steps; b++ {
+	var correct, seen, b int
+	ord := nbio.Order{Shuffle: true, Seed: cfg.Seed, Epoch: epoch, Buffer: cfg.ShuffleBuffer}
+	err := tr.Train.Each(ctx, ord, cfg.Batch, func(pix []uint8, labels []int32, n int) error {
 		if err := ctx.Err(); err != nil {
-			return EpochMetrics{}, err
+			return err
 		}
-		idx := perm[b*cfg.Batch : min((b+1)*cfg.Batch, data.N)]
-		for j, i := range idx {
-			src := data.Pixels[i*sz : (i+1)*sz]
+		for j := 0; j < n; j++ {
+			src := pix[j*sz : (j+1)*sz]
 			if cfg.CropPad > 0 || cfg.Flip {
-				augment(pix, src, data.H, data.W, data.C, cfg, st.Step, j)
-				src = pix
+				augment(aug, src, h, w, c, cfg, st.Step, j)
+				src = aug
 			}
 			tr.Prep.Normalize(x[j*sz:(j+1)*sz], src)
-			labels[j] = data.Labels[i]
 		}
 		lr := cfg.LRAt(float64(epoch) + float64(b)/float64(steps))
-		res, err := t.Step(x, labels, len(idx), lr, st.Step)
+		res, err := t.Step(x, labels, n, lr, st.Step)
 		if err != nil {
-			return EpochMetrics{}, err
+			return err
 		}
 		if math.IsNaN(res.Loss) || math.IsInf(res.Loss, 0) {
-			return EpochMetrics{}, fmt.Errorf("epoch %d step %d: loss is %v (learning rate %g too high?)", epoch+1, b, res.Loss, lr)
+			return fmt.Errorf("epoch %d step %d: loss is %v (learning rate %g too high?)", epoch+1, b, res.Loss, lr)
 		}
 		st.Step++
-		lossSum += res.Loss * float64(len(idx))
+		lossSum += res.Loss * float64(n)
 		correct += res.Correct
-		aliveSum += res.AliveFrac * float64(len(idx))
+		aliveSum += res.AliveFrac * float64(n)
 		if b >= steps-10 {
 			aliveTail += res.AliveFrac
 		}
+		b++
+		seen += n
 		if tr.Hooks.Progress != nil {
-			tr.Hooks.Progress(epoch+1, b+1, steps, res.Loss)
+			tr.Hooks.Progress(epoch+1, b, steps, res.Loss)
 		}
+		return nil
+	})
+	if err != nil {
+		return EpochMetrics{}, err
+	}
+	if seen != rows {
+		return EpochMetrics{}, fmt.Errorf("epoch %d read %d training images, want %d: the training data changed during the run", epoch+1, seen, rows)
 	}
 	secs := time.Since(t0).Seconds()
 	m := EpochMetrics{Epoch: epoch + 1, Step: st.Step, LR: cfg.LRAt(float64(epoch) + float64(steps-1)/float64(steps)),
-		TrainLoss: lossSum / float64(data.N), TrainAcc: float64(correct) / float64(data.N),
-		AliveFrac: aliveSum / float64(data.N), ImgPerSec: float64(data.N) / secs, Seconds: secs}
+		TrainLoss: lossSum / float64(rows), TrainAcc: float64(correct) / float64(rows),
+		AliveFrac: aliveSum / float64(rows), ImgPerSec: float64(rows) / secs, Seconds: secs}
 	m.DeadReLU = aliveTail == 0 && !tr.Model.Spec.NoFinalReLU
 	tr.warnHealth(m, epoch)
 	return m, nil

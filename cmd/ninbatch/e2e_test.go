@@ -135,7 +135,7 @@ func TestTrainKillResume(t *testing.T) {
 	dir, spec, train := trainFixture(t, 600, 3)
 	args := func(out string) []string {
 		return []string{"train", "--spec", spec, "--init-scheme", "kaiming", "--epochs", "4", "--batch", "8", "--lr", "0.01",
-			"--out", out, "--threads", "1", train}
+			"--shuffle-buffer", "64", "--out", out, "--threads", "1", train}
 	}
 	ref := filepath.Join(dir, "ref.nin")
 	if code, _, e := runCLI(t, args(ref)...); code != 0 {

@@ -63,7 +63,7 @@ func runEval(c *cli.Context) error {
 	if onErr != "fail" && onErr != "skip" {
 		return usageErr("--on-error %q: want fail or skip", onErr)
 	}
-	data, err := nbio.LoadLabeledWith(files, nbio.LabelOptions{ImageCol: c.String("image-col"), LabelCol: c.String("label-col"),
+	data, err := nbio.OpenLabeledStream(files, nbio.LabelOptions{ImageCol: c.String("image-col"), LabelCol: c.String("label-col"),
 		Classes: m.Spec.Classes(), ClassNames: m.Classes, Workers: threads, SkipBad: onErr == "skip",
 		Warn: func(msg string) { logger.Warn().Msg(msg) }}, prep, memory.DefaultAllocator)
 	if err != nil {
@@ -76,7 +76,7 @@ func runEval(c *cli.Context) error {
 	}
 	defer net.Close()
 	t0 := time.Now()
-	r, err := pipeline.Evaluate(net, data, prep, batch)
+	r, err := pipeline.Evaluate(c.Context, net, data, prep, batch)
 	if err != nil {
 		return err
 	}

@@ -54,7 +54,8 @@ Example:
 			&cli.StringFlag{Name: "image-col", Usage: "image column (default: auto-detect)"},
 			&cli.StringFlag{Name: "label-col", Usage: "integer label column (default: label or labels)"},
 			&cli.StringFlag{Name: "init-scheme", Category: "Network and init", Value: "caffe", Usage: "weight init: caffe (the spec's Gaussian stds), kaiming (N(0, 2/fan_in)) or lecun (N(0, 1/fan_in))"},
-			&cli.IntFlag{Name: "limit", Usage: "use only the first N training images (quick experiments)"},
+			&cli.IntFlag{Name: "limit", Usage: "use only the first N training images, in file order (quick experiments)"},
+			&cli.IntFlag{Name: "shuffle-buffer", Usage: "images held for shuffling (0 = 8192, at most 64 MiB of pixels); the set is read from its files every epoch, row groups in a shuffled order, so memory does not grow with the set"},
 			&cli.StringFlag{Name: "checkpoint", Category: "Checkpoints and outputs", Usage: "checkpoint file (default OUT.ckpt)"},
 			&cli.BoolFlag{Name: "resume", Category: "Checkpoints and outputs", Usage: "continue from the checkpoint"},
 			&cli.BoolFlag{Name: "force", Category: "Checkpoints and outputs", Usage: "replace an existing --out, checkpoint and metrics file (a new run over a checkpoint is refused without it)"},
@@ -139,6 +140,10 @@ func trainConfigOf(c *cli.Context) (pipeline.TrainConfig, error) {
 		StepEpochs: steps, Gamma: c.Float64("gamma"), WarmupEpochs: c.Float64("warmup"),
 		Momentum: c.Float64("momentum"), WeightDecay: c.Float64("weight-decay"), Seed: c.Uint64(flagSeed),
 		NoDropout: c.Bool("no-dropout"), CropPad: c.Int("crop-pad"), Flip: c.Bool("flip"),
+		ShuffleBuffer: c.Int("shuffle-buffer"),
+	}
+	if n := c.Int("limit"); n < 0 {
+		return cfg, usageErr("--limit %d: want 0 (all images) or more", n)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageErr("%v", err)
@@ -178,29 +183,34 @@ func loadTrainInputs(c *cli.Context, tr *pipeline.Trainer) error {
 	}
 	m := tr.Model
 	tr.Prep = pipeline.PreprocessFor(m)
-	load := func(args []string) (*nbio.Labeled, error) {
+	var train, val *nbio.LabeledStream
+	load := func(args []string) (*nbio.LabeledStream, error) {
 		files, err := nbio.ExpandInputs(args)
 		if err != nil {
 			return nil, asUsage(err)
 		}
-		return nbio.LoadLabeled(files, c.String("image-col"), c.String("label-col"), tr.Prep, m.Spec.Classes(), tr.Threads, memory.DefaultAllocator)
+		return nbio.OpenLabeledStream(files, nbio.LabelOptions{ImageCol: c.String("image-col"), LabelCol: c.String("label-col"),
+			Classes: m.Spec.Classes(), ClassNames: m.Classes, Workers: tr.Threads}, tr.Prep, memory.DefaultAllocator)
 	}
 	t0 := time.Now()
-	if tr.Train, err = load(c.Args().Slice()); err != nil {
+	if train, err = load(c.Args().Slice()); err != nil {
 		return err
 	}
-	if n := c.Int("limit"); n > 0 && n < tr.Train.N {
-		tr.Train.Truncate(n)
+	if n := c.Int("limit"); n > 0 {
+		train.Limit(n)
 	}
+	tr.Train = train
 	if v := c.String("val"); v != "" {
-		if tr.Val, err = load([]string{v}); err != nil {
+		if val, err = load([]string{v}); err != nil {
 			return err
 		}
+		tr.Val = val
 	}
-	if m.Classes == nil && len(tr.Train.Classes) == m.Spec.Classes() {
-		m.Classes = tr.Train.Classes
+	if m.Classes == nil && len(train.Classes) == m.Spec.Classes() {
+		m.Classes = train.Classes
 	}
-	logger.Info().Int("train", tr.Train.N).Int("val", valN(tr.Val)).Float64("load_s", time.Since(t0).Seconds()).
+	logger.Info().Int("train", train.N).Int("val", valN(val)).Float64("open_s", time.Since(t0).Seconds()).
+		Int("shuffle_buffer", nbio.ShuffleRows(tr.Config.ShuffleBuffer, tr.Prep.Len(), train.N)).
 		Str("model", m.Spec.Name).Int("threads", tr.Threads).Msg("data loaded")
 	return nil
 }
@@ -268,7 +278,7 @@ func refuseReplace(path, what string) error {
 	return nil
 }
 
-func valN(v *nbio.Labeled) int {
+func valN(v *nbio.LabeledStream) int {
 	if v == nil {
 		return 0
 	}
