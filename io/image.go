@@ -12,6 +12,7 @@ import (
 	_ "image/png"  // register PNG
 
 	_ "golang.org/x/image/bmp"  // register BMP
+	_ "golang.org/x/image/tiff" // register TIFF
 	_ "golang.org/x/image/webp" // register WebP
 )
 
@@ -20,9 +21,9 @@ import (
 var MaxImagePixels int64 = 100 << 20
 
 // ErrUnsupported marks bytes that are not an image format ninbatch reads.
-var ErrUnsupported = errors.New("unsupported image format (want PNG, JPEG, GIF, BMP or WebP)")
+var ErrUnsupported = errors.New("unsupported image format (want PNG, JPEG, GIF, BMP, TIFF or WebP)")
 
-// DecodeImage decodes PNG, JPEG, GIF, BMP or WebP bytes into HWC uint8
+// DecodeImage decodes PNG, JPEG, GIF, BMP, TIFF or WebP bytes into HWC uint8
 // pixels with c channels (1: luma, 3: RGB), applying the EXIF orientation
 // of a JPEG. It checks the declared size before decoding.
 func DecodeImage(b []byte, c int) (pix []uint8, h, w int, err error) {

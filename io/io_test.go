@@ -24,6 +24,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"golang.org/x/image/bmp"
+	"golang.org/x/image/tiff"
 )
 
 func writeIDX(t *testing.T, path string, dims []int, data []byte, gz bool) {
@@ -81,12 +82,13 @@ func testImage() *image.NRGBA {
 
 func TestDecodeFormats(t *testing.T) {
 	img := testImage()
-	var pngB, gifB, bmpB bytes.Buffer
+	var pngB, gifB, bmpB, tiffB bytes.Buffer
 	png.Encode(&pngB, img)
 	bmp.Encode(&bmpB, img)
+	tiff.Encode(&tiffB, img, &tiff.Options{Compression: tiff.Deflate})
 	gif.Encode(&gifB, img, &gif.Options{NumColors: 256})
 	want, _, _ := toHWCExact(img)
-	for name, b := range map[string][]byte{"png": pngB.Bytes(), "bmp": bmpB.Bytes()} {
+	for name, b := range map[string][]byte{"png": pngB.Bytes(), "bmp": bmpB.Bytes(), "tiff": tiffB.Bytes()} {
 		pix, h, w, err := DecodeImage(b, 3)
 		if err != nil || h != 3 || w != 4 || !slices.Equal(pix, want) {
 			t.Fatalf("%s: %v %dx%d %v", name, err, h, w, pix)
