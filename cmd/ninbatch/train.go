@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -38,8 +39,8 @@ Example:
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "final model file"},
 			&cli.StringFlag{Name: "val", Usage: "validation data (Parquet/Arrow)"},
 			&cli.IntFlag{Name: "epochs", Value: 20, Usage: "passes over the training data"},
-			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 128, Usage: "images per SGD step"},
-			&cli.Float64Flag{Name: "lr", Category: "Optimiser and schedule", Value: 0.05, Usage: "base learning rate"},
+			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 128, Usage: "images per SGD step (32 for a set under 8,192 images, so a short run still takes enough steps to learn)"},
+			&cli.Float64Flag{Name: "lr", Category: "Optimiser and schedule", Value: 0.03, Usage: "base learning rate"},
 			&cli.StringFlag{Name: "schedule", Category: "Optimiser and schedule", Value: "step", Usage: "step, cosine or const"},
 			&cli.StringFlag{Name: "step-epochs", Category: "Optimiser and schedule", Value: "", Usage: "step schedule: epochs at which the rate is multiplied by --gamma (e.g. 12,17)"},
 			&cli.Float64Flag{Name: "gamma", Category: "Optimiser and schedule", Value: 0.1, Usage: "step schedule: factor applied to the rate at each --step-epochs epoch"},
@@ -53,7 +54,7 @@ Example:
 			&cli.BoolFlag{Name: "flip", Category: "Augmentation", Usage: "augmentation: random horizontal flip"},
 			&cli.StringFlag{Name: "image-col", Usage: "image column (default: auto-detect)"},
 			&cli.StringFlag{Name: "label-col", Usage: "integer label column (default: label or labels)"},
-			&cli.StringFlag{Name: "init-scheme", Category: "Network and init", Value: "caffe", Usage: "weight init: caffe (the spec's Gaussian stds), kaiming (N(0, 2/fan_in)) or lecun (N(0, 1/fan_in))"},
+			&cli.StringFlag{Name: "init-scheme", Category: "Network and init", Value: "lecun", Usage: "weight init: lecun (N(0, 1/fan_in)), kaiming (N(0, 2/fan_in)) or caffe (the spec's Gaussian stds, as in the reference configs; slow to start)"},
 			&cli.IntFlag{Name: "limit", Usage: "use only the first N training images, in file order (quick experiments)"},
 			&cli.IntFlag{Name: "shuffle-buffer", Usage: "images held for shuffling (0 = 8192, at most 64 MiB of pixels); the set is read from its files every epoch, row groups in a shuffled order, so memory does not grow with the set"},
 			&cli.StringFlag{Name: "checkpoint", Category: "Checkpoints and outputs", Usage: "checkpoint file (default OUT.ckpt)"},
@@ -107,9 +108,17 @@ func runTrain(c *cli.Context) error {
 		logModelWritten(files.Model, m, st)
 		return nil
 	}
+	if os.Getenv("GOGC") == "" {
+		// the trainer's ~100 MB of long-lived buffers would otherwise let each
+		// epoch's decode garbage grow the heap by as much again
+		debug.SetGCPercent(25)
+	}
 	tr := &pipeline.Trainer{Config: cfg, Threads: threadsOf(c), Tuning: tuning, Files: files}
 	if err := loadTrainInputs(c, tr); err != nil {
 		return err
+	}
+	if !c.IsSet(flagBatch) && tr.Train.Rows() < smallSet {
+		tr.Config.Batch = smallSetBatch // 2,000 images at 128 would be 16 steps an epoch: too few to leave ln(classes)
 	}
 	ctx, stop, signalCode := signalContext()
 	defer stop()
@@ -128,6 +137,9 @@ func runTrain(c *cli.Context) error {
 	logModelWritten(files.Model, tr.Model, tr.State)
 	return err // nil, or the model was written but the metrics file was not
 }
+
+// A set under smallSet images trains with smallSetBatch unless --batch is given.
+const smallSet, smallSetBatch = 8192, 32
 
 // trainConfigOf reads the training settings from the flags.
 func trainConfigOf(c *cli.Context) (pipeline.TrainConfig, error) {
