@@ -7,7 +7,7 @@
 #   bash scripts/train-mnist.sh            # start, or continue after an interruption
 #   THREADS=1 WORK=/tmp/x bash scripts/train-mnist.sh
 #
-# Long: about 3 minutes per epoch on 2 cores. Checkpoints, metrics and the
+# Long: 1-1.5 minutes per epoch on 2 AVX-512 cores (40 epochs). Checkpoints, metrics and the
 # log live in $WORK (outside the work tree); rerunning resumes exactly.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
