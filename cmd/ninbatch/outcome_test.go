@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,8 +80,9 @@ func TestRunLogsForSchedulers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sum := filepath.Join(t.TempDir(), "sub", "summary.json") // its directory is created
+			prom := filepath.Join(t.TempDir(), "ninbatch.prom")
 			code, _, e := runCLI(t, "--log-format", "json", "run", "--model", model, "--out", t.TempDir(), "--on-error", tc.onError,
-				"--summary", sum, tc.input)
+				"--summary", sum, "--metrics-file", prom, tc.input)
 			if code != tc.code {
 				t.Fatalf("exit %d, want %d: %s", code, tc.code, e)
 			}
@@ -102,7 +105,47 @@ func TestRunLogsForSchedulers(t *testing.T) {
 			if tc.status == "failed" && !strings.Contains(s.Error, bad) {
 				t.Fatalf("summary error does not name the file: %q", s.Error)
 			}
+			checkPromFile(t, prom, tc.status, tc.code, tc.status != "failed")
 		})
+	}
+}
+
+// checkPromFile: the metrics file is valid Prometheus text whose gauges
+// say the run's status, exit code and (when it got that far) its rows.
+func checkPromFile(t *testing.T, path, status string, code int, counted bool) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample := regexp.MustCompile(`^ninbatch_[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [-+0-9.e]+$`)
+	got := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if strings.HasPrefix(l, "# HELP ") || strings.HasPrefix(l, "# TYPE ") {
+			continue
+		}
+		if !sample.MatchString(l) {
+			t.Fatalf("not a Prometheus sample line: %q", l)
+		}
+		k, v, _ := strings.Cut(l, " ")
+		got[k] = v
+	}
+	success := "0"
+	if status == "succeeded" {
+		success = "1"
+	}
+	want := map[string]string{`ninbatch_run_status{status="` + status + `"}`: "1", "ninbatch_run_success": success,
+		"ninbatch_run_exit_code": strconv.Itoa(code)}
+	if counted {
+		want[`ninbatch_run_rows{kind="in"}`] = "40"
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q:\n%s", k, got[k], v, b)
+		}
+	}
+	if ts, err := strconv.ParseFloat(got["ninbatch_run_last_completion_timestamp_seconds"], 64); err != nil || time.Since(time.Unix(int64(ts), 0)) > time.Minute {
+		t.Errorf("completion timestamp %q", got["ninbatch_run_last_completion_timestamp_seconds"])
 	}
 }
 
@@ -114,12 +157,14 @@ func TestRunSummaryCheckedFirst(t *testing.T) {
 	os.WriteFile(notDir, []byte("x"), 0o644)
 	out := filepath.Join(dir, "out")
 	for _, sum := range []string{filepath.Join(notDir, "s.json"), filepath.Join(notDir, "sub", "s.json"), dir} {
-		code, _, e := runCLI(t, "run", "--model", model, "--out", out, "--summary", sum, in)
-		if code != 2 || !strings.Contains(e, "--summary") {
-			t.Fatalf("--summary %s: exit %d: %s", sum, code, e)
-		}
-		if _, err := os.Stat(out); !os.IsNotExist(err) {
-			t.Fatalf("--summary %s: the run started (%v)", sum, err)
+		for _, flag := range []string{"--summary", "--metrics-file"} {
+			code, _, e := runCLI(t, "run", "--model", model, "--out", out, flag, sum, in)
+			if code != 2 || !strings.Contains(e, flag) {
+				t.Fatalf("%s %s: exit %d: %s", flag, sum, code, e)
+			}
+			if _, err := os.Stat(out); !os.IsNotExist(err) {
+				t.Fatalf("%s %s: the run started (%v)", flag, sum, err)
+			}
 		}
 	}
 }

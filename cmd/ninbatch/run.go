@@ -55,6 +55,7 @@ Example:
 			&cli.StringFlag{Name: "compression", Category: "Output files", Value: "zstd", Usage: "zstd, snappy or none"},
 			&cli.IntFlag{Name: "row-group-rows", Category: "Output files", Value: 16384, Usage: "rows per output row group (at most); the writer buffers one row group, so this bounds memory"},
 			&cli.StringFlag{Name: "summary", Usage: "write a JSON summary (counts, timings, img/s) to this file"},
+			&cli.StringFlag{Name: "metrics-file", Usage: "write the run's outcome, row counts, img/s and duration as Prometheus text (node_exporter's textfile collector: a *.prom file in its directory)"},
 			&cli.StringFlag{Name: "shard", Category: "Nightly runs", Usage: "I/N: score only shard I (0-based) of N; N workers together cover every input once"},
 			&cli.IntFlag{Name: "shards", Category: "Nightly runs", EnvVars: []string{"NINBATCH_SHARDS"}, Usage: "N, with the shard index from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job)"},
 			&cli.Int64Flag{Name: "split-rows", Category: "Nightly runs", Usage: "split Parquet inputs above this many rows into row-group ranges, each its own unit and output (0 = never)"},
@@ -101,7 +102,23 @@ func runRun(c *cli.Context) error {
 			return err
 		}
 	}
+	metrics := c.String("metrics-file")
+	if metrics != "" {
+		if err := checkWritable(metrics, "--metrics-file"); err != nil {
+			return err
+		}
+	}
 	sum, err := score(c, cfg, tuning)
+	if metrics != "" {
+		if werr := writeAtomic(metrics, promText(sum, exitCodeOf(err), time.Now())); werr != nil {
+			werr = fmt.Errorf("writing metrics file %s: %w", metrics, werr)
+			if err == nil || exitCodeOf(err) == exitRowsErrors {
+				err = &exitError{exitFailed, werr} // an alert on a stale file must not read as success
+			} else {
+				logger.Error().Err(werr).Msg("writing the metrics file")
+			}
+		}
+	}
 	if sum != nil {
 		finalFields = func(e *zerolog.Event) {
 			e.Str("shard", sum.Shard).Int("units", sum.Files).Int("done", sum.FilesDone).Int("skipped_finished", sum.FilesSkip).
