@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"os/exec"
@@ -192,4 +193,23 @@ func readLines(t *testing.T, p string) []string {
 		t.Fatal(err)
 	}
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+// A set under 8,192 images trains at batch 32 unless --batch (or its alias
+// --batch-size) says otherwise: the metrics' step count shows which.
+func TestTrainSmallSetBatch(t *testing.T) {
+	dir, spec, data := trainFixture(t, 100, 1)
+	for i, tc := range []struct {
+		args  []string
+		steps string
+	}{{nil, `"step":4,`}, {[]string{"--batch-size", "50"}, `"step":2,`}, {[]string{"--batch", "128"}, `"step":1,`}} {
+		out := filepath.Join(dir, fmt.Sprintf("m%d.nin", i))
+		args := append([]string{"train", "--spec", spec, "--epochs", "1", "--threads", "1", "--out", out}, tc.args...)
+		if code, _, e := runCLI(t, append(args, data)...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", tc.args, code, e)
+		}
+		if m := readLines(t, out+".metrics.jsonl"); len(m) != 1 || !strings.Contains(m[0], tc.steps) {
+			t.Errorf("%v: metrics %v, want %s", tc.args, m, tc.steps)
+		}
+	}
 }
