@@ -438,8 +438,7 @@ func ShuffleRows(rows, sz, n int) int {
 	if rows <= 0 {
 		rows = DefaultShuffleRows
 	}
-	rows = min(rows, max(1, MaxShuffleBytes/max(1, sz)), max(1, n))
-	return max(1, rows)
+	return min(rows, max(1, MaxShuffleBytes/max(1, sz)), max(1, n))
 }
 
 // decodeLabeled decodes a record of (image, label) columns whose first

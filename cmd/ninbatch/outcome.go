@@ -124,17 +124,8 @@ func checkWritable(path, what string) error {
 	return nil
 }
 
-// writeJSON writes v to path atomically: a temporary file in the same
+// writeAtomic writes b to path atomically: a temporary file in the same
 // directory, fsynced, then renamed over path.
-func writeJSON(path string, v any) error {
-	b, err := jsonIndent(v)
-	if err != nil {
-		return err
-	}
-	return writeAtomic(path, b)
-}
-
-// writeAtomic writes b to path as writeJSON does.
 func writeAtomic(path string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err

@@ -96,28 +96,17 @@ func runRun(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	summary := c.String("summary")
-	if summary != "" {
-		if err := checkWritable(summary, "--summary"); err != nil {
-			return err
-		}
-	}
-	metrics := c.String("metrics-file")
-	if metrics != "" {
-		if err := checkWritable(metrics, "--metrics-file"); err != nil {
-			return err
+	summary, metrics := c.String("summary"), c.String("metrics-file")
+	for _, f := range [][2]string{{"--summary", summary}, {"--metrics-file", metrics}} {
+		if f[1] != "" {
+			if err := checkWritable(f[1], f[0]); err != nil {
+				return err
+			}
 		}
 	}
 	sum, err := score(c, cfg, tuning)
 	if metrics != "" {
-		if werr := writeAtomic(metrics, promText(sum, exitCodeOf(err), time.Now())); werr != nil {
-			werr = fmt.Errorf("writing metrics file %s: %w", metrics, werr)
-			if err == nil || exitCodeOf(err) == exitRowsErrors {
-				err = &exitError{exitFailed, werr} // an alert on a stale file must not read as success
-			} else {
-				logger.Error().Err(werr).Msg("writing the metrics file")
-			}
-		}
+		err = writeReport(metrics, "metrics file", promText(sum, exitCodeOf(err), time.Now()), err)
 	}
 	if sum != nil {
 		finalFields = func(e *zerolog.Event) {
@@ -137,14 +126,28 @@ func runRun(c *cli.Context) error {
 	if err != nil {
 		sum.Error = err.Error()
 	}
-	if werr := writeJSON(summary, sum); werr != nil {
-		werr = fmt.Errorf("writing summary %s: %w", summary, werr)
-		if err == nil || exitCodeOf(err) == exitRowsErrors {
-			return &exitError{exitFailed, werr} // a scheduler reading the summary must not see success
-		}
-		logger.Error().Err(werr).Msg("writing the summary")
+	b, jerr := jsonIndent(sum)
+	if jerr != nil {
+		return jerr
 	}
-	return err
+	return writeReport(summary, "summary", b, err)
+}
+
+// writeReport writes a run's summary or metrics file atomically and
+// returns the run's error, made a failure (exit 1) when the file could
+// not be written after a run that would otherwise pass or be partial: a
+// scheduler or an alert reading the file must not see a stale success.
+func writeReport(path, what string, b []byte, runErr error) error {
+	werr := writeAtomic(path, b)
+	if werr == nil {
+		return runErr
+	}
+	werr = fmt.Errorf("writing %s %s: %w", what, path, werr)
+	if runErr == nil || exitCodeOf(runErr) == exitRowsErrors {
+		return &exitError{exitFailed, werr}
+	}
+	logger.Error().Err(werr).Msg("writing the " + what)
+	return runErr
 }
 
 // score loads the model and runs the pipeline; its error carries the
