@@ -86,6 +86,10 @@ type Provenance struct {
 	Epochs             int                `json:"epochs,omitempty"`
 	TrainingSeconds    float64            `json:"training_seconds,omitempty"`
 	Metrics            map[string]float64 `json:"metrics,omitempty"`
+	// Source and SourceSHA256 name the file an imported model came from
+	// ("onnx model.onnx", "safetensors nin.safetensors") and its hex sha256.
+	Source       string `json:"source,omitempty"`
+	SourceSHA256 string `json:"source_sha256,omitempty"`
 }
 
 // DefaultPreprocess is the preprocessing a preset's model gets at init.

@@ -138,3 +138,10 @@ func (c *ConvParams) fromFileLayout(src []float32) {
 		}
 	}
 }
+
+// OIHW writes the weights in the PyTorch/ONNX layout (Cout, Cin, K, K).
+func (c *ConvParams) OIHW(dst []float32) { c.toFileLayout(dst) }
+
+// SetOIHW sets the weights from the PyTorch/ONNX layout (Cout, Cin, K, K);
+// src holds Cout·Cin·K·K values.
+func (c *ConvParams) SetOIHW(src []float32) { c.fromFileLayout(src) }
