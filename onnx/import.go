@@ -74,16 +74,16 @@ func ReadFile(path string) (*Model, []byte, error) {
 
 // step is one layer of the chain the graph walk found.
 type step struct {
-	node     string
-	kind     string // conv, relu, pool, dropout, gap
-	k, s, p  int
-	cout     int
-	w, b     *Tensor
-	pool     string // max, ave
-	ceil     bool
-	dropout  float64
-	wshape   []int64
-	relu     bool
+	node    string
+	kind    string // conv, relu, pool, dropout, gap
+	k, s, p int
+	cout    int
+	w, b    *Tensor
+	pool    string // max, ave
+	ceil    bool
+	dropout float64
+	wshape  []int64
+	relu    bool
 }
 
 // Import maps a decoded ONNX graph onto a NIN spec and its weights. The

@@ -23,6 +23,7 @@ type goldenTensor struct {
 	Shape []int64 `json:"shape"`
 	Seed  uint64  `json:"seed"`
 	Bound float32 `json:"bound"`
+	Rows  int     `json:"rows"`
 }
 
 type golden struct {
@@ -39,25 +40,50 @@ type golden struct {
 		Seed   uint64  `json:"seed"`
 		Count  int     `json:"count"`
 		Bound  float32 `json:"bound"`
+		Rows   int     `json:"rows"`
 	} `json:"onnx_data"`
-	OnnxDataBytes      int64  `json:"onnx_data_bytes"`
-	OnnxDataSHA256     string `json:"onnx_data_sha256"`
-	SafetensorsSHA256  string `json:"safetensors_sha256"`
-	dir, name          string
+	OnnxDataBytes     int64  `json:"onnx_data_bytes"`
+	OnnxDataSHA256    string `json:"onnx_data_sha256"`
+	SafetensorsSHA256 string `json:"safetensors_sha256"`
+	dir, name         string
+}
+
+// splitmix is the script's splitmix(seed, n): outputs 1..n of splitmix64.
+func splitmix(seed uint64, n int) []uint64 {
+	out := make([]uint64, n)
+	for i := range out {
+		z := seed + uint64(i+1)*0x9E3779B97F4A7C15
+		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+		z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+		out[i] = z ^ (z >> 31)
+	}
+	return out
 }
 
 // splitmixUniform is the script's uniform(seed, n, bound).
 func splitmixUniform(seed uint64, n int, bound float32) []float32 {
 	out := make([]float32, n)
-	for i := range out {
-		z := seed + uint64(i+1)*0x9E3779B97F4A7C15
-		z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-		z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-		z ^= z >> 31
+	for i, z := range splitmix(seed, n) {
 		u := float32(z>>40) * (1.0 / (1 << 24))
 		out[i] = float32(float32(2)*u-1) * bound
 	}
 	return out
+}
+
+// weights is the script's fill(): uniform values; a weight tensor's rows
+// (one per output channel) in ± pairs half a row apart.
+func weights(seed uint64, n int, bound float32, rows int) []float32 {
+	v := splitmixUniform(seed, n, bound)
+	if rows > 0 {
+		cols := n / rows
+		half := cols / 2
+		for r := 0; r < rows; r++ {
+			for j := 0; j < half; j++ {
+				v[r*cols+half+j] = -v[r*cols+j]
+			}
+		}
+	}
+	return v
 }
 
 func f32bytes(v []float32) []byte {
@@ -110,7 +136,7 @@ func (g *golden) stage(t *testing.T) string {
 	}
 	data := make([]byte, g.OnnxDataBytes)
 	for _, e := range g.OnnxData {
-		copy(data[e.Offset:], f32bytes(splitmixUniform(e.Seed, e.Count, e.Bound)))
+		copy(data[e.Offset:], f32bytes(weights(e.Seed, e.Count, e.Bound, e.Rows)))
 	}
 	if sum := sha256.Sum256(data); hex.EncodeToString(sum[:]) != g.OnnxDataSHA256 {
 		t.Fatalf("%s: regenerated external data does not match the script's sha256", g.name)
@@ -147,7 +173,7 @@ func (g *golden) stageSafetensors(t *testing.T) string {
 		for _, d := range tn.Shape {
 			n *= int(d)
 		}
-		copy(data[entries[tn.Name].Offsets[0]:], f32bytes(splitmixUniform(tn.Seed, n, tn.Bound)))
+		copy(data[entries[tn.Name].Offsets[0]:], f32bytes(weights(tn.Seed, n, tn.Bound, tn.Rows)))
 	}
 	file = append(file, data...)
 	if sum := sha256.Sum256(file); hex.EncodeToString(sum[:]) != g.SafetensorsSHA256 {
@@ -169,6 +195,7 @@ func (g *golden) check(t *testing.T, m *nin.Model) {
 		t.Fatalf("imported spec input %s, %d classes; torch had %dx%dx%d, %d", m.Spec.Input, m.Spec.Classes(), h, w, c, g.Classes)
 	}
 	nchw := splitmixUniform(g.InputSeed, g.Batch*c*h*w, 1)
+	imagePatches(nchw, g.InputSeed, g.Batch, c, h, w)
 	x := make([]float32, len(nchw))
 	for n := 0; n < g.Batch; n++ {
 		for ch := 0; ch < c; ch++ {
@@ -194,20 +221,60 @@ func (g *golden) check(t *testing.T, m *nin.Model) {
 	if err := net.Forward(x, g.Batch, got, nil); err != nil {
 		t.Fatal(err)
 	}
-	var worst float64
+	var worst, worstLog float64
 	for n := 0; n < g.Batch; n++ {
 		row, wrow := got[n*g.Classes:(n+1)*g.Classes], want[n*g.Classes:(n+1)*g.Classes]
 		for i := range row {
 			worst = max(worst, math.Abs(float64(row[i]-wrow[i])))
+			if wrow[i] > 1e-6 { // log-probabilities: the class scores' agreement where p is small
+				worstLog = max(worstLog, math.Abs(math.Log(float64(row[i]))-math.Log(float64(wrow[i]))))
+			}
 		}
 		if a, b := argmax(row), argmax(wrow); a != b {
 			t.Errorf("image %d: ninbatch top-1 %d, PyTorch %d", n, a, b)
 		}
 	}
+	if d := distinctTop1(want, g.Classes); d < 2 {
+		t.Errorf("PyTorch's outputs have %d distinct top-1 classes: the inputs do not exercise the model", d)
+	}
 	if worst > 1e-4 {
 		t.Errorf("largest probability difference from PyTorch %.3g > 1e-4", worst)
 	}
-	t.Logf("%s: %d images, largest |Δp| %.2g", g.name, g.Batch, worst)
+	if worstLog > 1e-3 {
+		t.Errorf("largest log-probability difference from PyTorch %.3g > 1e-3", worstLog)
+	}
+	t.Logf("%s: %d images, largest |Δp| %.2g, |Δlog p| %.2g", g.name, g.Batch, worst, worstLog)
+}
+
+// imagePatches is the script's images(): noise scaled per image, plus a
+// patch with a place and brightness per image and channel.
+func imagePatches(x []float32, seed uint64, batch, c, h, w int) {
+	scale := splitmixUniform(seed+1, batch, 0.75)
+	amp := splitmixUniform(seed+2, batch*c, 2)
+	pos := splitmix(seed+3, 2*batch)
+	ph, pw := max(1, h/3), max(1, w/3)
+	for n := 0; n < batch; n++ {
+		y0, x0 := int(pos[2*n]%uint64(h-ph+1)), int(pos[2*n+1]%uint64(w-pw+1))
+		for ch := 0; ch < c; ch++ {
+			img := x[(n*c+ch)*h*w : (n*c+ch+1)*h*w]
+			for i := range img {
+				img[i] *= 1.25 + scale[n]
+			}
+			for y := y0; y < y0+ph; y++ {
+				for xx := x0; xx < x0+pw; xx++ {
+					img[y*w+xx] += amp[n*c+ch]
+				}
+			}
+		}
+	}
+}
+
+func distinctTop1(p []float32, classes int) int {
+	seen := map[int]bool{}
+	for i := 0; i+classes <= len(p); i += classes {
+		seen[argmax(p[i:i+classes])] = true
+	}
+	return len(seen)
 }
 
 func argmax(v []float32) int {

@@ -45,6 +45,24 @@ def uniform(seed, n, bound):
     return (np.float32(2) * u - np.float32(1)) * np.float32(bound)
 
 
+def images(seed, chw):
+    """BATCH inputs unlike each other: noise scaled per image, plus a patch (a third of the image a side)
+    at a place and with a brightness per image and channel. iid noise alone averages out in global average
+    pooling, and every image would score alike."""
+    c, h, w = chw
+    x = uniform(seed, BATCH * c * h * w, 1.0).reshape(BATCH, c, h, w)
+    scale = np.float32(1.25) + uniform(seed + 1, BATCH, 0.75)
+    amp = uniform(seed + 2, BATCH * c, 2.0).reshape(BATCH, c)
+    pos = splitmix(seed + 3, 2 * BATCH)
+    ph, pw = max(1, h // 3), max(1, w // 3)
+    for n in range(BATCH):
+        x[n] *= scale[n]
+        y0, x0 = int(pos[2 * n] % np.uint64(h - ph + 1)), int(pos[2 * n + 1] % np.uint64(w - pw + 1))
+        for ch in range(c):
+            x[n, ch, y0:y0 + ph, x0:x0 + pw] += amp[n, ch]
+    return x
+
+
 class Chain(nn.Module):
     """blocks: (k, s, p, channels, pool, dropout); pool = (kind, k, s) or None."""
 
@@ -127,12 +145,25 @@ def fill(model):
     """Kaiming-uniform weights and small biases from per-tensor streams; returns the manifest entries."""
     tensors = []
     with torch.no_grad():
-        for seed, (name, p) in enumerate(model.state_dict().items(), 1):
+        items = list(model.state_dict().items())
+        last = max(i for i, (_, p) in enumerate(items) if p.dim() > 1)
+        for seed, (name, p) in enumerate(items, 1):
             fan_in = int(np.prod(p.shape[1:])) if p.dim() > 1 else 0
-            bound = math.sqrt(6.0 / fan_in) if fan_in else 0.1
-            v = uniform(seed, p.numel(), bound).reshape(tuple(p.shape))
+            bound = math.sqrt(6.0 / fan_in) if fan_in else 0.02
+            if seed - 1 == last:
+                bound *= 24  # class scores a few units apart, so the softmax is far from uniform
+            v = uniform(seed, p.numel(), bound)
+            if fan_in:
+                # weights in +/- pairs: every row sums to 0 (but one odd entry), so the class scores follow the input
+                # instead of the row sums (after ReLU every activation is positive)
+                # (pairs half a row apart, so that they meet different input channels)
+                r = v.reshape(p.shape[0], -1)
+                half = r.shape[1] // 2
+                r[:, half:2 * half] = -r[:, :half]
+                v = r.ravel()
+            v = v.reshape(tuple(p.shape))
             p.copy_(torch.from_numpy(v))
-            tensors.append(dict(name=name, shape=list(p.shape), seed=seed, bound=float(np.float32(bound)),
+            tensors.append(dict(name=name, shape=list(p.shape), seed=seed, bound=float(np.float32(bound)), rows=int(p.shape[0]) if fan_in else 0,
                                 values=v))
     return tensors
 
@@ -215,7 +246,7 @@ def main():
         if cfg.get("names") == "d2l":
             model = model.net.eval()  # d2l's net is a bare nn.Sequential: tensors 0.0.weight, 0.2.weight, ...
         tensors = fill(model)
-        x = uniform(9999, BATCH * int(np.prod(cfg["input"])), 1.0).reshape(BATCH, *cfg["input"])
+        x = images(9999, cfg["input"])
         with torch.no_grad():
             y = model(torch.from_numpy(x))
             probs = torch.softmax(y, 1) if not cfg.get("softmax", True) else y
@@ -241,7 +272,8 @@ def main():
                          np.array_equal(t["values"].ravel(), chunk)]
                 if not match:
                     sys.exit(f"{name}: initializer {init.name} matches no parameter")
-                entries.append(dict(offset=off, seed=match[0]["seed"], count=int(chunk.size), bound=match[0]["bound"]))
+                entries.append(dict(offset=off, seed=match[0]["seed"], count=int(chunk.size), bound=match[0]["bound"],
+                                    rows=match[0]["rows"]))
             onnx_sha = hashlib.sha256(data).hexdigest()
             onnx_len = len(data)
         else:
@@ -256,7 +288,8 @@ def main():
         manifest = dict(
             model=name, opset=cfg["opset"], input=list(cfg["input"]), batch=BATCH, input_seed=9999,
             classes=int(probs.shape[1]), torch=torch.__version__, onnx=onnx.__version__,
-            tensors=[dict(name=t["name"], shape=t["shape"], seed=t["seed"], bound=t["bound"]) for t in tensors],
+            tensors=[dict(name=t["name"], shape=t["shape"], seed=t["seed"], bound=t["bound"], rows=t["rows"])
+                     for t in tensors],
             onnx_data=entries, onnx_data_bytes=onnx_len, onnx_data_sha256=onnx_sha,
             safetensors_sha256=hashlib.sha256(st).hexdigest())
         with open(os.path.join(OUT, name + ".json"), "w") as f:
