@@ -282,9 +282,26 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 	return m, vel, meta, nil
 }
 
-// readHeader reads and checks the safetensors header: its length, the
-// tensor entries (raw, without __metadata__) and the metadata.
+// readHeader reads and checks a .nin file's safetensors header: its
+// length, the tensor entries (raw, without __metadata__) and the metadata,
+// which must name the ninbatch format.
 func readHeader(r io.Reader, size int64) (uint64, map[string]json.RawMessage, map[string]string, error) {
+	hlen, raw, meta, err := readSafetensorsHeader(r, size)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	if meta == nil {
+		return 0, nil, nil, errors.New("header has no __metadata__: not a ninbatch model")
+	}
+	if meta["format"] != fileFormat {
+		return 0, nil, nil, fmt.Errorf("__metadata__ format %q: want %q", meta["format"], fileFormat)
+	}
+	return hlen, raw, meta, nil
+}
+
+// readSafetensorsHeader reads and checks any safetensors header; meta is
+// nil when the file has no __metadata__.
+func readSafetensorsHeader(r io.Reader, size int64) (uint64, map[string]json.RawMessage, map[string]string, error) {
 	if size < 8 {
 		return 0, nil, nil, fmt.Errorf("file is %d bytes, too short for a safetensors header", size)
 	}
@@ -311,15 +328,15 @@ func readHeader(r io.Reader, size int64) (uint64, map[string]json.RawMessage, ma
 		return 0, nil, nil, fmt.Errorf("header is not a JSON object: %w", err)
 	}
 	var meta map[string]string
-	if mb, ok := raw["__metadata__"]; !ok {
-		return 0, nil, nil, errors.New("header has no __metadata__: not a ninbatch model")
-	} else if err := json.Unmarshal(mb, &meta); err != nil {
-		return 0, nil, nil, fmt.Errorf("__metadata__: %w", err)
+	if mb, ok := raw["__metadata__"]; ok {
+		if err := json.Unmarshal(mb, &meta); err != nil {
+			return 0, nil, nil, fmt.Errorf("__metadata__: %w", err)
+		}
+		if meta == nil {
+			meta = map[string]string{}
+		}
 	}
 	delete(raw, "__metadata__")
-	if meta["format"] != fileFormat {
-		return 0, nil, nil, fmt.Errorf("__metadata__ format %q: want %q", meta["format"], fileFormat)
-	}
 	return hlen, raw, meta, nil
 }
 

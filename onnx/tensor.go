@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/ninbatch/ninbatch/nin"
 )
 
 // maxTensorElements bounds one weight tensor (1 GiB of float32).
@@ -54,7 +56,7 @@ func (t *Tensor) Floats(dir string) ([]float32, error) {
 		case TypeBF16:
 			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(raw[2*i:])) << 16)
 		case TypeFloat16:
-			out[i] = halfToFloat(binary.LittleEndian.Uint16(raw[2*i:]))
+			out[i] = nin.HalfToFloat(binary.LittleEndian.Uint16(raw[2*i:]))
 		}
 	}
 	for i, v := range out {
@@ -147,26 +149,6 @@ func (t *Tensor) readExternal(dir string, want int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return buf, nil
-}
-
-// halfToFloat converts an IEEE binary16 value.
-func halfToFloat(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal
-		v := float32(frac) / 1024 / 16384
-		if sign != 0 {
-			v = -v
-		}
-		return v
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | frac<<13)
 }
 
 // FloatTensor is a named FLOAT initializer with the values as raw data.

@@ -306,3 +306,52 @@ func TestTorchGoldensONNX(t *testing.T) {
 		})
 	}
 }
+
+// goldenSpec is the architecture a user would pass for the state dict:
+// the preset, the shipped d2l spec, or (small nets) the ONNX graph's.
+func (g *golden) spec(t *testing.T) *nin.Spec {
+	t.Helper()
+	switch {
+	case strings.HasPrefix(g.Base, "nin-"):
+		s, err := nin.Preset(g.Base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	case g.Base == "d2l-nin":
+		b, err := os.ReadFile("../models/specs/d2l-nin.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := nin.ParseSpec(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	path := g.stage(t)
+	m, _, err := ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp, err := Import(m, ImportOptions{Dir: filepath.Dir(path)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &imp.Model.Spec
+}
+
+func TestTorchGoldensSafetensors(t *testing.T) {
+	for _, g := range loadGoldens(t) {
+		if g.Base != g.name {
+			continue // variants share their base's state dict
+		}
+		t.Run(g.name, func(t *testing.T) {
+			m, err := nin.LoadStateDict(g.stageSafetensors(t), g.spec(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.check(t, m)
+		})
+	}
+}
