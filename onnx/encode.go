@@ -115,6 +115,12 @@ func (t *Tensor) marshal() []byte {
 		b = protowire.AppendTag(b, 9, protowire.BytesType)
 		b = protowire.AppendBytes(b, t.Raw)
 	}
+	if len(t.External) > 0 {
+		for _, kv := range t.External {
+			b = appendMessage(b, 13, kv.marshal())
+		}
+		b = appendVarintField(b, 14, 1) // data_location EXTERNAL
+	}
 	return b
 }
 

@@ -276,7 +276,7 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 			}
 			softmax = strings.ToLower(n.OpType)
 		default:
-			return nil, "", fmt.Errorf("node %s: %s does not fit NIN (%s)", desc(n), n.OpType, whyNot(n.OpType))
+			return nil, "", fmt.Errorf("node %s does not fit NIN (%s)", desc(n), whyNot(n.OpType))
 		}
 		if err != nil {
 			return nil, "", fmt.Errorf("node %s: %w", desc(n), err)

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 T=${1:-10s}
 PAR=${PARALLEL:-$(nproc)}
-TARGETS=${TARGETS:-"./nin:FuzzDecodeModel ./io:FuzzDecodeImage ./io:FuzzOpenInput"}
+TARGETS=${TARGETS:-"./nin:FuzzDecodeModel ./nin:FuzzLoadStateDict ./onnx:FuzzImport ./io:FuzzDecodeImage ./io:FuzzOpenInput"}
 #
 # Go 1.26's fuzz coordinator can fail a target with a bare "context deadline
 # exceeded" when -fuzztime ends while a worker is mid-call (golang/go#75804,
