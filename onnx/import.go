@@ -613,7 +613,7 @@ func fromMetadata(m *Model, model *nin.Model, imp *Imported) error {
 	if err != nil {
 		return fmt.Errorf("metadata %s: %w", MetaSpec, err)
 	}
-	if !sameLayers(meta, &model.Spec) {
+	if !SameLayers(meta, &model.Spec) {
 		return fmt.Errorf("metadata %s describes another network than the graph holds", MetaSpec)
 	}
 	model.Spec = *meta
@@ -642,10 +642,10 @@ func fromMetadata(m *Model, model *nin.Model, imp *Imported) error {
 	return nil
 }
 
-// sameLayers compares what the graph determines: every layer's op, shapes
+// SameLayers compares what the graph determines: every layer's op, shapes
 // and parameter count, ignoring training-only fields (name, dropout, init
 // and learning-rate settings) and a pooling rounding that changes no size.
-func sameLayers(a, b *nin.Spec) bool {
+func SameLayers(a, b *nin.Spec) bool {
 	la, err1 := a.Plan()
 	lb, err2 := b.Plan()
 	if err1 != nil || err2 != nil || a.NoFinalReLU != b.NoFinalReLU {

@@ -38,6 +38,15 @@ if [ ! -f "$duck/node_modules/.package-lock.json" ] || ! cmp -s "$duck/package-l
   cp "$duck/package-lock.json" "$duck/node_modules/.ninbatch-lock"
 fi
 
+# onnxruntime (npm onnxruntime-node, CPU only: its postinstall would fetch
+# CUDA libraries) runs the ONNX files ninbatch exports in the export test.
+ort=interop/onnxruntime
+if [ ! -f "$ort/node_modules/.package-lock.json" ] || ! cmp -s "$ort/package-lock.json" "$ort/node_modules/.ninbatch-lock"; then
+  say "npm ci in $ort"
+  (cd "$ort" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error >&2)
+  cp "$ort/package-lock.json" "$ort/node_modules/.ninbatch-lock"
+fi
+
 command -v go >/dev/null || { say "Go 1.26 or newer is not on PATH; install it from go.dev/dl (Debian 12's golang package is too old)"; exit 1; }
 go mod download
 say "ok: $(go version | cut -d' ' -f3), OpenBLAS $(pkg-config --modversion openblas)"

@@ -131,6 +131,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newDatasetCommand(),
 			newTrainCommand(),
 			newEvalCommand(),
+			newImportCommand(),
+			newExportCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() maps errors to exit codes
 		OnUsageError:   usageHint,

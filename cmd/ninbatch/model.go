@@ -1,6 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
 	"github.com/ninbatch/ninbatch/nin"
 )
 
@@ -30,4 +35,27 @@ func modelFrom(path, preset string, seed uint64) (*nin.Model, string, error) {
 	default:
 		return nil, "", usageErr("give a model file or --preset NAME")
 	}
+}
+
+// specFrom is the architecture named by --spec FILE.json or --preset, or
+// nil when neither is given.
+func specFrom(c *cli.Context) (*nin.Spec, error) {
+	switch {
+	case c.String("spec") != "" && c.String(flagPreset) != "":
+		return nil, usageErr("give --spec or --preset, not both")
+	case c.String("spec") != "":
+		b, err := os.ReadFile(c.String("spec"))
+		if err != nil {
+			return nil, asUsage(err)
+		}
+		s, err := nin.ParseSpec(b)
+		if err != nil {
+			return nil, asUsage(fmt.Errorf("%s: %w", c.String("spec"), err))
+		}
+		return s, nil
+	case c.String(flagPreset) != "":
+		s, err := nin.Preset(c.String(flagPreset))
+		return s, asUsage(err)
+	}
+	return nil, nil
 }

@@ -308,20 +308,13 @@ func newTrainModel(c *cli.Context) (*nin.Model, error) {
 		}
 		m.Provenance.Init = "from " + c.String("init") + " (" + m.ID + ")"
 		return m, nil
-	case c.String("spec") != "":
-		b, err := os.ReadFile(c.String("spec"))
-		if err != nil {
-			return nil, asUsage(err)
-		}
-		if spec, err = nin.ParseSpec(b); err != nil {
-			return nil, asUsage(err)
-		}
-	case c.String(flagPreset) != "":
-		if spec, err = nin.Preset(c.String(flagPreset)); err != nil {
-			return nil, asUsage(err)
-		}
 	default:
-		return nil, usageErr("give --preset, --spec or --init")
+		if spec, err = specFrom(c); err != nil {
+			return nil, err
+		}
+		if spec == nil {
+			return nil, usageErr("give --preset, --spec or --init")
+		}
 	}
 	m, err := nin.NewModel(spec)
 	if err != nil {

@@ -54,3 +54,20 @@ func DuckDB(t testing.TB, sql string) []map[string]any {
 	}
 	return rows
 }
+
+// OnnxRuntimeDir is the npm project that runs onnxruntime-node; the test
+// is skipped when it is not installed, unless NINBATCH_REQUIRE_ORT=1 (CI).
+func OnnxRuntimeDir(t testing.TB) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	dir := filepath.Join(filepath.Dir(file), "..", "..", "interop", "onnxruntime")
+	_, errNode := exec.LookPath("node")
+	_, errMod := os.Stat(filepath.Join(dir, "node_modules", "onnxruntime-node"))
+	if errNode != nil || errMod != nil {
+		if os.Getenv("NINBATCH_REQUIRE_ORT") == "1" {
+			t.Fatalf("the onnxruntime check needs node and `npm ci` in %s (node: %v, module: %v)", dir, errNode, errMod)
+		}
+		t.Skipf("onnxruntime-node not installed (bash scripts/setup.sh); CI sets NINBATCH_REQUIRE_ORT=1")
+	}
+	return dir
+}
