@@ -287,13 +287,13 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 			}
 			steps = append(steps, *s)
 		}
+		if len(n.Outputs) == 0 {
+			return nil, "", fmt.Errorf("node %s has no output", desc(n))
+		}
 		for _, o := range n.Outputs[1:] {
 			if o != "" && len(users[o]) > 0 {
 				return nil, "", fmt.Errorf("node %s: its second output %q is used; NIN needs only the first", desc(n), o)
 			}
-		}
-		if len(n.Outputs) == 0 {
-			return nil, "", fmt.Errorf("node %s has no output", desc(n))
 		}
 		cur = n.Outputs[0]
 	}
