@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -326,4 +327,36 @@ func mustTiny() *nin.Model {
 	}
 	m.Params.InitHe(1)
 	return m
+}
+
+// TestHostileSizesAllocateLittle: a graph declaring a 2^40-element weight,
+// or a huge external tensor, is refused without allocating for it.
+func TestHostileSizesAllocateLittle(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "w.bin"), make([]byte, 64), 0o644)
+	for name, edit := range map[string]func(g *Model){
+		"2^40 dims": func(g *Model) { g.Graph.Initializers[1].Dims = []int64{1 << 40} },
+		"2^27 external": func(g *Model) {
+			b := &g.Graph.Initializers[1]
+			b.Dims, b.Raw, b.External = []int64{1 << 27}, nil, []KV{{"location", "w.bin"}}
+		},
+	} {
+		g := graph(t)
+		edit(g)
+		b := g.Marshal()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		m, err := Decode(b)
+		if err == nil {
+			_, err = Import(m, ImportOptions{Dir: dir})
+		}
+		runtime.ReadMemStats(&after)
+		if err == nil {
+			t.Fatalf("%s: imported", name)
+		}
+		if d := after.TotalAlloc - before.TotalAlloc; d > 1<<20 {
+			t.Errorf("%s: refusing allocated %d bytes (%v)", name, d, err)
+		}
+	}
 }

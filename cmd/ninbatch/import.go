@@ -51,7 +51,7 @@ Examples:
 			&cli.StringFlag{Name: "spec", Usage: "architecture of a state dict as a spec `FILE.json`"},
 			&cli.StringFlag{Name: "input", Usage: "image size `HxW` when the ONNX graph leaves it symbolic"},
 			&cli.StringFlag{Name: "name", Usage: "model name (default: the spec's, or SRC's file name)"},
-			&cli.Float64Flag{Name: "scale", Value: defaultImportScale, Usage: "pixel 0..255 × scale, before mean and std (default 1/255, ToTensor)", DefaultText: "1/255"},
+			&cli.Float64Flag{Name: "scale", Value: defaultImportScale, Usage: "pixel 0..255 × scale, before mean and std (ToTensor)", DefaultText: "1/255"},
 			&cli.StringFlag{Name: "mean", Usage: "per-channel mean subtracted after scaling, comma-separated (default none)"},
 			&cli.StringFlag{Name: "std", Usage: "per-channel std divided by after the mean, comma-separated (default none)"},
 			&cli.StringFlag{Name: "resize", Value: "exact", Usage: "exact (to the input size), shorter (shorter side to --resize-to, center crop) or none"},
