@@ -48,42 +48,41 @@ type Imported struct {
 
 // ReadFile decodes an .onnx file, refusing one over MaxFileBytes before
 // reading it.
-func ReadFile(path string) (*Model, []byte, error) {
+func ReadFile(path string) (*Model, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if st.Size() > MaxFileBytes {
-		return nil, nil, fmt.Errorf("%s: %d bytes is over the protobuf limit of %d", path, st.Size(), MaxFileBytes)
+		return nil, fmt.Errorf("%s: %d bytes is over the protobuf limit of %d", path, st.Size(), MaxFileBytes)
 	}
 	b := make([]byte, st.Size())
 	if _, err := f.ReadAt(b, 0); err != nil && st.Size() > 0 {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	m, err := Decode(b)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return m, b, nil
+	return m, nil
 }
 
 // step is one layer of the chain the graph walk found.
 type step struct {
 	node    string
-	kind    string // conv, relu, pool, dropout, gap
+	kind    string // conv, pool, dropout, gap
 	k, s, p int
 	cout    int
 	w, b    *Tensor
 	pool    string // max, ave
 	ceil    bool
 	dropout float64
-	wshape  []int64
-	relu    bool
+	relu    bool // a Relu follows the conv
 }
 
 // Import maps a decoded ONNX graph onto a NIN spec and its weights. The
@@ -148,8 +147,8 @@ func Import(m *Model, opt ImportOptions) (*Imported, error) {
 		c := &model.Params.Convs[i]
 		s := convs[i]
 		want := []int64{int64(c.Cout), int64(c.Cin), int64(c.K), int64(c.K)}
-		if !slices.Equal(s.wshape, want) {
-			return nil, fmt.Errorf("node %s (Conv): weight %q has shape %v, %s needs %v", s.node, s.w.Name, s.wshape, c.Name, want)
+		if !slices.Equal(s.w.Dims, want) {
+			return nil, fmt.Errorf("node %s (Conv): weight %q has shape %v, %s needs %v", s.node, s.w.Name, s.w.Dims, c.Name, want)
 		}
 		w, err := s.w.Floats(opt.Dir)
 		if err != nil {
@@ -167,6 +166,7 @@ func Import(m *Model, opt ImportOptions) (*Imported, error) {
 			copy(c.B, b)
 		}
 	}
+	imp.Model = model
 	if err := fromMetadata(m, model, imp); err != nil {
 		return nil, err
 	}
@@ -405,7 +405,7 @@ func convStep(n *Node, consts map[string]*Tensor) (*step, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &step{node: n.Name, kind: "conv", k: k, s: st, p: p, w: w, wshape: w.Dims, cout: int(w.Dims[0])}
+	s := &step{node: n.Name, kind: "conv", k: k, s: st, p: p, w: w, cout: int(w.Dims[0])}
 	if len(n.Inputs) > 2 && n.Inputs[2] != "" {
 		s.b = consts[n.Inputs[2]]
 	}
@@ -603,7 +603,6 @@ func specOf(steps []step, in nin.Dims) (*nin.Spec, error) {
 // the class names from a ninbatch export, after checking that the
 // metadata's spec has the graph's layers.
 func fromMetadata(m *Model, model *nin.Model, imp *Imported) error {
-	imp.Model = model
 	model.Preprocess = nin.DefaultPreprocess(&model.Spec)
 	s, ok := m.MetadataValue(MetaSpec)
 	if !ok {

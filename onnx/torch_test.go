@@ -291,7 +291,7 @@ func TestTorchGoldensONNX(t *testing.T) {
 	for _, g := range loadGoldens(t) {
 		t.Run(g.name, func(t *testing.T) {
 			path := g.stage(t)
-			m, _, err := ReadFile(path)
+			m, err := ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -330,7 +330,7 @@ func (g *golden) spec(t *testing.T) *nin.Spec {
 		return s
 	}
 	path := g.stage(t)
-	m, _, err := ReadFile(path)
+	m, err := ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}

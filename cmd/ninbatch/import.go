@@ -141,7 +141,7 @@ func sniffSource(path string) (sum string, safetensors bool, err error) {
 }
 
 func importONNX(c *cli.Context, src string, spec *nin.Spec) (*nin.Model, bool, error) {
-	g, _, err := onnx.ReadFile(src)
+	g, err := onnx.ReadFile(src)
 	if err != nil {
 		return nil, false, asUsage(err)
 	}
