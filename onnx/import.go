@@ -210,11 +210,19 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 			}
 		}
 	}
+	sh := &shapes{producer: map[string]*Node{}, sym: map[string][]int64{}, consts: consts}
+	for i := range g.Nodes {
+		for _, o := range g.Nodes[i].Outputs {
+			sh.producer[o] = &g.Nodes[i]
+		}
+	}
 	var steps []step
 	cur, softmax := input, ""
 	gap, flat := false, false
 	for seen := 0; cur != g.Outputs[0].Name; seen++ {
-		us := users[cur]
+		// Shape nodes only read a size (x.view(x.size(0), -1)); a Reshape
+		// that uses it is checked by shapes.eval.
+		us := slices.DeleteFunc(slices.Clone(users[cur]), func(n *Node) bool { return n.OpType == "Shape" })
 		if len(us) != 1 {
 			if len(us) == 0 {
 				return nil, "", fmt.Errorf("value %q feeds no node and is not the graph output %q", cur, g.Outputs[0].Name)
@@ -232,7 +240,7 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 			return nil, "", fmt.Errorf("node %s: nothing may follow the final %s", desc(n), softmax)
 		}
 		for _, extra := range n.Inputs[1:] {
-			if extra != "" && consts[extra] == nil {
+			if extra != "" && consts[extra] == nil && n.OpType != "Reshape" {
 				return nil, "", fmt.Errorf("node %s: input %q is computed in the graph; only constant weights and shapes are supported", desc(n), extra)
 			}
 		}
@@ -265,7 +273,7 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 			if !gap {
 				return nil, "", fmt.Errorf("node %s: NIN reshapes only after global average pooling", desc(n))
 			}
-			err = flattenCheck(n, consts, opset)
+			err = flattenCheck(n, sh, opset)
 			flat = true
 		case "Softmax", "LogSoftmax":
 			if !gap {
@@ -294,6 +302,9 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 			if o != "" && len(users[o]) > 0 {
 				return nil, "", fmt.Errorf("node %s: its second output %q is used; NIN needs only the first", desc(n), o)
 			}
+		}
+		if gap {
+			sh.sym[n.Outputs[0]] = sh.after(n, cur)
 		}
 		cur = n.Outputs[0]
 	}
@@ -480,22 +491,24 @@ func dropoutStep(n *Node, consts map[string]*Tensor, opset int64) (*step, error)
 }
 
 // flattenCheck accepts the reshapes of an [N, C, 1, 1] map to [N, C].
-func flattenCheck(n *Node, consts map[string]*Tensor, opset int64) error {
+func flattenCheck(n *Node, sh *shapes, opset int64) error {
+	consts := sh.consts
 	switch n.OpType {
 	case "Flatten":
 		if a := intAttr(n, "axis", 1); a != 1 {
 			return fmt.Errorf("axis %d, want 1 (keep the batch axis)", a)
 		}
 	case "Reshape":
-		if len(n.Inputs) < 2 || consts[n.Inputs[1]] == nil {
-			return errors.New("the shape is not a constant")
+		if len(n.Inputs) < 2 {
+			return errors.New("no shape input")
 		}
-		v, err := consts[n.Inputs[1]].Ints()
+		v, _, err := sh.eval(n.Inputs[1], 0)
 		if err != nil {
-			return err
+			return fmt.Errorf("shape %q: %w", n.Inputs[1], err)
 		}
-		if len(v) != 2 || (v[0] != -1 && v[0] != 0 && v[0] < 1) || (v[1] == 0) {
-			return fmt.Errorf("shape %v, want [N, classes]", v)
+		n0, c := len(v) == 2 && (v[0] == symN || v[0] == 0 || v[0] == -1 || v[0] >= 1), len(v) == 2 && (v[1] == symC || v[1] == -1 || v[1] >= 1)
+		if !n0 || !c || (v[0] == -1 && v[1] == -1) {
+			return fmt.Errorf("shape %s, want [N, classes]", symString(v))
 		}
 	case "Squeeze":
 		axes := ints(n, "axes", nil)
@@ -664,4 +677,118 @@ func SameLayers(a, b *nin.Spec) bool {
 		}
 	}
 	return true
+}
+
+// Symbolic sizes after global average pooling: the batch and the classes.
+const (
+	symN = -1 << 40
+	symC = -1 << 41
+)
+
+func symString(v []int64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		switch x {
+		case symN:
+			parts[i] = "N"
+		case symC:
+			parts[i] = "C"
+		default:
+			parts[i] = fmt.Sprint(x)
+		}
+	}
+	return "[" + strings.Join(parts, " ") + "]"
+}
+
+// shapes evaluates the small integer graphs torch writes for
+// x.view(x.size(0), -1): Shape, Gather, Unsqueeze, Concat, Cast over the
+// symbolic shape of a value after global average pooling.
+type shapes struct {
+	producer map[string]*Node
+	sym      map[string][]int64 // data values after GAP: [N C 1 1] or [N C]
+	consts   map[string]*Tensor
+}
+
+// after is the symbolic shape of n's output, n consuming in (after GAP).
+func (sh *shapes) after(n *Node, in string) []int64 {
+	switch {
+	case n.OpType == "GlobalAveragePool" || (n.OpType == "ReduceMean" && intAttr(n, "keepdims", 1) == 1):
+		return []int64{symN, symC, 1, 1}
+	case n.OpType == "Identity" || n.OpType == "Dropout":
+		if s := sh.sym[in]; s != nil {
+			return s
+		}
+	}
+	return []int64{symN, symC}
+}
+
+// eval returns the integer vector (or scalar) named v.
+func (sh *shapes) eval(v string, depth int) (vals []int64, scalar bool, err error) {
+	if t := sh.consts[v]; t != nil {
+		vals, err := t.Ints()
+		return vals, len(t.Dims) == 0, err
+	}
+	n := sh.producer[v]
+	if n == nil || depth > 16 {
+		return nil, false, errors.New("not a constant or a shape computation")
+	}
+	arg := func(i int) ([]int64, bool, error) {
+		if i >= len(n.Inputs) {
+			return nil, false, fmt.Errorf("node %s has no input %d", desc(n), i)
+		}
+		return sh.eval(n.Inputs[i], depth+1)
+	}
+	switch n.OpType {
+	case "Shape":
+		s := sh.sym[n.Inputs[0]]
+		if s == nil {
+			return nil, false, fmt.Errorf("node %s reads the size of a map before global average pooling", desc(n))
+		}
+		if _, ok := n.Attr("start"); ok {
+			return nil, false, fmt.Errorf("node %s: Shape with start/end is not supported", desc(n))
+		}
+		return s, false, nil
+	case "Cast", "Identity":
+		return arg(0)
+	case "Gather":
+		data, _, err := arg(0)
+		if err != nil {
+			return nil, false, err
+		}
+		idx, sc, err := arg(1)
+		if err != nil || intAttr(n, "axis", 0) != 0 {
+			return nil, false, fmt.Errorf("node %s: only Gather on axis 0 of a shape", desc(n))
+		}
+		out := make([]int64, len(idx))
+		for i, j := range idx {
+			if j < 0 {
+				j += int64(len(data))
+			}
+			if j < 0 || j >= int64(len(data)) {
+				return nil, false, fmt.Errorf("node %s: index %d out of range", desc(n), idx[i])
+			}
+			out[i] = data[j]
+		}
+		return out, sc, nil
+	case "Unsqueeze":
+		x, sc, err := arg(0)
+		if err != nil || !sc {
+			return nil, false, fmt.Errorf("node %s: only a scalar can be unsqueezed here", desc(n))
+		}
+		return x, false, nil
+	case "Concat":
+		var out []int64
+		for i := range n.Inputs {
+			x, _, err := arg(i)
+			if err != nil {
+				return nil, false, err
+			}
+			if len(out)+len(x) > 8 {
+				return nil, false, fmt.Errorf("node %s: shape longer than 8", desc(n))
+			}
+			out = append(out, x...)
+		}
+		return out, false, nil
+	}
+	return nil, false, fmt.Errorf("node %s does not compute a shape NIN can read", desc(n))
 }

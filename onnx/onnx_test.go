@@ -1,6 +1,7 @@
 package onnx
 
 import (
+	"encoding/binary"
 	"math"
 	"os"
 	"path/filepath"
@@ -213,6 +214,27 @@ func TestImportRefuses(t *testing.T) {
 			*n = (*n)[:i]
 			g.Graph.Outputs[0].Name = (*n)[i-1].Outputs[0]
 		}, `no global average pooling`},
+		{"view of a map before pooling", func(g *Model) {
+			// x.view(input.size(0), -1) where the size is read before global average pooling
+			n := &g.Graph.Nodes
+			i := slices.IndexFunc(*n, func(x Node) bool { return x.OpType == "Flatten" })
+			(*n)[i] = Node{Name: "view", OpType: "Reshape", Inputs: []string{(*n)[i].Inputs[0], "in.shape"}, Outputs: (*n)[i].Outputs}
+			*n = slices.Insert(*n, i, Node{Name: "size", OpType: "Shape", Inputs: []string{g.Graph.Inputs[0].Name}, Outputs: []string{"in.shape"}})
+		}, `"size" (Shape) reads the size of a map before global average pooling`},
+		{"view to three axes", func(g *Model) {
+			// x.view(x.size(0), x.size(1), 1): not [N, classes]
+			n := &g.Graph.Nodes
+			i := slices.IndexFunc(*n, func(x Node) bool { return x.OpType == "Flatten" })
+			gap := (*n)[i].Inputs[0]
+			(*n)[i] = Node{Name: "view", OpType: "Reshape", Inputs: []string{gap, "target"}, Outputs: (*n)[i].Outputs}
+			g.Graph.Initializers = append(g.Graph.Initializers,
+				Tensor{Name: "nc", DataType: TypeInt64, Dims: []int64{2}, Raw: binary.LittleEndian.AppendUint64(make([]byte, 8), 1)},
+				Tensor{Name: "one", DataType: TypeInt64, Dims: []int64{1}, Raw: binary.LittleEndian.AppendUint64(nil, 1)})
+			*n = slices.Insert(*n, i,
+				Node{Name: "size", OpType: "Shape", Inputs: []string{gap}, Outputs: []string{"gap.shape"}},
+				Node{Name: "pick", OpType: "Gather", Inputs: []string{"gap.shape", "nc"}, Outputs: []string{"nc.val"}},
+				Node{Name: "cat", OpType: "Concat", Inputs: []string{"nc.val", "one"}, Outputs: []string{"target"}, Attrs: []Attribute{intAttrV("axis", 0)}})
+		}, `shape [N C 1], want [N, classes]`},
 		{"symbolic size", func(g *Model) {
 			g.Graph.Inputs[0].Shape[2] = Dim{Param: "h"}
 		}, `give the image size with --input`},

@@ -66,9 +66,9 @@ def images(seed, chw):
 class Chain(nn.Module):
     """blocks: (k, s, p, channels, pool, dropout); pool = (kind, k, s) or None."""
 
-    def __init__(self, cin, blocks, ceil, final_relu=True, softmax=True, names="ninbatch"):
+    def __init__(self, cin, blocks, ceil, final_relu=True, softmax=True, names="ninbatch", view=False):
         super().__init__()
-        self.ceil, self.final_relu, self.softmax, self.names = ceil, final_relu, softmax, names
+        self.ceil, self.final_relu, self.softmax, self.names, self.view = ceil, final_relu, softmax, names, view
         self.layers = []  # (kind, module or fn) in order
         seq = []
         for b, (k, s, p, chans, pool, drop) in enumerate(blocks, 1):
@@ -116,7 +116,9 @@ class Chain(nn.Module):
                         x = F.relu(x)
             else:
                 x = m(x)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        x = F.adaptive_avg_pool2d(x, 1)
+        # x.view(x.size(0), -1) exports as Shape, Gather, Unsqueeze, Concat, Reshape
+        x = x.view(x.size(0), -1) if self.view else torch.flatten(x, 1)
         return torch.softmax(x, 1) if self.softmax else x
 
 
@@ -138,6 +140,8 @@ PRESETS = {
     # small nets: inline weights, other ops and opsets
     "small-floor-nofinalrelu": dict(input=(1, 12, 12), ceil=False, opset=12, final_relu=False, inline=True, blocks=[
         (3, 1, 1, (8, 6), ("ave", 3, 2), 0.5), (3, 2, 0, (7, 5), None, 0)]),
+    "small-view": dict(input=(3, 11, 11), ceil=True, opset=13, view=True, inline=True, blocks=[
+        (3, 1, 0, (8, 6, 6), ("max", 3, 2), 0.5), (3, 1, 1, (6, 4), None, 0)]),
 }
 
 
@@ -242,7 +246,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     for name, cfg in PRESETS.items():
         model = Chain(cfg["input"][0], cfg["blocks"], cfg["ceil"], cfg.get("final_relu", True),
-                      cfg.get("softmax", True), cfg.get("names", "ninbatch")).eval()
+                      cfg.get("softmax", True), cfg.get("names", "ninbatch"), cfg.get("view", False)).eval()
         if cfg.get("names") == "d2l":
             model = model.net.eval()  # d2l's net is a bare nn.Sequential: tensors 0.0.weight, 0.2.weight, ...
         tensors = fill(model)
@@ -295,7 +299,7 @@ def main():
         with open(os.path.join(OUT, name + ".json"), "w") as f:
             json.dump(manifest, f, indent=1)
             f.write("\n")
-        if name.startswith("small"):
+        if name == "small-floor-nofinalrelu":
             for vname, vm in variants(m):
                 onnx.save_model(vm, os.path.join(OUT, vname + ".onnx"))
                 with open(os.path.join(OUT, vname + ".json"), "w") as f:
