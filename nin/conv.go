@@ -84,6 +84,9 @@ func newConv(l Layer, p *ConvParams, relu bool, cp convPlan) (*conv, error) {
 	}
 	c.tileRows = min(max(64, cp.tileBytes/(4*width)), l.Out.H*l.Out.W*cp.micro)
 	var err error
+	if l.Head { // the fc head is one GEMM row per image: no Winograd or direct form pays
+		cp.winograd, cp.direct = WinogradOff, DirectOff
+	}
 	if c.wino, err = newWino(l, p, relu, cp); err != nil {
 		return nil, fmt.Errorf("%s: %w", l.Name, err)
 	}
@@ -117,9 +120,12 @@ func (c *conv) needs(s *scratchSize) {
 // im2col GEMMs. It grows s by what the backward pass uses.
 func (c *conv) enableGrad(l Layer, first bool, cp convPlan, s *scratchSize) error {
 	if !first {
-		var err error
-		if c.winoIn, err = newWinoInputGrad(l, c.p, cp); err != nil {
-			return fmt.Errorf("%s input gradient: %w", l.Name, err)
+		if !l.Head { // the fc head's output is 1×1: no transposed conv to tile
+			w, err := newWinoInputGrad(l, c.p, cp)
+			if err != nil {
+				return fmt.Errorf("%s input gradient: %w", l.Name, err)
+			}
+			c.winoIn = w
 		}
 		if c.winoIn == nil {
 			c.wt = blas.NewWeights(c.p.Cout, l.GemmK, cp.packed)

@@ -27,7 +27,7 @@ func pattern(tr *Trainer) uint64 {
 	for i, l := range tr.layers {
 		switch l.kind {
 		case kindConv:
-			if i == tr.lastCv && tr.spec.NoFinalReLU {
+			if !l.conv.relu {
 				continue // no ReLU, no kink
 			}
 			var bits []byte
@@ -79,6 +79,14 @@ func tinySpecs() []gradCase {
 				{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{7, 6, 5}, Pool: &Pool{"ave", 3, 2, 0}, Dropout: 0.5},
 				{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{6, 5, 4}},
 			}}, true},
+		// The fc head: a conv whose kernel is the whole 3×3 map, no ReLU,
+		// then GAP over 1×1; with the head's dropout; over a 1×1 map.
+		{"fc_head", Spec{Name: "t", Input: Dims{6, 6, 1}, Head: HeadFC,
+			Blocks: []Block{{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{5, 4}, Pool: &Pool{"max", 3, 2, 0}}}}, false},
+		{"fc_head_dropout", Spec{Name: "t", Input: Dims{6, 6, 1}, Head: HeadFC, HeadDropout: 0.5,
+			Blocks: []Block{{Kernel: 3, Stride: 1, Pad: 1, Channels: []int{5, 4}, Pool: &Pool{"ave", 3, 2, 0}, Dropout: 0.5}}}, true},
+		{"fc_head_1x1_map", Spec{Name: "t", Input: Dims{3, 3, 3}, Head: HeadFC, NoFinalReLU: true,
+			Blocks: []Block{{Kernel: 3, Stride: 1, Pad: 0, Channels: []int{6, 4}}}}, false},
 	}
 }
 

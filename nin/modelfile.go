@@ -22,7 +22,9 @@ import (
 // "__metadata__" map of strings), then the raw little-endian tensor bytes.
 // Tensors are float32 in the PyTorch/Caffe layout: conv weights
 // "mlpconv{B}.{I}.weight" [out, in, kh, kw] and biases "mlpconv{B}.{I}.bias"
-// [out], B counting blocks from 1 and I the conv within the block from 0.
+// [out], B counting blocks from 1 and I the conv within the block from 0;
+// an fc head adds "fc.weight" [classes, C·H·W] (nn.Linear's layout over an
+// NCHW flatten) and "fc.bias" [classes].
 // __metadata__ holds:
 //
 //	format      "ninbatch.nin/1"
@@ -44,7 +46,7 @@ type tensorHeader struct {
 func (p *Params) tensorLayout() (names []string, shapes [][]int64, convs []int) {
 	for i, c := range p.Convs {
 		names = append(names, c.Name+".weight", c.Name+".bias")
-		shapes = append(shapes, []int64{int64(c.Cout), int64(c.Cin), int64(c.K), int64(c.K)}, []int64{int64(c.Cout)})
+		shapes = append(shapes, c.fileShape(), []int64{int64(c.Cout)})
 		convs = append(convs, i, i)
 	}
 	return

@@ -24,8 +24,12 @@ func encodeModel(t *testing.T, m *Model) []byte {
 }
 
 func TestModelFileRoundTrip(t *testing.T) {
-	for _, preset := range []string{"nin-mnist", "nin-cifar10"} {
-		s, _ := Preset(preset)
+	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-mnist+fc"} {
+		name, fc := strings.CutSuffix(preset, "+fc")
+		s, _ := Preset(name)
+		if fc {
+			s.Head, s.HeadDropout = HeadFC, 0.5
+		}
 		m, err := NewModel(s)
 		if err != nil {
 			t.Fatal(err)
@@ -52,6 +56,15 @@ func TestModelFileRoundTrip(t *testing.T) {
 		}
 		if !slices.Equal(got.Classes, m.Classes) || got.Provenance.Epochs != 3 || got.Preprocess.Color != m.Preprocess.Color {
 			t.Fatal("metadata differs after the round trip")
+		}
+		if got.Spec.HeadKind() != s.HeadKind() || got.Spec.HeadDropout != s.HeadDropout {
+			t.Fatalf("head %q/%g after the round trip", got.Spec.Head, got.Spec.HeadDropout)
+		}
+		if fc { // nn.Linear's layout, so torch loads it into a Linear as is
+			w := refParseSafetensors(t, encodeModel(t, m))["fc.weight"]
+			if !slices.Equal(w.shape, []int{10, 7 * 7 * 10}) {
+				t.Fatalf("fc.weight shape %v", w.shape)
+			}
 		}
 		// re-encoding is bit-identical
 		if !bytes.Equal(encodeModel(t, got), encodeModel(t, m)) {

@@ -352,8 +352,7 @@ func (net *Net) buildOps(sz *scratchSize) error {
 			if ci >= len(net.params.Convs) {
 				return errors.New("parameters do not match the spec")
 			}
-			lastConv := i+1 < len(net.layers) && net.layers[i+1].kind == kindGAP
-			c, err := newConv(l, &net.params.Convs[ci], !(lastConv && net.spec.NoFinalReLU), cp)
+			c, err := newConv(l, &net.params.Convs[ci], reluAfter(net.layers, i, net.spec.NoFinalReLU), cp)
 			if err != nil {
 				return err
 			}

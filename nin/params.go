@@ -14,6 +14,10 @@ type ConvParams struct {
 	block, idx       int
 	WeightLR, BiasLR float64
 	InitStd          float64
+	// FC marks the fc head's layer: a conv whose kernel is the whole last
+	// map. The file stores its weight as PyTorch's nn.Linear does,
+	// [classes, C·H·W] in NCHW flatten order (the same bytes as OIHW).
+	FC bool
 }
 
 // Params holds every weight and bias of a network in one allocation.
@@ -37,13 +41,20 @@ func NewParams(s *Spec) (*Params, error) {
 		if l.kind != kindConv {
 			continue
 		}
-		b := s.Blocks[l.block]
 		nw := l.k * l.k * l.In.C * l.Out.C
 		cp := ConvParams{
 			Name: l.Name, Cout: l.Out.C, K: l.k, Cin: l.In.C,
 			W: p.Data[off : off+nw : off+nw], B: p.Data[off+nw : off+nw+l.Out.C : off+nw+l.Out.C],
 			block: l.block, idx: l.conv, WeightLR: 1, BiasLR: 2, InitStd: 0.05,
 		}
+		off += nw + l.Out.C
+		if l.Head {
+			cp.FC = true
+			cp.InitStd = 0.01 // Caffe's AlexNet fc8 filler
+			p.Convs = append(p.Convs, cp)
+			continue
+		}
+		b := s.Blocks[l.block]
 		if b.WeightLR != nil {
 			cp.WeightLR = b.WeightLR[l.conv]
 		}
@@ -53,7 +64,6 @@ func NewParams(s *Spec) (*Params, error) {
 		if b.InitStd != nil {
 			cp.InitStd = b.InitStd[l.conv]
 		}
-		off += nw + l.Out.C
 		p.Convs = append(p.Convs, cp)
 	}
 	if off != len(p.Data) {
@@ -145,3 +155,12 @@ func (c *ConvParams) OIHW(dst []float32) { c.toFileLayout(dst) }
 // SetOIHW sets the weights from the PyTorch/ONNX layout (Cout, Cin, K, K);
 // src holds Cout·Cin·K·K values.
 func (c *ConvParams) SetOIHW(src []float32) { c.fromFileLayout(src) }
+
+// fileShape is the weight's shape in the model file: OIHW, or nn.Linear's
+// [out, in] for the fc head.
+func (c *ConvParams) fileShape() []int64 {
+	if c.FC {
+		return []int64{int64(c.Cout), int64(c.Cin * c.K * c.K)}
+	}
+	return []int64{int64(c.Cout), int64(c.Cin), int64(c.K), int64(c.K)}
+}

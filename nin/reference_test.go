@@ -160,6 +160,21 @@ func refForward(s *Spec, tensors map[string]refTensor, img []float32) (logits, p
 			x = refPool(x, b.Pool.Size, b.Pool.Stride, s.Pooling != "floor", b.Pool.Type == "max")
 		}
 	}
+	if s.HeadKind() == HeadFC { // nn.Linear over the NCHW flatten of the last map
+		w, b := tensors["fc.weight"], tensors["fc.bias"]
+		if len(w.shape) != 2 || w.shape[1] != len(x.v) {
+			panic(fmt.Sprintf("fc.weight shape %v over a %d-value map", w.shape, len(x.v)))
+		}
+		out := chw{len(b.data), 1, 1, make([]float64, len(b.data))}
+		for o := range out.v {
+			sum := b.data[o]
+			for i, v := range x.v {
+				sum += w.data[o*len(x.v)+i] * v
+			}
+			out.v[o] = sum
+		}
+		x = out
+	}
 	logits = make([]float64, x.c)
 	for c := range logits {
 		for i := 0; i < x.h*x.w; i++ {
@@ -196,11 +211,17 @@ func relErr(got []float32, want []float64) float64 {
 	return d / s
 }
 
+// randomModel is a preset with random weights; "nin-mnist+fc" is the preset
+// with the fc head.
 func randomModel(t testing.TB, preset string, seed uint64) *Model {
 	t.Helper()
-	s, err := Preset(preset)
+	name, fc := strings.CutSuffix(preset, "+fc")
+	s, err := Preset(name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fc {
+		s.Head, s.HeadDropout = HeadFC, 0.5
 	}
 	m, err := NewModel(s)
 	if err != nil {
@@ -223,9 +244,9 @@ func randomInput(n, l int, seed uint64) []float32 {
 // batch 1 and 3, every threading mode and an odd micro-batch, against the
 // direct float64 reference: relative error ≤ 1e-4 on logits and probs.
 func TestForwardMatchesReference(t *testing.T) {
-	presets := []string{"nin-mnist", "nin-cifar10", "nin-imagenet"}
+	presets := []string{"nin-mnist", "nin-cifar10", "nin-mnist+fc", "nin-cifar10+fc", "nin-imagenet"}
 	if testing.Short() {
-		presets = presets[:2]
+		presets = presets[:4]
 	}
 	for _, name := range presets {
 		t.Run(name, func(t *testing.T) {

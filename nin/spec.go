@@ -26,6 +26,28 @@ type Spec struct {
 	// (weights trained with it need it); it is a training option against the
 	// "dead last layer" failure where every class map is 0.
 	NoFinalReLU bool `json:"no_final_relu,omitempty"`
+	// Head is the classifier on the last block's maps: "gap" (global
+	// average pooling, the default and the NIN design) or "fc" (flatten the
+	// last map, optional dropout, one fully connected layer to the classes:
+	// the AlexNet-style head NIN replaces, kept for the ablation).
+	Head string `json:"head,omitempty"`
+	// HeadDropout is the fc head's inverted dropout on the flattened map,
+	// training only.
+	HeadDropout float64 `json:"head_dropout,omitempty"`
+}
+
+// Head names.
+const (
+	HeadGAP = "gap"
+	HeadFC  = "fc"
+)
+
+// HeadKind is the spec's head, "gap" when unset.
+func (s *Spec) HeadKind() string {
+	if s.Head == "" {
+		return HeadGAP
+	}
+	return s.Head
 }
 
 // Dims is a spatial size and channel count.
@@ -103,7 +125,7 @@ func (s *Spec) Validate() error {
 
 // Layer describes one layer of a planned network, darknet style.
 type Layer struct {
-	Name   string `json:"name"`   // "mlpconv1.0", "pool1", "drop1", "gap", "softmax"
+	Name   string `json:"name"`   // "mlpconv1.0", "pool1", "drop1", "drop_fc", "fc", "gap", "softmax"
 	Op     string `json:"op"`     // "conv 5x5/s1/p2", "maxpool 3x3/s2 (ceil)", ...
 	In     Dims   `json:"in"`     // input H×W×C
 	Out    Dims   `json:"out"`    // output H×W×C
@@ -114,6 +136,9 @@ type Layer struct {
 	GemmM int `json:"gemm_m,omitempty"`
 	GemmK int `json:"gemm_k,omitempty"`
 	GemmN int `json:"gemm_n,omitempty"`
+	// Head marks the classifier's layers (an fc head's dropout and fully
+	// connected layer; "gap" and "softmax"), not the mlpconv body's.
+	Head bool `json:"head,omitempty"`
 
 	kind    layerKind
 	block   int // 0-based block index
@@ -188,11 +213,81 @@ func (s *Spec) Plan() ([]Layer, error) {
 			})
 		}
 	}
+	switch s.HeadKind() {
+	case HeadGAP:
+		if s.HeadDropout != 0 {
+			return nil, fmt.Errorf("spec: head_dropout %g needs the fc head (the gap head has no dropout of its own)", s.HeadDropout)
+		}
+	case HeadFC:
+		fc, err := fcLayers(s, cur)
+		if err != nil {
+			return nil, err
+		}
+		if hp, _ := Totals(fc); total+hp > maxParams {
+			return nil, fmt.Errorf("spec: body and fc head have more than %d parameters", maxParams)
+		}
+		layers = append(layers, fc...)
+		cur = fc[len(fc)-1].Out
+	default:
+		return nil, fmt.Errorf("spec: head %q: want \"gap\" or \"fc\"", s.Head)
+	}
 	gap := Dims{1, 1, cur.C}
 	layers = append(layers,
-		Layer{Name: "gap", Op: fmt.Sprintf("global avgpool %dx%d", cur.H, cur.W), In: cur, Out: gap, kind: kindGAP},
-		Layer{Name: "softmax", Op: "softmax", In: gap, Out: gap, kind: kindSoftmax})
+		Layer{Name: "gap", Op: fmt.Sprintf("global avgpool %dx%d", cur.H, cur.W), In: cur, Out: gap, kind: kindGAP, Head: true},
+		Layer{Name: "softmax", Op: "softmax", In: gap, Out: gap, kind: kindSoftmax, Head: true})
 	return layers, nil
+}
+
+// fcLayers is the fc head over the body's last map cur: dropout, then one
+// fully connected layer to the classes, run as a conv whose kernel is the
+// whole map (so it shares the conv kernels, gradients and file layout; the
+// GAP that follows is over 1×1).
+func fcLayers(s *Spec, cur Dims) ([]Layer, error) {
+	switch {
+	case !(s.HeadDropout >= 0 && s.HeadDropout < 1):
+		return nil, fmt.Errorf("spec: head_dropout %g: want [0, 1)", s.HeadDropout)
+	case cur.H != cur.W:
+		return nil, fmt.Errorf("spec: fc head over a %s map: it needs a square last map", cur)
+	}
+	var layers []Layer
+	if s.HeadDropout > 0 {
+		layers = append(layers, Layer{
+			Name: "drop_fc", Op: fmt.Sprintf("dropout p=%g", s.HeadDropout),
+			In: cur, Out: cur, kind: kindDropout, block: len(s.Blocks), dropout: s.HeadDropout, Head: true,
+		})
+	}
+	classes := s.Classes()
+	kk := int64(cur.Len())
+	params := kk*int64(classes) + int64(classes)
+	if params > maxParams {
+		return nil, fmt.Errorf("spec: fc head %s → %d has more than %d parameters", cur, classes, maxParams)
+	}
+	layers = append(layers, Layer{
+		Name: "fc", Op: fmt.Sprintf("fully connected %d → %d", kk, classes),
+		In: cur, Out: Dims{1, 1, classes}, Params: params, MACs: kk * int64(classes),
+		GemmM: 1, GemmK: int(kk), GemmN: classes,
+		kind: kindConv, block: len(s.Blocks), k: cur.H, s: 1, p: 0, Head: true,
+	})
+	return layers, nil
+}
+
+// HeadParams is the parameter count of the classifier head, and what an fc
+// head over the same body would have (equal for an fc head).
+func (s *Spec) HeadParams() (head, fc int64, err error) {
+	layers, err := s.Plan()
+	if err != nil {
+		return 0, 0, err
+	}
+	var last Dims
+	for _, l := range layers {
+		if l.Head {
+			head += l.Params
+		} else {
+			last = l.Out
+		}
+	}
+	c := int64(s.Classes())
+	return head, int64(last.Len())*c + c, nil
 }
 
 // checkBlock checks a block's own fields, before its shapes are known.
@@ -267,6 +362,20 @@ func (s *Spec) poolLayer(where string, bi int, pl Pool, cur Dims) (Layer, error)
 		Name: fmt.Sprintf("pool%d", bi+1), Op: fmt.Sprintf("%spool %dx%d/s%d (%s)", pl.Type, pl.Size, pl.Size, pl.Stride, mode),
 		In: cur, Out: Dims{oh, ow, cur.C}, kind: kindPool, block: bi, pool: &pl, k: pl.Size, s: pl.Stride, p: pl.Pad,
 	}, nil
+}
+
+// reluAfter reports whether conv layer i of a plan is followed by ReLU:
+// every body conv is but the last one under NoFinalReLU; the fc head never.
+func reluAfter(layers []Layer, i int, noFinalReLU bool) bool {
+	if layers[i].Head {
+		return false
+	}
+	for _, l := range layers[i+1:] {
+		if l.kind == kindConv && !l.Head {
+			return true
+		}
+	}
+	return !noFinalReLU
 }
 
 // Totals sums parameters and MACs over a plan.

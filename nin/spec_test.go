@@ -68,6 +68,10 @@ func TestSpecValidation(t *testing.T) {
 		"init count": func(s *Spec) { s.Blocks[0].InitStd = []float64{1} },
 		"params":     func(s *Spec) { s.Blocks[1].Channels = []int{16384, 16384, 16384} },
 		"activation": func(s *Spec) { s.Input.H, s.Input.W = 4096, 4096; s.Blocks[0].Channels[0] = 64 },
+		"head":       func(s *Spec) { s.Head = "mlp" },
+		"gap drop":   func(s *Spec) { s.HeadDropout = 0.5 },
+		"fc drop":    func(s *Spec) { s.Head, s.HeadDropout = HeadFC, 1 },
+		"fc square":  func(s *Spec) { s.Head, s.Input.W = HeadFC, 32 },
 	}
 	for name, mut := range cases {
 		s := base()
@@ -80,5 +84,43 @@ func TestSpecValidation(t *testing.T) {
 	}
 	if _, err := ParseSpec([]byte(`{"name":"x","bogus":1}`)); err == nil {
 		t.Error("unknown field accepted")
+	}
+}
+
+// TestHeads: the fc head adds dropout and one fully connected layer after
+// the same body, its parameters counted apart from the body's.
+func TestHeads(t *testing.T) {
+	for _, c := range []struct {
+		preset   string
+		fcParams int64 // map H·W·C·classes + classes
+	}{
+		{"nin-mnist", 7*7*10*10 + 10},
+		{"nin-cifar10", 8*8*10*10 + 10},
+		{"nin-imagenet", 6*6*1000*1000 + 1000},
+	} {
+		s, _ := Preset(c.preset)
+		gap, _ := s.Plan()
+		body, _ := Totals(gap)
+		head, fc, err := s.HeadParams()
+		if err != nil || head != 0 || fc != c.fcParams {
+			t.Errorf("%s gap: head %d, fc would be %d (want %d), %v", c.preset, head, fc, c.fcParams, err)
+		}
+		s.Head, s.HeadDropout = HeadFC, 0.5
+		layers, err := s.Plan()
+		if err != nil {
+			t.Fatal(err)
+		}
+		total, _ := Totals(layers)
+		if head, fc, _ = s.HeadParams(); head != c.fcParams || fc != head || total != body+head {
+			t.Errorf("%s fc: head %d total %d body %d", c.preset, head, total, body)
+		}
+		var names []string
+		for _, l := range layers[len(layers)-4:] {
+			names = append(names, l.Name+":"+l.Out.String())
+		}
+		want := fmt.Sprintf("drop_fc:%s fc:1x1x%d gap:1x1x%d softmax:1x1x%d", layers[len(layers)-5].Out, s.Classes(), s.Classes(), s.Classes())
+		if got := strings.Join(names, " "); got != want {
+			t.Errorf("%s fc layers %s, want %s", c.preset, got, want)
+		}
 	}
 }

@@ -31,7 +31,7 @@ type stTensor struct {
 	prefix, kind string // module path and "weight" / "bias"
 }
 
-var ninbatchName = regexp.MustCompile(`^mlpconv(\d+)\.(\d+)$`)
+var ninbatchName = regexp.MustCompile(`^(mlpconv(\d+)\.(\d+)|fc)$`)
 
 // LoadStateDict reads a safetensors state dict for spec and returns a model
 // with its weights (biases a conv lacks are 0) and the default
@@ -134,7 +134,7 @@ func stEntries(raw map[string]json.RawMessage, dataLen int64) ([]stTensor, error
 			t.prefix, t.kind = name[:i], name[i+1:]
 		}
 		if t.kind != "weight" && t.kind != "bias" {
-			return nil, fmt.Errorf("tensor %s %v is not a conv weight or bias; a NIN has only convolutions (no batch-norm or linear layers)", name, h.Shape)
+			return nil, fmt.Errorf("tensor %s %v is not a conv or linear weight or bias; a NIN has only convolutions and at most one linear head (no batch-norm)", name, h.Shape)
 		}
 		ts = append(ts, t)
 	}
@@ -187,8 +187,11 @@ func matchStateDict(ts []stTensor, p *Params) (map[string]*ConvParams, error) {
 		for _, t := range byPrefix[pf] {
 			want := []int64{int64(c.Cout)}
 			if t.kind == "weight" {
-				want = []int64{int64(c.Cout), int64(c.Cin), int64(c.K), int64(c.K)}
+				want = c.fileShape()
 				haveW = true
+			}
+			if c.FC && t.kind == "weight" && len(t.shape) == 4 { // an fc head stored as a conv: same bytes
+				want = []int64{int64(c.Cout), int64(c.Cin), int64(c.K), int64(c.K)}
 			}
 			if !slices.Equal(t.shape, want) {
 				return nil, fmt.Errorf("tensor %s has shape %v, the spec's %s.%s needs %v", t.name, t.shape, c.Name, t.kind, want)

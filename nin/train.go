@@ -36,15 +36,16 @@ type TrainOptions struct {
 // given seed and thread count. Dropout masks are a pure function of
 // (seed, step, image index), so resuming needs no random-number state.
 type Trainer struct {
-	spec    Spec
-	layers  []tlayer
-	params  *Params // the model's weights, updated in place
-	vel     *Params // momentum buffers, same layout
-	opt     TrainOptions
-	inLen   int
-	classes int
-	lastCv  int // index of the last conv layer
-	streams []*tstream
+	spec     Spec
+	layers   []tlayer
+	params   *Params // the model's weights, updated in place
+	vel      *Params // momentum buffers, same layout
+	opt      TrainOptions
+	inLen    int
+	classes  int
+	lastCv   int // index of the last conv layer (the fc head's, if any)
+	lastBody int // index of the last mlpconv layer: its ReLU is the dead-ReLU detector's
+	streams  []*tstream
 }
 
 // tlayer is one planned layer and, for a conv, the kernel it shares with
@@ -76,7 +77,7 @@ type tstream struct {
 	grads   *Params   // this stream's gradient sums
 	loss    float64
 	correct int
-	alive   int // positive outputs of the last conv (dead-ReLU detector)
+	alive   int // positive outputs of the last mlpconv (dead-ReLU detector)
 }
 
 // StepResult reports one training step.
@@ -165,8 +166,10 @@ func (t *Trainer) buildLayers(layers []Layer, per int, sz *scratchSize) error {
 				return errors.New("parameters do not match the spec")
 			}
 			t.lastCv = i
-			relu := !(i+1 < len(layers) && layers[i+1].kind == kindGAP && t.spec.NoFinalReLU)
-			c, err := newConv(l, &t.params.Convs[ci], relu, cp)
+			if !l.Head {
+				t.lastBody = i
+			}
+			c, err := newConv(l, &t.params.Convs[ci], reluAfter(layers, i, t.spec.NoFinalReLU), cp)
 			if err != nil {
 				return err
 			}
@@ -270,7 +273,7 @@ func (t *Trainer) forward(st *tstream, x []float32, labels []int32, n, first int
 			st.correct++
 		}
 	}
-	for _, v := range st.slots[t.lastCv].act[:n*t.layers[t.lastCv].Out.Len()] {
+	for _, v := range st.slots[t.lastBody].act[:n*t.layers[t.lastBody].Out.Len()] {
 		if v > 0 {
 			st.alive++
 		}
@@ -424,7 +427,7 @@ func (t *Trainer) gradients(x []float32, labels []int32, n int, step uint64) Ste
 		alive += st.alive
 	}
 	res.Loss /= float64(n)
-	res.AliveFrac = float64(alive) / float64(n*t.layers[t.lastCv].Out.Len())
+	res.AliveFrac = float64(alive) / float64(n*t.layers[t.lastBody].Out.Len())
 	return res
 }
 

@@ -39,9 +39,22 @@ func Export(m *nin.Model, producerVersion string) (*Model, error) {
 		ceil = 1
 	}
 	conv := 0
-	nconv := len(m.Params.Convs)
+	nbody := len(m.Params.Convs) // mlpconv layers
+	fc := m.Spec.HeadKind() == nin.HeadFC
+	if fc {
+		nbody--
+	}
 	for _, l := range layers {
 		switch {
+		case l.Name == "fc": // as torch exports nn.Flatten + nn.Linear
+			c := &m.Params.Convs[conv]
+			w := make([]float32, len(c.W))
+			c.OIHW(w) // [classes, C, H, W]: the NCHW flatten order
+			g.Initializers = append(g.Initializers,
+				FloatTensor("fc.weight", []int64{int64(c.Cout), int64(c.Cin * c.K * c.K)}, w),
+				FloatTensor("fc.bias", []int64{int64(c.Cout)}, c.B))
+			add("Flatten", "fc.flatten", []string{cur}, intAttrV("axis", 1))
+			add("Gemm", "logits", []string{cur, "fc.weight", "fc.bias"}, intAttrV("transB", 1))
 		case strings.HasPrefix(l.Name, "mlpconv"):
 			c := &m.Params.Convs[conv]
 			conv++
@@ -53,7 +66,7 @@ func Export(m *nin.Model, producerVersion string) (*Model, error) {
 			k, s, p := convGeom(&m.Spec, l)
 			add("Conv", c.Name, []string{cur, c.Name + ".weight", c.Name + ".bias"},
 				intsAttr("kernel_shape", k, k), intsAttr("strides", s, s), intsAttr("pads", p, p, p, p))
-			if conv < nconv || !m.Spec.NoFinalReLU {
+			if conv < nbody || !m.Spec.NoFinalReLU {
 				add("Relu", c.Name+".relu", []string{cur})
 			}
 		case strings.HasPrefix(l.Name, "pool"):
@@ -70,6 +83,7 @@ func Export(m *nin.Model, producerVersion string) (*Model, error) {
 				}
 			}
 			add(op, l.Name, []string{cur}, attrs...)
+		case l.Name == "gap" && fc: // over the fc layer's 1×1 output: nothing to average
 		case l.Name == "gap":
 			add("GlobalAveragePool", "gap", []string{cur})
 			add("Flatten", "logits", []string{cur}, intAttrV("axis", 1))

@@ -83,6 +83,7 @@ type step struct {
 	ceil    bool
 	dropout float64
 	relu    bool // a Relu follows the conv
+	transB  bool // fc: the weight is [classes, C·H·W] (nn.Linear), not its transpose
 }
 
 // Import maps a decoded ONNX graph onto a NIN spec and its weights. The
@@ -142,17 +143,26 @@ func Import(m *Model, opt ImportOptions) (*Imported, error) {
 	if err != nil {
 		return nil, err
 	}
-	convs := slices.DeleteFunc(slices.Clone(steps), func(s step) bool { return s.kind != "conv" })
+	convs := slices.DeleteFunc(slices.Clone(steps), func(s step) bool { return s.kind != "conv" && s.kind != "fc" })
 	for i := range model.Params.Convs {
 		c := &model.Params.Convs[i]
 		s := convs[i]
 		want := []int64{int64(c.Cout), int64(c.Cin), int64(c.K), int64(c.K)}
+		if c.FC {
+			want = []int64{int64(c.Cout), int64(c.Cin * c.K * c.K)}
+			if !s.transB {
+				want[0], want[1] = want[1], want[0]
+			}
+		}
 		if !slices.Equal(s.w.Dims, want) {
-			return nil, fmt.Errorf("node %s (Conv): weight %q has shape %v, %s needs %v", s.node, s.w.Name, s.w.Dims, c.Name, want)
+			return nil, fmt.Errorf("node %s: weight %q has shape %v, %s needs %v", s.node, s.w.Name, s.w.Dims, c.Name, want)
 		}
 		w, err := s.w.Floats(opt.Dir)
 		if err != nil {
-			return nil, fmt.Errorf("node %s (Conv): %w", s.node, err)
+			return nil, fmt.Errorf("node %s: %w", s.node, err)
+		}
+		if c.FC && !s.transB {
+			w = transpose(w, int(want[0]), int(want[1]))
 		}
 		c.SetOIHW(w)
 		if s.b != nil {
@@ -219,6 +229,7 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 	var steps []step
 	cur, softmax := input, ""
 	gap, flat := false, false
+	fcFlat := false // a Flatten before any pooling: an fc head's Gemm must follow
 	for seen := 0; cur != g.Outputs[0].Name; seen++ {
 		// Shape nodes only read a size (x.view(x.size(0), -1)); a Reshape
 		// that uses it is checked by shapes.eval.
@@ -244,6 +255,9 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 				return nil, "", fmt.Errorf("node %s: input %q is computed in the graph; only constant weights and shapes are supported", desc(n), extra)
 			}
 		}
+		if fcFlat && !slices.Contains([]string{"Gemm", "Identity", "Dropout"}, n.OpType) {
+			return nil, "", fmt.Errorf("node %s: after a Flatten of the maps NIN's fc head has only Dropout and Gemm (nn.Linear)", desc(n))
+		}
 		if gap && !slices.Contains([]string{"Flatten", "Reshape", "Squeeze", "Identity", "Softmax", "LogSoftmax", "Dropout"}, n.OpType) {
 			return nil, "", fmt.Errorf("node %s: after global average pooling NIN has only Flatten/Reshape/Squeeze and Softmax", desc(n))
 		}
@@ -265,11 +279,25 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 			s, err = reduceMeanStep(n, consts, opset)
 		case "Dropout":
 			s, err = dropoutStep(n, consts, opset)
-			if gap {
+			switch {
+			case gap:
 				s = nil // identity at inference
+			case fcFlat && s != nil:
+				s.kind = "headdrop"
 			}
 		case "Identity":
+		case "Gemm":
+			if !fcFlat {
+				return nil, "", fmt.Errorf("node %s: a fully connected head needs the maps flattened first (nn.Flatten or torch.flatten(x, 1))", desc(n))
+			}
+			s, err = gemmStep(n, consts)
+			fcFlat, gap, flat = false, true, true
 		case "Flatten", "Reshape", "Squeeze":
+			if !gap && n.OpType == "Flatten" && len(steps) > 0 {
+				err = flattenCheck(n, sh, opset) // axis 1: an fc head's input
+				fcFlat = true
+				break
+			}
 			if !gap {
 				return nil, "", fmt.Errorf("node %s: NIN reshapes only after global average pooling", desc(n))
 			}
@@ -308,6 +336,9 @@ func walk(g *Graph, consts map[string]*Tensor, input string, opset int64) ([]ste
 		}
 		cur = n.Outputs[0]
 	}
+	if fcFlat {
+		return nil, "", errors.New("the graph flattens its maps but has no Gemm (nn.Linear) after them")
+	}
 	if !gap {
 		return nil, "", errors.New("the graph has no global average pooling (GlobalAveragePool or ReduceMean over H,W): NIN classifies by averaging its last class maps")
 	}
@@ -326,8 +357,8 @@ func whyNot(op string) string {
 	switch op {
 	case "Add", "Sum", "Concat", "Mul":
 		return "it joins two branches or rescales; NIN is one chain of convs, pools and ReLUs"
-	case "Gemm", "MatMul":
-		return "a fully connected head; NIN classifies with global average pooling"
+	case "MatMul":
+		return "a fully connected head as MatMul; export nn.Linear after nn.Flatten, which torch writes as Gemm"
 	case "BatchNormalization", "LRN", "InstanceNormalization":
 		return "normalisation layers are not part of NIN; fold them into the conv weights before export"
 	case "Sigmoid", "Tanh", "LeakyRelu", "PRelu", "Elu", "Clip", "HardSigmoid":
@@ -421,6 +452,39 @@ func convStep(n *Node, consts map[string]*Tensor) (*step, error) {
 		s.b = consts[n.Inputs[2]]
 	}
 	return s, nil
+}
+
+// gemmStep is an fc head: nn.Linear as torch exports it, Y = X·Bᵀ + C with
+// B [classes, C·H·W] (transB=1), or B [C·H·W, classes] (transB=0).
+func gemmStep(n *Node, consts map[string]*Tensor) (*step, error) {
+	for _, a := range []string{"alpha", "beta"} {
+		if v, ok := n.Attr(a); ok && v.F != 1 {
+			return nil, fmt.Errorf("%s %g, want 1", a, v.F)
+		}
+	}
+	if intAttr(n, "transA", 0) != 0 {
+		return nil, errors.New("transA=1: the flattened maps must be the rows")
+	}
+	if len(n.Inputs) < 2 || consts[n.Inputs[1]] == nil {
+		return nil, errors.New("the weight is not a constant")
+	}
+	w := consts[n.Inputs[1]]
+	if len(w.Dims) != 2 {
+		return nil, fmt.Errorf("weight %q has shape %v, want 2-D", w.Name, w.Dims)
+	}
+	st := &step{node: n.Name, kind: "fc", w: w, transB: intAttr(n, "transB", 0) == 1}
+	st.cout = int(w.Dims[1])
+	if st.transB {
+		st.cout = int(w.Dims[0])
+	}
+	if len(n.Inputs) > 2 && n.Inputs[2] != "" {
+		b := consts[n.Inputs[2]]
+		if b == nil || len(b.Dims) != 1 || int(b.Dims[0]) != st.cout {
+			return nil, fmt.Errorf("bias %q: want a constant of %d values", n.Inputs[2], st.cout)
+		}
+		st.b = b
+	}
+	return st, nil
 }
 
 func poolStep(n *Node) (*step, error) {
@@ -596,6 +660,17 @@ func specOf(steps []step, in nin.Dims) (*nin.Spec, error) {
 			if i < lastConv {
 				return nil, fmt.Errorf("node %q: global average pooling before the last conv", s.node)
 			}
+		case "headdrop":
+			spec.HeadDropout = s.dropout
+		case "fc":
+			k := int(s.w.Dims[0] * s.w.Dims[1] / int64(s.cout))
+			switch {
+			case k != cur.Len():
+				return nil, fmt.Errorf("node %q (Gemm): weight %v over a flattened %s map of %d values", s.node, s.w.Dims, cur, cur.Len())
+			case s.cout != cur.C:
+				return nil, fmt.Errorf("node %q (Gemm): an fc head to %d classes after a last conv of %d channels; ninbatch's fc head keeps NIN's one map per class (last conv of %d channels)", s.node, s.cout, cur.C, s.cout)
+			}
+			spec.Head = nin.HeadFC
 		}
 	}
 	switch {
@@ -791,4 +866,15 @@ func (sh *shapes) eval(v string, depth int) (vals []int64, scalar bool, err erro
 		return out, false, nil
 	}
 	return nil, false, fmt.Errorf("node %s does not compute a shape NIN can read", desc(n))
+}
+
+// transpose returns the r×c row-major matrix m as c×r.
+func transpose(m []float32, r, c int) []float32 {
+	t := make([]float32, len(m))
+	for i := 0; i < r; i++ {
+		for j := 0; j < c; j++ {
+			t[j*r+i] = m[i*c+j]
+		}
+	}
+	return t
 }

@@ -23,11 +23,17 @@ func shipped(t *testing.T) *nin.Model {
 	return m
 }
 
+// presetModel is a preset with exercising weights; "nin-mnist+fc" is the
+// preset with the fc head.
 func presetModel(t *testing.T, name string) *nin.Model {
 	t.Helper()
+	name, fc := strings.CutSuffix(name, "+fc")
 	s, err := nin.Preset(name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fc {
+		s.Head, s.HeadDropout = nin.HeadFC, 0.5
 	}
 	m, err := nin.NewModel(s)
 	if err != nil {
@@ -35,6 +41,11 @@ func presetModel(t *testing.T, name string) *nin.Model {
 	}
 	exercise(m)
 	return m
+}
+
+// testPresets are the presets, and two with the fc head.
+func testPresets() []string {
+	return append(nin.PresetNames(), "nin-mnist+fc", "nin-cifar10+fc")
 }
 
 // exercise gives m the golden script's kind of weights (± paired rows,
@@ -75,7 +86,7 @@ func roundTrip(t *testing.T, m *nin.Model) *Imported {
 // spec, preprocessing, class names and bit-identical tensors.
 func TestExportImportIdentical(t *testing.T) {
 	models := map[string]*nin.Model{"shipped": shipped(t)}
-	for _, p := range nin.PresetNames() {
+	for _, p := range testPresets() {
 		models[p] = presetModel(t, p)
 	}
 	floor := presetModel(t, "nin-mnist")
@@ -107,7 +118,7 @@ func TestExportImportIdentical(t *testing.T) {
 // TestImportWithoutMetadata: a graph from another tool (no ninbatch
 // metadata) maps onto the same layers, pooling mode included.
 func TestImportWithoutMetadata(t *testing.T) {
-	for _, p := range nin.PresetNames() {
+	for _, p := range testPresets() {
 		m := presetModel(t, p)
 		g, err := Export(m, "test")
 		if err != nil {
@@ -183,6 +194,16 @@ func TestImportRefuses(t *testing.T) {
 			i := slices.IndexFunc(*n, func(x Node) bool { return x.OpType == "Softmax" })
 			(*n)[i].OpType = "Gemm"
 		}, `"probs" (Gemm): after global average pooling`},
+		{"Gemm on the maps", func(g *Model) {
+			n := &g.Graph.Nodes
+			i := slices.IndexFunc(*n, func(x Node) bool { return x.OpType == "GlobalAveragePool" })
+			(*n)[i].OpType = "Gemm"
+		}, `"gap" (Gemm): a fully connected head needs the maps flattened first`},
+		{"Flatten without Gemm", func(g *Model) {
+			n := &g.Graph.Nodes
+			i := slices.IndexFunc(*n, func(x Node) bool { return x.OpType == "GlobalAveragePool" })
+			(*n)[i].OpType = "Flatten"
+		}, `"logits" (Flatten): after a Flatten of the maps NIN's fc head has only Dropout and Gemm`},
 		{"grouped conv", func(g *Model) {
 			g.Graph.Nodes[0].Attrs = append(g.Graph.Nodes[0].Attrs, intAttrV("group", 2))
 		}, `group 2: grouped and depthwise`},

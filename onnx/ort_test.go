@@ -20,7 +20,7 @@ import (
 func TestExportRunsInOnnxRuntime(t *testing.T) {
 	dir := testutil.OnnxRuntimeDir(t)
 	models := map[string]*nin.Model{"shipped": shipped(t)}
-	for _, p := range nin.PresetNames() {
+	for _, p := range testPresets() {
 		models[p] = presetModel(t, p)
 	}
 	for name, m := range models {

@@ -52,9 +52,19 @@ func PlotCurves(path string, history []EpochMetrics) error {
 			p.Legend.Add(s.name, l)
 		}
 		p.Legend.Top = true
+		if logY && p.Y.Min >= p.Y.Max/1.5 {
+			// one point, or a flat curve: gonum pads the range by ±1, which
+			// goes below 0 under 1; pad by a factor instead
+			p.Y.Min, p.Y.Max = p.Y.Min/2, p.Y.Max*2
+		}
 		return p, nil
 	}
-	clamp := func(v float64) float64 { return max(v, 1e-5) } // log scale needs positive values
+	clamp := func(v float64) float64 { // log scale needs positive, finite values
+		if !(v < math.MaxFloat64) {
+			return math.MaxFloat64
+		}
+		return max(v, 1e-5)
+	}
 	var vLoss, vErr plotter.XYs
 	if hasVal {
 		vLoss = series(func(m EpochMetrics) float64 { return clamp(m.ValLoss) })

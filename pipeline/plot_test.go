@@ -16,14 +16,21 @@ func TestLogTicksAlwaysLabelled(t *testing.T) {
 	}
 }
 
-// TestPlotCurvesShortRun: a one-epoch run without validation draws.
+// TestPlotCurvesShortRun: a one-epoch run without validation draws, with
+// its loss above 1 or below it (a ±1 pad would reach below 0 on a log axis),
+// and so does a flat curve.
 func TestPlotCurvesShortRun(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "curves.png")
-	h := []EpochMetrics{{Epoch: 1, TrainLoss: 2.25, TrainAcc: 0.18}}
-	if err := PlotCurves(path, h); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := os.Stat(path); err != nil || st.Size() == 0 {
-		t.Fatalf("no curves: %v", err)
+	for _, h := range [][]EpochMetrics{
+		{{Epoch: 1, TrainLoss: 2.25, TrainAcc: 0.18}},
+		{{Epoch: 1, TrainLoss: 0.35, TrainAcc: 0.9}},
+		{{Epoch: 1, TrainLoss: 0.35, TrainAcc: 0.9, ValLoss: 0.3, ValAcc: 0.91}, {Epoch: 2, TrainLoss: 0.35, TrainAcc: 0.9, ValLoss: 0.3, ValAcc: 0.91}},
+	} {
+		path := filepath.Join(t.TempDir(), "curves.png")
+		if err := PlotCurves(path, h); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(path); err != nil || st.Size() == 0 {
+			t.Fatalf("no curves: %v", err)
+		}
 	}
 }

@@ -28,7 +28,7 @@ prints images/s and effective GFLOP/s (2 × conv MACs per image), median and bes
 Examples:
    ninbatch bench --preset nin-cifar10 --batch 64 --threads 2
    ninbatch --threads 1 bench --preset nin-mnist --batch 16 --tuning '{"mode":"streams"}' --json`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: flagPreset, Usage: "architecture: " + strings.Join(nin.PresetNames(), ", ")},
 			&cli.StringFlag{Name: flagModel, Usage: "model file (instead of --preset)"},
 			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 64, Usage: "images per forward call"},
@@ -38,7 +38,7 @@ Examples:
 			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON"},
 			&cli.BoolFlag{Name: "serve", Usage: "answer JSON-line timing requests on stdin (for scripts/bench_peers.py)"},
-		},
+		}, headFlags()...),
 		Action: runBench,
 	}
 }
@@ -70,7 +70,7 @@ func runBench(c *cli.Context) error {
 	if c.Bool("serve") {
 		return serveBench(c.App.Reader, c.App.Writer)
 	}
-	m, src, err := modelFrom(c.String(flagModel)+c.Args().First(), c.String(flagPreset), 1)
+	m, src, err := modelFrom(c, c.String(flagModel)+c.Args().First(), c.String(flagPreset), 1)
 	if err != nil {
 		return err
 	}

@@ -66,8 +66,15 @@ func writeTinyDataset(t *testing.T, path string, n int, seed uint64) {
 	}
 }
 
-// TestTrainEvalRun: train a tiny model from Parquet, evaluate it, score with it.
+// TestTrainEvalRun: train a tiny model from Parquet, evaluate it, score
+// with it; with the GAP head and the fc head.
 func TestTrainEvalRun(t *testing.T) {
+	for _, head := range []string{nin.HeadGAP, nin.HeadFC} {
+		t.Run(head, func(t *testing.T) { trainEvalRun(t, head) })
+	}
+}
+
+func trainEvalRun(t *testing.T, head string) {
 	dir := t.TempDir()
 	spec := filepath.Join(dir, "spec.json")
 	os.WriteFile(spec, []byte(testutil.TinySpecJSON), 0o644)
@@ -75,8 +82,12 @@ func TestTrainEvalRun(t *testing.T) {
 	writeTinyDataset(t, train, 800, 1)
 	writeTinyDataset(t, val, 40, 2)
 	model := filepath.Join(dir, "m.nin")
-	code, _, e := runCLI(t, "train", "--spec", spec, "--init-scheme", "kaiming", "--epochs", "6", "--batch", "16",
-		"--lr", "0.05", "--warmup", "0.5", "--val", val, "--out", model, "--threads", "1", train)
+	lr := "0.05"
+	if head == nin.HeadFC {
+		lr = "0.01" // the fc layer's gradient is not divided by the map's size as GAP's is: 0.05 diverges
+	}
+	code, _, e := runCLI(t, "train", "--spec", spec, "--head", head, "--init-scheme", "kaiming", "--epochs", "6", "--batch", "16",
+		"--lr", lr, "--warmup", "0.5", "--val", val, "--out", model, "--threads", "1", train)
 	if code != 0 {
 		t.Fatalf("train: exit %d\n%s", code, e)
 	}
@@ -94,6 +105,9 @@ func TestTrainEvalRun(t *testing.T) {
 	m, err := nin.LoadFile(model)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if m.Spec.HeadKind() != head {
+		t.Fatalf("model head %q, trained with --head %s", m.Spec.Head, head)
 	}
 	if m.Provenance.Epochs != 6 || m.Provenance.DatasetFingerprint == "" || !strings.Contains(m.Provenance.Command, "train") ||
 		len(m.Classes) != 4 || m.Provenance.Metrics["val_acc"] < 0.9 {
@@ -124,6 +138,15 @@ func TestTrainEvalRun(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "top-1 accuracy") || !strings.Contains(out, "true\\pred") {
 		t.Fatalf("eval table:\n%s", out)
 	}
+	// scoring agrees with eval: every row, the same top-1 accuracy
+	scored := filepath.Join(dir, "scored")
+	if code, _, e := runCLI(t, "run", "--model", model, "--out", scored, val); code != 0 {
+		t.Fatalf("run: exit %d %s", code, e)
+	}
+	rows := duck(t, fmt.Sprintf(`SELECT count(*)::INT AS n, sum((label = top1)::INT)::INT AS hits FROM '%s'`, filepath.Join(scored, "val.parquet")))
+	if n, hits := rows[0]["n"], rows[0]["hits"]; fmt.Sprint(n) != "40" || fmt.Sprint(hits) != fmt.Sprint(int(ev.Top1*40+0.5)) {
+		t.Fatalf("run scored %v rows, %v right; eval said %g", n, hits, ev.Top1)
+	}
 }
 
 // TestTrainKillResume: a training process killed with SIGKILL mid-epoch
@@ -133,9 +156,15 @@ func TestTrainKillResume(t *testing.T) {
 	if testing.Short() {
 		t.Skip("subprocess training")
 	}
+	for _, head := range []string{nin.HeadGAP, nin.HeadFC} {
+		t.Run(head, func(t *testing.T) { trainKillResume(t, head) })
+	}
+}
+
+func trainKillResume(t *testing.T, head string) {
 	dir, spec, train := trainFixture(t, 600, 3)
 	args := func(out string) []string {
-		return []string{"train", "--spec", spec, "--init-scheme", "kaiming", "--epochs", "4", "--batch", "8", "--lr", "0.01",
+		return []string{"train", "--spec", spec, "--head", head, "--init-scheme", "kaiming", "--epochs", "4", "--batch", "8", "--lr", "0.01",
 			"--shuffle-buffer", "64", "--out", out, "--threads", "1", train}
 	}
 	ref := filepath.Join(dir, "ref.nin")
@@ -167,7 +196,12 @@ func TestTrainKillResume(t *testing.T) {
 	if _, err := os.Stat(killed); err == nil {
 		t.Skip("the run finished before it could be killed (machine too fast); nothing to resume")
 	}
-	if code, _, e := runCLI(t, append(args(killed), "--resume")...); code != 0 {
+	resume := append(args(killed), "--resume")
+	if code, _, e := runCLI(t, resume...); code == 0 || !strings.Contains(e, "has its head already") {
+		t.Fatalf("--resume with --head: exit %d %s", code, e) // the checkpoint's head is fixed
+	}
+	resume = slices.Delete(resume, 3, 5) // drop --head HEAD
+	if code, _, e := runCLI(t, resume...); code != 0 {
 		t.Fatalf("resume: %d %s", code, e)
 	}
 	a, _ := nin.LoadFile(ref)
@@ -181,7 +215,7 @@ func TestTrainKillResume(t *testing.T) {
 	ck := killed + ".ckpt"
 	data, _ := os.ReadFile(ck)
 	os.WriteFile(ck, data[:len(data)/2], 0o644)
-	code, _, e := runCLI(t, append(args(killed), "--resume")...)
+	code, _, e := runCLI(t, resume...)
 	if code != 2 || !strings.Contains(e, "checkpoint") || !strings.Contains(e, ck) {
 		t.Fatalf("corrupt checkpoint: exit %d %s", code, e)
 	}

@@ -44,7 +44,7 @@ pixel/255, no mean or std. Give what your training used:
 Examples:
    ninbatch import nin.onnx --out nin.nin --classes classes.txt
    ninbatch import d2l.safetensors --spec models/specs/d2l-nin.json --mean 0.5 --std 0.5 --out d2l.nin`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output .nin file"},
 			&cli.BoolFlag{Name: "force", Usage: "replace --out if it exists"},
 			&cli.StringFlag{Name: flagPreset, Usage: "architecture of a state dict: " + strings.Join(nin.PresetNames(), ", ")},
@@ -58,7 +58,7 @@ Examples:
 			&cli.IntFlag{Name: "resize-to", Usage: "shorter side for --resize shorter (e.g. 256 for a 224 crop)"},
 			&cli.BoolFlag{Name: "gray", Usage: "the model takes one gray channel (checked against the model's input)"},
 			&cli.StringFlag{Name: "classes", Usage: "class names, one per line in `FILE`, in output order"},
-		},
+		}, headFlags()...),
 		Action: runImport,
 	}
 }

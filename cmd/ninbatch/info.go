@@ -25,11 +25,11 @@ Examples:
    ninbatch info --preset nin-cifar10
    ninbatch info models/nin-mnist.nin --json
    ninbatch info --model models/nin-mnist.nin`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: flagModel, Usage: "model file (.nin), as run and eval take it; or give it as the argument"},
 			&cli.StringFlag{Name: flagPreset, Usage: "built-in architecture: " + strings.Join(nin.PresetNames(), ", ")},
 			&cli.BoolFlag{Name: flagJSON, Usage: "print JSON instead of a table"},
-		},
+		}, headFlags()...),
 		Action: runInfo,
 	}
 }
@@ -46,6 +46,11 @@ type infoJSON struct {
 	Preprocess    nin.Preprocess  `json:"preprocess"`
 	Provenance    *nin.Provenance `json:"provenance,omitempty"`
 	Layers        []nin.Layer     `json:"layers"`
+	Head          string          `json:"head"`        // gap or fc
+	HeadDropout   float64         `json:"head_dropout"` // fc head, training only
+	BodyParams    int64           `json:"body_params"`  // the mlpconv blocks
+	HeadParams    int64           `json:"head_params"`  // the classifier: 0 for gap
+	FCHeadParams  int64           `json:"fc_head_params"`
 	TotalParams   int64           `json:"total_params"`
 	TotalMACs     int64           `json:"total_macs"`
 	GFLOPPerImage float64         `json:"gflop_per_image"`
@@ -62,7 +67,7 @@ func runInfo(c *cli.Context) error {
 	case c.IsSet(flagModel):
 		path = c.String(flagModel)
 	}
-	m, src, err := modelFrom(path, c.String(flagPreset), 1)
+	m, src, err := modelFrom(c, path, c.String(flagPreset), 1)
 	if err != nil {
 		return err
 	}
@@ -71,7 +76,12 @@ func runInfo(c *cli.Context) error {
 		return err
 	}
 	params, macs := nin.Totals(layers)
+	head, fc, err := m.Spec.HeadParams()
+	if err != nil {
+		return err
+	}
 	info := infoJSON{
+		Head: m.Spec.HeadKind(), HeadDropout: m.Spec.HeadDropout, BodyParams: params - head, HeadParams: head, FCHeadParams: fc,
 		Name: m.Spec.Name, Source: src, ModelID: m.ID, FileSHA256: m.FileHash, Input: m.Spec.Input, Pooling: m.Spec.Pooling,
 		Classes: m.Spec.Classes(), ClassNames: m.Classes, Preprocess: m.Preprocess, Layers: layers,
 		TotalParams: params, TotalMACs: macs, GFLOPPerImage: 2 * float64(macs) / 1e9, ISA: native.Current().String(),
@@ -107,6 +117,12 @@ func runInfo(c *cli.Context) error {
 	tw.Flush()
 	fmt.Fprintf(w, "\n%s parameters (%.2f MiB float32), %.3f GFLOP/image (2 x %s MACs)\n",
 		commas(params), float64(params)*4/(1<<20), info.GFLOPPerImage, commas(macs))
+	if info.Head == nin.HeadGAP {
+		fmt.Fprintf(w, "head     gap: 0 parameters (an fc head on the same body would add %s); body %s\n", commas(fc), commas(info.BodyParams))
+	} else {
+		fmt.Fprintf(w, "head     fc, dropout %g: %s parameters (%.0f%% of the model); body %s\n",
+			info.HeadDropout, commas(head), 100*float64(head)/float64(params), commas(info.BodyParams))
+	}
 	fmt.Fprintf(w, "kernels  %s here (cpu: %s; NINBATCH_ISA=avx2|scalar lowers it)\n", info.ISA, native.CPUFlags())
 	return nil
 }

@@ -19,13 +19,13 @@ weights (the per-layer std of the reference configs) and zero biases.
 
 Example:
    ninbatch init --preset nin-mnist --seed 1 --out mnist-init.nin`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: flagPreset, Required: true, Usage: "architecture: " + strings.Join(nin.PresetNames(), ", ")},
 			&cli.Uint64Flag{Name: flagSeed, Value: 1, Usage: "random seed"},
 			&cli.StringFlag{Name: flagOut, Required: true, Usage: "output .nin file"},
 			&cli.StringFlag{Name: "classes", Usage: "comma-separated class names (one per output)"},
 			&cli.BoolFlag{Name: "force", Usage: "replace --out if it exists"},
-		},
+		}, headFlags()...),
 		Action: runInit,
 	}
 }
@@ -36,9 +36,9 @@ func runInit(c *cli.Context) error {
 			return err
 		}
 	}
-	s, err := nin.Preset(c.String(flagPreset))
+	s, err := specFrom(c)
 	if err != nil {
-		return asUsage(err)
+		return err
 	}
 	m, err := nin.NewModel(s)
 	if err != nil {

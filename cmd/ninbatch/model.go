@@ -11,11 +11,15 @@ import (
 
 // modelFrom returns the model named by MODEL (a .nin file) or by --preset
 // (random weights, He init with the given seed), and a label for it.
-func modelFrom(path, preset string, seed uint64) (*nin.Model, string, error) {
+// With c, a preset takes the --head flags.
+func modelFrom(c *cli.Context, path, preset string, seed uint64) (*nin.Model, string, error) {
 	switch {
 	case path != "" && preset != "":
 		return nil, "", usageErr("give a model file or --preset, not both")
 	case path != "":
+		if err := headFixed(c, path); err != nil {
+			return nil, "", err
+		}
 		m, err := nin.LoadFile(path)
 		if err != nil {
 			return nil, "", asUsage(err)
@@ -25,6 +29,9 @@ func modelFrom(path, preset string, seed uint64) (*nin.Model, string, error) {
 		s, err := nin.Preset(preset)
 		if err != nil {
 			return nil, "", asUsage(err)
+		}
+		if err := applyHead(c, s); err != nil {
+			return nil, "", err
 		}
 		m, err := nin.NewModel(s)
 		if err != nil {
@@ -52,10 +59,55 @@ func specFrom(c *cli.Context) (*nin.Spec, error) {
 		if err != nil {
 			return nil, asUsage(fmt.Errorf("%s: %w", c.String("spec"), err))
 		}
-		return s, nil
+		return s, applyHead(c, s)
 	case c.String(flagPreset) != "":
 		s, err := nin.Preset(c.String(flagPreset))
-		return s, asUsage(err)
+		if err != nil {
+			return nil, asUsage(err)
+		}
+		return s, applyHead(c, s)
 	}
-	return nil, nil
+	return nil, headFixed(c, "the model")
+}
+
+const (
+	flagHead        = "head"
+	flagHeadDropout = "head-dropout"
+)
+
+// headFlags choose the classifier of a model built from --preset or --spec.
+func headFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: flagHead, Category: "Network and init", Usage: "classifier head: gap (global average pooling, NIN's) or fc (flatten, dropout, one fully connected layer: the head NIN replaces) (default: the spec's, gap)"},
+		&cli.Float64Flag{Name: flagHeadDropout, Category: "Network and init", Usage: "fc head: dropout on the flattened map, 0 for none (default 0.5 with --head fc)"},
+	}
+}
+
+// applyHead sets s's head from the --head flags, if given.
+func applyHead(c *cli.Context, s *nin.Spec) error {
+	if c == nil {
+		return nil
+	}
+	if c.IsSet(flagHead) {
+		s.Head, s.HeadDropout = c.String(flagHead), 0
+		if s.Head == nin.HeadFC {
+			s.HeadDropout = 0.5
+		}
+	}
+	if c.IsSet(flagHeadDropout) {
+		s.HeadDropout = c.Float64(flagHeadDropout)
+	}
+	if err := s.Validate(); err != nil {
+		return usageErr("--head: %v", err)
+	}
+	return nil
+}
+
+// headFixed refuses the --head flags for a model that exists: its head is
+// in its file.
+func headFixed(c *cli.Context, what string) error {
+	if c != nil && (c.IsSet(flagHead) || c.IsSet(flagHeadDropout)) {
+		return usageErr("--head and --head-dropout shape a new model from --preset or --spec; %s has its head already", what)
+	}
+	return nil
 }

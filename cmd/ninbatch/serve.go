@@ -45,7 +45,7 @@ func (s *benchServer) get(r benchRequest) (*servedNet, error) {
 	if n, ok := s.nets[key]; ok {
 		return n, nil
 	}
-	m, _, err := modelFrom("", r.Preset, 1)
+	m, _, err := modelFrom(nil, "", r.Preset, 1)
 	if err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ checkpoint exactly. The final model records how it was made.
 Example:
    ninbatch train --preset nin-mnist --val data/mnist/test.parquet --epochs 20 \
        --lr 0.05 --schedule step --step-epochs 12,17 --out models/nin-mnist.nin data/mnist/train.parquet`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: flagPreset, Usage: "architecture: " + strings.Join(nin.PresetNames(), ", ")},
 			&cli.StringFlag{Name: "spec", Usage: "architecture JSON file (instead of --preset)"},
 			&cli.StringFlag{Name: "init", Usage: "start from this model file's weights (fine-tuning)"},
@@ -64,7 +64,7 @@ Example:
 			&cli.StringFlag{Name: "metrics", Category: "Checkpoints and outputs", Usage: "per-epoch metrics, JSON lines (default OUT.metrics.jsonl)"},
 			&cli.StringFlag{Name: "plot", Category: "Checkpoints and outputs", Usage: "training curves, PNG, redrawn every epoch (default OUT.curves.png)"},
 			&cli.IntFlag{Name: flagThreads, Category: "Engine tuning", Usage: "cores (overrides the global --threads)"},
-		},
+		}, headFlags()...),
 		Action: runTrain,
 	}
 }
@@ -181,6 +181,9 @@ func trainFilesOf(c *cli.Context) pipeline.TrainFiles {
 func loadTrainInputs(c *cli.Context, tr *pipeline.Trainer) error {
 	var err error
 	if c.Bool("resume") {
+		if err := headFixed(c, "the checkpoint"); err != nil {
+			return err
+		}
 		if tr.Model, tr.Velocity, tr.State, err = pipeline.LoadCheckpoint(tr.Files.Checkpoint); err != nil {
 			return asUsage(err)
 		}
@@ -302,6 +305,9 @@ func newTrainModel(c *cli.Context) (*nin.Model, error) {
 	var err error
 	switch {
 	case c.String("init") != "":
+		if err := headFixed(c, c.String("init")); err != nil {
+			return nil, err
+		}
 		m, err := nin.LoadFile(c.String("init"))
 		if err != nil {
 			return nil, asUsage(err)
