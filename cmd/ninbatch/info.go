@@ -46,7 +46,7 @@ type infoJSON struct {
 	Preprocess    nin.Preprocess  `json:"preprocess"`
 	Provenance    *nin.Provenance `json:"provenance,omitempty"`
 	Layers        []nin.Layer     `json:"layers"`
-	Head          string          `json:"head"`        // gap or fc
+	Head          string          `json:"head"`         // gap or fc
 	HeadDropout   float64         `json:"head_dropout"` // fc head, training only
 	BodyParams    int64           `json:"body_params"`  // the mlpconv blocks
 	HeadParams    int64           `json:"head_params"`  // the classifier: 0 for gap
