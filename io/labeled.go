@@ -236,3 +236,9 @@ func (l *Labeled) Each(ctx context.Context, ord Order, batch int, fn func(pix []
 	}
 	return nil
 }
+
+// LabelsOf reads a label column as training and evaluation do: integers in
+// 0..classes-1, or strings among names; each row's label or why it has none.
+func LabelsOf(col arrow.Array, classes int, names []string) (func(i int) (int32, error), error) {
+	return labelsOf(col, LabelOptions{Classes: classes, ClassNames: names})
+}

@@ -27,8 +27,10 @@ type Net struct {
 	opt     Options
 	inLen   int // H·W·C of one input image
 	classes int
-	gapHW   int  // spatial size of the last feature map
-	packed  bool // conv GEMMs on native.GemmPacked
+	gapHW   int         // spatial size of the last feature map
+	mapDims Dims        // the class maps: the last mlpconv's output
+	fc      *ConvParams // the fc head's layer, or nil (GAP head)
+	packed  bool        // conv GEMMs on native.GemmPacked
 
 	streams []*stream
 	work    []*mailbox // one per worker goroutine (nil: no workers)
@@ -112,6 +114,7 @@ type stream struct {
 
 type job struct {
 	x, probs, logits []float32
+	maps             []float32 // (n, mapH, mapW, classes) or nil
 	n                int
 	mb               int // images per micro-batch for this job
 }
@@ -192,10 +195,10 @@ func fuseChains(ops []op) ([]op, int) {
 	scratch := 0
 	for i := 0; i < len(ops); {
 		c, ok := ops[i].(*conv)
-		ok = ok && c.wino == nil
+		ok = ok && c.wino == nil && !c.p.FC
 		j := i + 1
 		for ok && j < len(ops) {
-			if n, is := ops[j].(*conv); !is || !n.oneByOne {
+			if n, is := ops[j].(*conv); !is || !n.oneByOne || n.p.FC { // the fc head stays its own op: ForwardMaps reads its input
 				break
 			}
 			j++
@@ -364,6 +367,12 @@ func (net *Net) buildOps(sz *scratchSize) error {
 		case kindGAP:
 			net.gapHW = l.In.H * l.In.W
 		}
+		if !l.Head {
+			net.mapDims = l.Out
+		}
+		if l.kind == kindConv && l.Head {
+			net.fc = &net.params.Convs[ci-1]
+		}
 	}
 	return nil
 }
@@ -459,13 +468,30 @@ func (n *Net) Classes() int { return n.classes }
 // InputLen is the number of float32 values of one input image (H·W·C).
 func (n *Net) InputLen() int { return n.inLen }
 
+// MapDims is the size of the class maps ForwardMaps writes: the last
+// mlpconv's output, H×W×classes.
+func (n *Net) MapDims() Dims { return Dims{n.mapDims.H, n.mapDims.W, n.classes} }
+
 // Forward runs the network on a batch.
 //
 //	x:      (batch, H, W, C) preprocessed input, NHWC; not modified
 //	probs:  (batch, classes) softmax output
 //	logits: (batch, classes) global-average-pooled scores, or nil
 func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
+	return n.ForwardMaps(x, batch, probs, logits, nil)
+}
+
+// ForwardMaps is Forward that also writes each image's class maps: per
+// pixel of the last mlpconv's output, the class scores whose mean over the
+// pixels is the logit. With the GAP head that is the last conv's output
+// itself (NIN's confidence maps); with the fc head, pixel p's share of the
+// fully connected layer, H·W·Σₖ W[c,p,k]·f(p,k) + b_c.
+//
+//	maps: (batch, MapDims().H, MapDims().W, classes), or nil
+func (n *Net) ForwardMaps(x []float32, batch int, probs, logits, maps []float32) error {
 	switch {
+	case maps != nil && len(maps) < batch*n.MapDims().Len():
+		return fmt.Errorf("maps has room for %d values, batch %d needs %d", len(maps), batch, batch*n.MapDims().Len())
 	case n.closed:
 		return errors.New("Forward on a closed Net")
 	case batch < 0 || batch > n.opt.MaxBatch:
@@ -480,7 +506,7 @@ func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
 	if batch == 0 {
 		return nil
 	}
-	j := job{x: x, probs: probs, logits: logits, n: batch, mb: n.opt.MicroBatch}
+	j := job{x: x, probs: probs, logits: logits, maps: maps, n: batch, mb: n.opt.MicroBatch}
 	useStreams := n.work != nil && (n.opt.Mode == ModeStreams || batch >= n.opt.Threads)
 	if useStreams {
 		// split a small batch evenly over the streams (16 images on 2
@@ -562,19 +588,26 @@ func (n *Net) drain(st *stream, j job) {
 			return
 		}
 		m := min(mb, j.n-i0)
-		var logits []float32
+		var logits, maps []float32
 		if j.logits != nil {
 			logits = j.logits[i0*n.classes : (i0+m)*n.classes]
 		}
-		n.micro(st, j.x[i0*n.inLen:(i0+m)*n.inLen], m, j.probs[i0*n.classes:(i0+m)*n.classes], logits)
+		if j.maps != nil {
+			ml := n.MapDims().Len()
+			maps = j.maps[i0*ml : (i0+m)*ml]
+		}
+		n.micro(st, j.x[i0*n.inLen:(i0+m)*n.inLen], m, j.probs[i0*n.classes:(i0+m)*n.classes], logits, maps)
 	}
 }
 
 // micro runs m images through the whole network in one stream's buffers.
-func (n *Net) micro(st *stream, x []float32, m int, probs, logits []float32) {
+func (n *Net) micro(st *stream, x []float32, m int, probs, logits, maps []float32) {
 	src := x
 	dst := st.a
-	for _, o := range n.run {
+	for i, o := range n.run {
+		if maps != nil && n.fc != nil && i == len(n.run)-1 {
+			fcMaps(maps, src, n.fc, m)
+		}
 		n.layer(st, o, dst, src, m)
 		src = dst
 		if &dst[0] == &st.a[0] {
@@ -582,6 +615,9 @@ func (n *Net) micro(st *stream, x []float32, m int, probs, logits []float32) {
 		} else {
 			dst = st.a
 		}
+	}
+	if maps != nil && n.fc == nil {
+		copy(maps, src[:len(maps)])
 	}
 	native.GAP(st.logits, src, m, n.gapHW, n.classes)
 	if logits != nil {
@@ -592,3 +628,26 @@ func (n *Net) micro(st *stream, x []float32, m int, probs, logits []float32) {
 
 // ISA names the instruction set the net's kernels run (native.Current).
 func (n *Net) ISA() string { return native.Current().String() }
+
+// fcMaps writes the fc head's class maps: pixel p's share of each logit,
+// scaled by the pixel count so that the maps' mean is the logit.
+//
+//	maps: (m, HW, classes)  f: (m, HW, C)  fc.W: (classes, HW, C)
+func fcMaps(maps, f []float32, fc *ConvParams, m int) {
+	hw, c := fc.K*fc.K, fc.Cin
+	scale := float32(hw)
+	for i := 0; i < m; i++ {
+		for p := 0; p < hw; p++ {
+			fp := f[(i*hw+p)*c : (i*hw+p+1)*c]
+			out := maps[(i*hw+p)*fc.Cout : (i*hw+p+1)*fc.Cout]
+			for k := range out {
+				w := fc.W[(k*hw+p)*c : (k*hw+p+1)*c]
+				var sum float32
+				for j, v := range fp {
+					sum += w[j] * v
+				}
+				out[k] = scale*sum + fc.B[k]
+			}
+		}
+	}
+}

@@ -364,6 +364,27 @@ func (s *Spec) poolLayer(where string, bi int, pl Pool, cur Dims) (Layer, error)
 	}, nil
 }
 
+// MapGrid places the class maps on the input: map pixel i (row or column)
+// is the output whose receptive field is centred on input pixel
+// offset + stride·i. Each conv or pool of kernel k, stride s, pad p maps
+// its output o to input o·s + (k−1)/2 − p. (nin-mnist: 4i + 3; a plain
+// rescale, 4i + 1.5, would put every map 1.5 pixels off.)
+func (s *Spec) MapGrid() (stride, offset float64, err error) {
+	layers, err := s.Plan()
+	if err != nil {
+		return 0, 0, err
+	}
+	stride = 1
+	for _, l := range layers {
+		if l.Head || (l.kind != kindConv && l.kind != kindPool) {
+			continue
+		}
+		offset += stride * (float64(l.k-1)/2 - float64(l.p))
+		stride *= float64(l.s)
+	}
+	return stride, offset, nil
+}
+
 // reluAfter reports whether conv layer i of a plan is followed by ReLU:
 // every body conv is but the last one under NoFinalReLU; the fc head never.
 func reluAfter(layers []Layer, i int, noFinalReLU bool) bool {

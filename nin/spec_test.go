@@ -124,3 +124,21 @@ func TestHeads(t *testing.T) {
 		}
 	}
 }
+
+// TestMapGrid: where each preset's class-map pixels sit on the input.
+func TestMapGrid(t *testing.T) {
+	for _, c := range []struct {
+		preset         string
+		stride, offset float64
+	}{
+		{"nin-mnist", 4, 3},                       // 5×5/p2 convs keep the centre; two 3×3/s2 pools: 2(2i+1)+1
+		{"nin-cifar10", 4, 3},                     // the same pools
+		{"nin-imagenet", 32, 5 + 4*(1+2*(1+2*1))}, // 11×11/s4 conv (centre 5), then three 3×3/s2 pools
+	} {
+		s, _ := Preset(c.preset)
+		st, off, err := s.MapGrid()
+		if err != nil || st != c.stride || off != c.offset {
+			t.Errorf("%s: map pixel i at input %g·i + %g, want %g·i + %g (%v)", c.preset, st, off, c.stride, c.offset, err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -36,7 +37,20 @@ type LabeledSet interface {
 // Evaluate scores every image of data, in order, with net (built with
 // MaxBatch ≥ batch).
 func Evaluate(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio.Preprocess, batch int) (*EvalResult, error) {
+	return EvaluateMaps(ctx, net, data, prep, batch, nil)
+}
+
+// EvaluateMaps is Evaluate that also hands every image with its class maps
+// to mc (when not nil). With mc.StopWhenFull the pass ends as soon as mc
+// has its images, and the result covers the images seen so far.
+func EvaluateMaps(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio.Preprocess, batch int, mc *MapCollector) (*EvalResult, error) {
 	c := net.Classes()
+	var maps []float32
+	ml := net.MapDims().Len()
+	if mc != nil {
+		mc.init(c)
+		maps = make([]float32, batch*ml)
+	}
 	r := &EvalResult{PerClass: make([]float64, c), ClassN: make([]int, c), Confusion: make([][]int, c)}
 	for i := range r.Confusion {
 		r.Confusion[i] = make([]int, c)
@@ -51,7 +65,7 @@ func Evaluate(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio.Pre
 		for j := 0; j < n; j++ {
 			prep.Normalize(x[j*sz:(j+1)*sz], pix[j*sz:(j+1)*sz])
 		}
-		if err := net.Forward(x, n, probs, nil); err != nil {
+		if err := net.ForwardMaps(x, n, probs, nil, maps); err != nil {
 			return err
 		}
 		for j := 0; j < n; j++ {
@@ -69,11 +83,17 @@ func Evaluate(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio.Pre
 			loss -= math.Log(math.Max(float64(p[y]), 1e-30))
 			r.ClassN[y]++
 			r.Confusion[y][idx[0]]++
+			if mc != nil {
+				mc.add(r.N+j, pix[j*sz:(j+1)*sz], y, idx[0], p, maps[j*ml:(j+1)*ml])
+			}
 		}
 		r.N += n
+		if mc != nil && mc.full() {
+			return errCollected
+		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, errCollected) {
 		return nil, err
 	}
 	if r.N == 0 {

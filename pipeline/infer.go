@@ -11,7 +11,7 @@ func (s *run) inferStage(ctx context.Context, in <-chan *batch, out chan<- *batc
 	for b := range in {
 		if b.rec != nil {
 			ts := time.Now()
-			if err := s.Net.Forward(b.buf.x, b.n, b.buf.probs, nil); err != nil {
+			if err := s.Net.ForwardMaps(b.buf.x, b.n, b.buf.probs, nil, b.buf.maps); err != nil {
 				b.rec.Release()
 				return err
 			}

@@ -31,6 +31,7 @@ type ManifestEntry struct {
 	RowsError    int64   `json:"rows_error"`
 	RowsSkipped  int64   `json:"rows_skipped"`
 	ModelID      string  `json:"model_id"`
+	Columns      string  `json:"columns,omitempty"` // the output's score columns (RunConfig.columns)
 	Version      string  `json:"ninbatch_version"`
 	Finished     string  `json:"finished"`
 	Shard        string  `json:"shard,omitempty"`

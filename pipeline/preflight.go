@@ -9,6 +9,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+
 	nbio "github.com/ninbatch/ninbatch/io"
 )
 
@@ -39,7 +41,7 @@ func (s *run) plan(all []unit) ([]*prepared, error) {
 		s.removeStale(u)
 		e, ok := s.view.latest[u.rel]
 		if !s.cfg.Force {
-			done, reason := finished(u, e, ok, s.Model.ID)
+			done, reason := finished(u, e, ok, s.Model.ID, s.cfg.columns())
 			if done {
 				s.sum.FilesSkip++
 				continue
@@ -179,6 +181,20 @@ func (s *run) check(p *prepared) error {
 		return &InputError{p.in.Path, err}
 	}
 	p.classNames = s.classNamesFor(p.meta)
+	p.labels = -1
+	if s.cfg.Maps == MapsLabel {
+		name, err := nbio.FindLabelColumn(p.schema, s.cfg.MapLabelCol)
+		if err != nil {
+			return &InputError{p.in.Path, fmt.Errorf("%s: --maps label: %w", p.in.Path, err)}
+		}
+		p.labels = p.schema.FieldIndices(name)[0]
+		empty := array.MakeArrayOfNull(s.Mem, p.schema.Field(p.labels).Type, 0)
+		_, err = nbio.LabelsOf(empty, s.Net.Classes(), p.classNames)
+		empty.Release()
+		if err != nil {
+			return &InputError{p.in.Path, fmt.Errorf("%s: --maps label: column %s: %w", p.in.Path, name, err)}
+		}
+	}
 	for _, u := range unkept {
 		s.warn(fmt.Sprintf("%s: passthrough column %s", p.in.Path, u))
 	}

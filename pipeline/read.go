@@ -49,7 +49,7 @@ func (s *run) readUnit(ctx context.Context, f *prepared, out chan<- *batch) erro
 			return err
 		}
 		if e, ok := s.view.latest[f.rel]; ok {
-			if done, _ := finished(f.unit, e, ok, s.Model.ID); done {
+			if done, _ := finished(f.unit, e, ok, s.Model.ID, s.cfg.columns()); done {
 				s.locks.unlock(f.rel)
 				s.sum.FilesSkip++
 				s.sum.ByOthers++

@@ -38,18 +38,30 @@ type RunConfig struct {
 	Force        bool             // redo inputs the manifest says are finished
 	Prune        bool             // remove outputs whose input is gone from below the inputs' roots
 	SplitRows    int64            // split Parquet inputs with more rows into row-group ranges (0 = never)
+	// Maps adds the map column: each row's class map ("top1": the predicted
+	// class's, "label": the class in the label column's), row-major H×W.
+	Maps        string
+	MapLabelCol string // label column for Maps "label" ("" = label or labels)
 }
+
+// Map column kinds.
+const (
+	MapsTop1  = "top1"
+	MapsLabel = "label"
+)
 
 // FileSummary is one input's outcome.
 type FileSummary struct {
-	Input       string  `json:"input"`
-	RowGroups   []int   `json:"row_groups,omitempty"`
-	Output      string  `json:"output"`
-	Fingerprint string  `json:"fingerprint"`
-	RowsIn      int64   `json:"rows_in"`
-	RowsOut     int64   `json:"rows_out"`
-	RowsError   int64   `json:"rows_error"`
-	RowsSkipped int64   `json:"rows_skipped"`
+	Input       string `json:"input"`
+	RowGroups   []int  `json:"row_groups,omitempty"`
+	Output      string `json:"output"`
+	Fingerprint string `json:"fingerprint"`
+	RowsIn      int64  `json:"rows_in"`
+	RowsOut     int64  `json:"rows_out"`
+	RowsError   int64  `json:"rows_error"`
+	RowsSkipped int64  `json:"rows_skipped"`
+	// MapsMissing rows (--maps label) had no valid label: scored, map null.
+	MapsMissing int64   `json:"maps_missing,omitempty"`
 	Seconds     float64 `json:"seconds"`
 }
 
@@ -172,6 +184,7 @@ type prepared struct {
 	replaced     []string // score columns of a scored input that new scores replace
 	scoreNames   []string
 	classNames   []string
+	labels       int         // input column of the labels a "label" map column follows, or -1
 	fail         error       // preflight failure
 	failed       atomic.Bool // failed while streaming: drop what follows
 	rangeChecked atomic.Bool // the float pixel range was looked at (one batch)
@@ -195,6 +208,7 @@ type batch struct {
 type tensorBuf struct {
 	x     []float32 // (Batch, H, W, C)
 	probs []float32 // (Batch, classes)
+	maps  []float32 // (Batch, mapH, mapW, classes) with RunConfig.Maps, else nil
 }
 
 // run is one Run's state, shared by its stages.
@@ -322,8 +336,16 @@ func (cfg *RunConfig) check(maxBatch, classes int) error {
 		return fmt.Errorf("row group rows %d: want 1..%d", cfg.RowGroupRows, maxRowGroupRows)
 	case cfg.Shards < 0 || cfg.Shards > 0 && (cfg.Shard < 0 || cfg.Shard >= cfg.Shards):
 		return fmt.Errorf("shard %d/%d: want 0 <= shard < shards", cfg.Shard, cfg.Shards)
+	case cfg.Maps != "" && cfg.Maps != MapsTop1 && cfg.Maps != MapsLabel:
+		return fmt.Errorf("maps %q: want top1 or label", cfg.Maps)
 	}
 	return nil
+}
+
+// columns names what shapes an output's score columns (--topk, --prefix,
+// --maps), so that a rerun asking for other columns redoes the unit.
+func (cfg *RunConfig) columns() string {
+	return fmt.Sprintf("prefix=%q topk=%d maps=%s", cfg.Prefix, cfg.TopK, cfg.Maps)
 }
 
 // maxRowGroupRows bounds the writer's buffer (one row group).
@@ -342,7 +364,11 @@ func (s *run) allocBuffers() {
 	classes := s.Net.Classes()
 	s.pool = make(chan *tensorBuf, depth)
 	for i := 0; i < depth; i++ {
-		s.pool <- &tensorBuf{x: make([]float32, s.cfg.Batch*s.prep.Len()), probs: make([]float32, s.cfg.Batch*classes)}
+		tb := &tensorBuf{x: make([]float32, s.cfg.Batch*s.prep.Len()), probs: make([]float32, s.cfg.Batch*classes)}
+		if s.cfg.Maps != "" {
+			tb.maps = make([]float32, s.cfg.Batch*s.Net.MapDims().Len())
+		}
+		s.pool <- tb
 	}
 }
 

@@ -18,6 +18,7 @@ const (
 	colTop1Prob = "top1_prob"
 	colLabel    = "top1_label"
 	colTopK     = "topk"
+	colMap      = "map"
 	colModelID  = "model_id"
 	colError    = "error"
 )
@@ -45,6 +46,10 @@ func (r *Runner) scoreFields(labels bool) []arrow.Field {
 	}
 	if r.Config.TopK > 0 {
 		f = append(f, arrow.Field{Name: p + colTopK, Type: topkType, Nullable: true})
+	}
+	if r.Config.Maps != "" {
+		f = append(f, arrow.Field{Name: p + colMap, Type: arrow.ListOf(arrow.PrimitiveTypes.Float32), Nullable: true,
+			Metadata: arrow.NewMetadata([]string{"ninbatch.map"}, []string{r.mapMeta()})})
 	}
 	return append(f,
 		arrow.Field{Name: p + colModelID, Type: arrow.BinaryTypes.String},
@@ -140,7 +145,28 @@ func (r *Runner) outputMetadata(p *prepared) map[string]string {
 	md["ninbatch.input"] = p.in.Abs
 	md["ninbatch.input_fingerprint"] = p.fp
 	md["ninbatch.score_columns"] = string(names)
+	if r.Config.Maps != "" {
+		md["ninbatch.map"] = r.mapMeta()
+	}
 	return md
+}
+
+// mapMeta describes the map column (in its field's metadata and the
+// file's): its column, shape, which class, and where its pixels sit on the
+// input (pixel i centred on input pixel offset + stride·i).
+func (r *Runner) mapMeta() string {
+	d := r.Net.MapDims()
+	stride, offset, _ := r.Model.Spec.MapGrid()
+	b, _ := json.Marshal(struct {
+		Column string  `json:"column"`
+		H      int     `json:"h"`
+		W      int     `json:"w"`
+		Class  string  `json:"class"`
+		Head   string  `json:"head"`
+		Stride float64 `json:"stride"`
+		Offset float64 `json:"offset"`
+	}{r.Config.Prefix + colMap, d.H, d.W, r.Config.Maps, r.Model.Spec.HeadKind(), stride, offset})
+	return string(b)
 }
 
 // dropFeatures removes columns from Hugging Face metadata's info.features,

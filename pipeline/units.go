@@ -165,9 +165,9 @@ func Fingerprint(path string) (fp string, size int64, mtime string, err error) {
 // finished reports whether the manifest entry e shows u done with this
 // model on the input as it is now, and its output intact; reason says why
 // not when an output exists but fails the check.
-func finished(u unit, e ManifestEntry, ok bool, modelID string) (done bool, reason string) {
-	if !ok || !e.Done() || e.ModelID != modelID {
-		return false, ""
+func finished(u unit, e ManifestEntry, ok bool, modelID, columns string) (done bool, reason string) {
+	if !ok || !e.Done() || e.ModelID != modelID || (e.Columns != "" && e.Columns != columns) {
+		return false, "" // another model, or other score columns asked for (entries before they were recorded: any)
 	}
 	if fp, _, _, err := Fingerprint(u.in.Path); err != nil || fp != e.Fingerprint {
 		return false, ""

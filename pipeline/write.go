@@ -31,14 +31,35 @@ func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio
 	if len(keep) == 0 {
 		return nil
 	}
-	sc := newScoreCols(r.Mem, b.file.classNames, cfg.TopK)
+	sc := newScoreCols(r.Mem, b.file.classNames, cfg.TopK, cfg.Maps != "")
 	defer sc.release()
+	var label func(i int) (int32, error)
+	if b.file.labels >= 0 {
+		var err error
+		if label, err = nbio.LabelsOf(b.rec.Column(b.file.labels), classes, b.file.classNames); err != nil {
+			return &InputError{b.file.in.Path, fmt.Errorf("%s: --maps label: column %s: %w", b.file.in.Path, b.rec.ColumnName(b.file.labels), err)}
+		}
+	}
+	ml := r.Net.MapDims().Len()
 	for _, i := range keep {
 		if e := b.errs[i]; e != nil {
 			sc.appendError(r.Model.ID, e)
 			continue
 		}
-		sc.appendScores(r.Model.ID, b.buf.probs[i*classes:(i+1)*classes])
+		var maps []float32
+		mapClass := -1 // the top-1 class
+		if b.buf.maps != nil {
+			maps = b.buf.maps[i*ml : (i+1)*ml]
+		}
+		if label != nil {
+			k, err := label(i)
+			if err != nil { // the scores stand; the row has no label map
+				fs.MapsMissing++
+				maps = nil
+			}
+			mapClass = int(k)
+		}
+		sc.appendScores(r.Model.ID, b.buf.probs[i*classes:(i+1)*classes], maps, mapClass)
 	}
 	// passthrough columns, filtered to the kept rows
 	var cols []arrow.Array
@@ -67,9 +88,11 @@ func (r *run) write(w *nbio.ParquetWriter, b *batch, fs *FileSummary, prep *nbio
 // scoreCols builds the score columns of one output batch, in the order of
 // Runner.scoreFields.
 type scoreCols struct {
-	names                []string // class names, or nil: no top1_label, null topk labels
-	k                    int      // topk entries (0: no topk column)
-	probs, topk          *array.ListBuilder
+	names                []string           // class names, or nil: no top1_label, null topk labels
+	k                    int                // topk entries (0: no topk column)
+	probs, topk, maps    *array.ListBuilder // maps: nil without a map column
+	mapV                 *array.Float32Builder
+	mapRow               []float32
 	probV                *array.Float32Builder
 	topkS                *array.StructBuilder
 	top1                 *array.Int32Builder
@@ -78,19 +101,26 @@ type scoreCols struct {
 	order                []int
 }
 
-func newScoreCols(mem memory.Allocator, names []string, k int) *scoreCols {
+func newScoreCols(mem memory.Allocator, names []string, k int, maps bool) *scoreCols {
 	s := &scoreCols{names: names, k: k, order: make([]int, 0, max(k, 1)),
 		probs: array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32), topk: array.NewListBuilder(mem, topkType.Elem()),
 		top1: array.NewInt32Builder(mem), top1p: array.NewFloat32Builder(mem),
 		label: array.NewStringBuilder(mem), modelID: array.NewStringBuilder(mem), errs: array.NewStringBuilder(mem)}
 	s.probV = s.probs.ValueBuilder().(*array.Float32Builder)
 	s.topkS = s.topk.ValueBuilder().(*array.StructBuilder)
+	if maps {
+		s.maps = array.NewListBuilder(mem, arrow.PrimitiveTypes.Float32)
+		s.mapV = s.maps.ValueBuilder().(*array.Float32Builder)
+	}
 	return s
 }
 
 func (s *scoreCols) release() {
 	for _, b := range []array.Builder{s.probs, s.topk, s.top1, s.top1p, s.label, s.modelID, s.errs} {
 		b.Release()
+	}
+	if s.maps != nil {
+		s.maps.Release()
 	}
 }
 
@@ -102,17 +132,40 @@ func (s *scoreCols) appendError(modelID string, e error) {
 	s.top1p.AppendNull()
 	s.label.AppendNull()
 	s.topk.AppendNull()
+	if s.maps != nil {
+		s.maps.AppendNull()
+	}
 	s.errs.Append(e.Error())
 }
 
-// appendScores adds a scored row with probabilities p.
-func (s *scoreCols) appendScores(modelID string, p []float32) {
+// appendScores adds a scored row with probabilities p and, with a map
+// column, class k's map out of maps (k < 0: the top-1 class's; maps nil:
+// a null map).
+//
+//	maps: (mapH·mapW, classes)
+func (s *scoreCols) appendScores(modelID string, p, maps []float32, k int) {
 	s.modelID.Append(modelID)
 	s.errs.AppendNull()
 	s.probs.Append(true)
 	s.probV.AppendValues(p, nil)
 	s.order = topK(s.order, p, max(s.k, 1))
 	best := s.order[0]
+	if s.maps != nil {
+		if k < 0 {
+			k = best
+		}
+		if maps == nil {
+			s.maps.AppendNull()
+		} else {
+			c := len(p)
+			s.mapRow = s.mapRow[:0]
+			for i := k; i < len(maps); i += c {
+				s.mapRow = append(s.mapRow, maps[i])
+			}
+			s.maps.Append(true)
+			s.mapV.AppendValues(s.mapRow, nil)
+		}
+	}
 	s.top1.Append(int32(best))
 	s.top1p.Append(p[best])
 	if s.names != nil {
@@ -142,6 +195,9 @@ func (s *scoreCols) arrays(cols []arrow.Array) []arrow.Array {
 	}
 	if s.k > 0 {
 		cols = append(cols, s.topk.NewArray())
+	}
+	if s.maps != nil {
+		cols = append(cols, s.maps.NewArray())
 	}
 	return append(cols, s.modelID.NewArray(), s.errs.NewArray())
 }
@@ -256,11 +312,14 @@ func (s *run) commit(w *nbio.ParquetWriter, f *prepared, fs *FileSummary) error 
 	size, sha := w.Checksum()
 	err := s.manifest.append(ManifestEntry{Input: f.in.Abs, RowGroups: fs.RowGroups, Size: f.size, MTime: f.mtime,
 		Fingerprint: fs.Fingerprint, Output: f.rel, OutputSize: size, OutputSHA256: sha, RowsIn: fs.RowsIn, RowsOut: fs.RowsOut,
-		RowsError: fs.RowsError, RowsSkipped: fs.RowsSkipped, ModelID: s.Model.ID, Version: s.cfg.Version,
+		RowsError: fs.RowsError, RowsSkipped: fs.RowsSkipped, ModelID: s.Model.ID, Columns: s.cfg.columns(), Version: s.cfg.Version,
 		Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: s.label, Seconds: fs.Seconds})
 	s.locks.unlock(f.rel)
 	if err != nil {
 		return err
+	}
+	if fs.MapsMissing > 0 {
+		s.warn(fmt.Sprintf("%s: %d rows have no valid label; their map is null (their scores are written)", f.in.Path, fs.MapsMissing))
 	}
 	s.sum.Outputs = append(s.sum.Outputs, *fs)
 	s.sum.FilesDone++

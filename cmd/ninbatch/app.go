@@ -131,6 +131,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newDatasetCommand(),
 			newTrainCommand(),
 			newEvalCommand(),
+			newMapsCommand(),
 			newImportCommand(),
 			newExportCommand(),
 		},

@@ -51,6 +51,8 @@ Example:
 			&cli.Float64Flag{Name: "pixel-range", Value: 255, Usage: "largest pixel value in float32 tensor columns: 255 (the scale of decoded images) or 1 (0..1 tensors, PyTorch's ToTensor)"},
 			&cli.StringFlag{Name: "prefix", Usage: "prepend this to ninbatch's column names (probs, top1, ..., error), e.g. when the input has an 'error' column of its own"},
 			&cli.IntFlag{Name: "topk", Value: 5, Usage: "entries in the topk column (0 = no column)"},
+			&cli.StringFlag{Name: "maps", Usage: "add a map column: each row's class map, row-major H×W list<float32> (shape in the metadata), of the top1 class or of its label (label)"},
+			&cli.StringFlag{Name: "map-label-col", Usage: "--maps label: the label column, integers or class names (default: label or labels)"},
 			&cli.StringFlag{Name: "on-error", Value: "record", Usage: "bad rows: record (keep with error), skip (drop) or fail (stop)"},
 			&cli.StringFlag{Name: "compression", Category: "Output files", Value: "zstd", Usage: "zstd, snappy or none"},
 			&cli.IntFlag{Name: "row-group-rows", Category: "Output files", Value: 16384, Usage: "rows per output row group (at most); the writer buffers one row group, so this bounds memory"},
@@ -225,6 +227,12 @@ func runConfig(c *cli.Context) (pipeline.RunConfig, error) {
 	if n := c.Int("topk"); n < 0 {
 		return cfg, usageErr("--topk %d: want 0 (no column) up to the model's classes", n)
 	}
+	if m := c.String("maps"); m != "" && m != pipeline.MapsTop1 && m != pipeline.MapsLabel {
+		return cfg, usageErr("--maps %q: want top1 or label", m)
+	}
+	if c.IsSet("map-label-col") && c.String("maps") != pipeline.MapsLabel {
+		return cfg, usageErr("--map-label-col needs --maps label")
+	}
 	if c.Int64("split-rows") < 0 {
 		return cfg, usageErr("--split-rows must not be negative")
 	}
@@ -237,7 +245,8 @@ func runConfig(c *cli.Context) (pipeline.RunConfig, error) {
 		PixelRange: pixelRange, Prefix: c.String("prefix"), Prune: c.Bool("prune"),
 		Batch: batch, TopK: c.Int("topk"), OnError: onErr, Compression: c.String("compression"),
 		RowGroupRows: c.Int("row-group-rows"), Workers: c.Int("decode-workers"), Version: version,
-		Shard: shard, Shards: shards, Force: c.Bool("force"), SplitRows: c.Int64("split-rows")}, nil
+		Shard: shard, Shards: shards, Force: c.Bool("force"), SplitRows: c.Int64("split-rows"),
+		Maps: c.String("maps"), MapLabelCol: c.String("map-label-col")}, nil
 }
 
 // runHooks wires the runner's progress, warnings and per-file lines to
