@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"image/color"
 	"math"
@@ -19,6 +21,26 @@ import (
 func PlotCurves(path string, history []EpochMetrics) error {
 	if len(history) == 0 {
 		return nil
+	}
+	b, err := CurvesPNG(history)
+	if err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	w, err := createFile(path)
+	if err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	if _, err := w.Write(b); err != nil {
+		w.Close()
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	return w.Close()
+}
+
+// CurvesPNG is PlotCurves' picture as PNG bytes.
+func CurvesPNG(history []EpochMetrics) ([]byte, error) {
+	if len(history) == 0 {
+		return nil, errors.New("no epochs to plot")
 	}
 	series := func(f func(EpochMetrics) float64) plotter.XYs {
 		xy := make(plotter.XYs, len(history))
@@ -72,11 +94,11 @@ func PlotCurves(path string, history []EpochMetrics) error {
 	}
 	loss, err := mk("loss", "cross-entropy", series(func(m EpochMetrics) float64 { return clamp(m.TrainLoss) }), vLoss, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	errp, err := mk("top-1 error", "error %", series(func(m EpochMetrics) float64 { return clamp(100 * (1 - m.TrainAcc)) }), vErr, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	img := vgimg.New(12*vg.Inch, 4.5*vg.Inch)
 	dc := draw.New(img)
@@ -85,15 +107,11 @@ func PlotCurves(path string, history []EpochMetrics) error {
 	canvases := plot.Align([][]*plot.Plot{{loss, errp}}, tiles, dc)
 	loss.Draw(canvases[0][0])
 	errp.Draw(canvases[0][1])
-	w, err := createFile(path)
-	if err != nil {
-		return fmt.Errorf("plot %s: %w", path, err)
+	var buf bytes.Buffer
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(&buf); err != nil {
+		return nil, err
 	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(w); err != nil {
-		w.Close()
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	return w.Close()
+	return buf.Bytes(), nil
 }
 
 func createFile(path string) (*os.File, error) { return os.Create(path) }

@@ -3,6 +3,7 @@
 # the Go modules. Idempotent: every step is skipped when already done.
 #   Debian: libopenblas-dev (pthread build) and pkg-config, gcc for cgo
 #   Go modules: through the Go module proxy (go mod download)
+#   tests: node/npm (DuckDB, onnxruntime), chromium (the HTML reports)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -45,6 +46,15 @@ if [ ! -f "$ort/node_modules/.package-lock.json" ] || ! cmp -s "$ort/package-loc
   say "npm ci in $ort"
   (cd "$ort" && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error >&2)
   cp "$ort/package-lock.json" "$ort/node_modules/.ninbatch-lock"
+fi
+
+# Chromium (Debian chromium) opens the HTML reports headless in the report
+# test: no console errors, every picture decoded.
+if ! command -v chromium >/dev/null; then
+  say "installing chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  ${SUDO:-} apt-get update -q >&2 || true
+  ${SUDO:-} apt-get install -y -q chromium >&2
 fi
 
 command -v go >/dev/null || { say "Go 1.26 or newer is not on PATH; install it from go.dev/dl (Debian 12's golang package is too old)"; exit 1; }

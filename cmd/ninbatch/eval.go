@@ -34,6 +34,7 @@ Example:
 			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 64, Usage: "images per forward call"},
 			&cli.StringFlag{Name: "image-col", Usage: "image column (default: auto-detect)"},
 			&cli.StringFlag{Name: "label-col", Usage: "label column: integers, or strings among the model's class names (default: label or labels)"},
+			&cli.StringFlag{Name: flagReport, Usage: "also write a self-contained HTML report (confusion matrix, per-class accuracy, class maps, the most confident mistakes, provenance) to this `FILE`"},
 			&cli.StringFlag{Name: "on-error", Value: "fail", Usage: "bad rows: fail (stop, naming file, row and column) or skip (leave out and count)"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
 		},
@@ -57,6 +58,11 @@ func runEval(c *cli.Context) error {
 	if err != nil {
 		return asUsage(err)
 	}
+	if out := c.String(flagReport); out != "" {
+		if err := replaceable(out, "--report", htmlMagic, append([]string{c.String(flagModel)}, files...)); err != nil {
+			return err
+		}
+	}
 	threads := threadsOf(c)
 	prep := pipeline.PreprocessFor(m)
 	onErr := c.String("on-error")
@@ -75,14 +81,30 @@ func runEval(c *cli.Context) error {
 		return asUsage(err)
 	}
 	defer net.Close()
+	var mc *pipeline.MapCollector
+	if c.String(flagReport) != "" {
+		mc = reportCollector()
+	}
 	t0 := time.Now()
-	r, err := pipeline.Evaluate(c.Context, net, data, prep, batch)
+	r, err := pipeline.EvaluateMaps(c.Context, net, data, prep, batch, mc)
 	if err != nil {
 		return err
 	}
 	r.RowsSkipped = data.Skipped
 	r.Seconds = time.Since(t0).Seconds()
 	r.ImgPerSec = float64(r.N) / r.Seconds
+	if out := c.String(flagReport); out != "" {
+		page, err := newReport("Evaluation of "+m.Spec.Name, c.String(flagModel), m, files, r, mc, net.MapDims())
+		if err != nil {
+			return err
+		}
+		if data.Skipped > 0 {
+			page.Note = fmt.Sprintf("%d bad rows were left out of the evaluation (--on-error skip).", data.Skipped)
+		}
+		if err := writeHTMLReport(out, page); err != nil {
+			return err
+		}
+	}
 	if c.Bool(flagJSON) {
 		enc := json.NewEncoder(c.App.Writer)
 		enc.SetIndent("", "  ")

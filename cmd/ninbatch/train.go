@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -62,6 +63,7 @@ Example:
 			&cli.BoolFlag{Name: "force", Category: "Checkpoints and outputs", Usage: "replace an existing --out, checkpoint and metrics file (a new run over a checkpoint is refused without it)"},
 			&cli.BoolFlag{Name: "export", Category: "Checkpoints and outputs", Usage: "write the checkpoint's model (as far as training got) to --out and stop"},
 			&cli.StringFlag{Name: "metrics", Category: "Checkpoints and outputs", Usage: "per-epoch metrics, JSON lines (default OUT.metrics.jsonl)"},
+			&cli.StringFlag{Name: flagReport, Category: "Checkpoints and outputs", Usage: "HTML report written at the end: the curves and epochs, and with --val the evaluation, class maps and most confident mistakes (default OUT.report.html; none for no report)"},
 			&cli.StringFlag{Name: "plot", Category: "Checkpoints and outputs", Usage: "training curves, PNG, redrawn every epoch (default OUT.curves.png)"},
 			&cli.IntFlag{Name: flagThreads, Category: "Engine tuning", Usage: "cores (overrides the global --threads)"},
 		}, headFlags()...),
@@ -100,6 +102,19 @@ func runTrain(c *cli.Context) error {
 	if err := checkTrainOutputs(c, files); err != nil {
 		return err
 	}
+	reportPath := c.String(flagReport)
+	switch reportPath {
+	case "":
+		reportPath = files.Model + ".report.html"
+	case "none":
+		reportPath = ""
+	}
+	if reportPath != "" && !c.Bool("export") {
+		guarded := append([]string{files.Model, files.Checkpoint, files.Metrics, files.Curves, c.String("val")}, c.Args().Slice()...)
+		if err := replaceable(reportPath, "--report", htmlMagic, guarded); err != nil {
+			return err
+		}
+	}
 	if c.Bool("export") {
 		m, st, err := pipeline.ExportCheckpoint(files)
 		if err != nil {
@@ -135,7 +150,63 @@ func runTrain(c *cli.Context) error {
 		return err
 	}
 	logModelWritten(files.Model, tr.Model, tr.State)
+	if reportPath != "" {
+		if rerr := trainReport(c, tr, reportPath); rerr != nil {
+			return errors.Join(err, fmt.Errorf("the model was written, the report was not: %w", rerr))
+		}
+	}
 	return err // nil, or the model was written but the metrics file was not
+}
+
+// trainReport writes the run's report: its epochs and curves from the
+// metrics file, and the final model evaluated on the validation set.
+func trainReport(c *cli.Context, tr *pipeline.Trainer, path string) error {
+	var history []pipeline.EpochMetrics
+	for _, line := range strings.Split(strings.TrimSpace(readOrEmpty(tr.Files.Metrics)), "\n") {
+		var em pipeline.EpochMetrics
+		if line != "" && json.Unmarshal([]byte(line), &em) == nil {
+			history = append(history, em)
+		}
+	}
+	m := tr.Model
+	var r *pipeline.EvalResult
+	var mc *pipeline.MapCollector
+	var md nin.Dims
+	var data []string
+	if tr.Val != nil {
+		const batch = 64
+		net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: tr.Threads, Tuning: tr.Tuning})
+		if err != nil {
+			return err
+		}
+		defer net.Close()
+		mc, md, data = reportCollector(), net.MapDims(), []string{c.String("val")}
+		t0 := time.Now()
+		if r, err = pipeline.EvaluateMaps(c.Context, net, tr.Val, tr.Prep, batch, mc); err != nil {
+			return err
+		}
+		r.Seconds = time.Since(t0).Seconds()
+		r.ImgPerSec = float64(r.N) / r.Seconds
+	}
+	page, err := newReport("Training run of "+m.Spec.Name, tr.Files.Model, m, data, r, mc, md)
+	if err != nil {
+		return err
+	}
+	page.History = history
+	if len(history) > 0 {
+		if page.CurvesPNG, err = pipeline.CurvesPNG(history); err != nil {
+			return err
+		}
+	}
+	if tr.Val == nil {
+		page.Note = "No validation data (--val): the report has the curves and the provenance, no evaluation."
+	}
+	return writeHTMLReport(path, page)
+}
+
+func readOrEmpty(path string) string {
+	b, _ := os.ReadFile(path)
+	return string(b)
 }
 
 // A set under smallSet images trains with smallSetBatch unless --batch is given.
