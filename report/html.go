@@ -25,7 +25,7 @@ type Page struct {
 	Model      *nin.Model
 	Data       []string // the evaluation data
 	Eval       *pipeline.EvalResult
-	GridPNG    []byte              // one correctly classified image per class, with its class maps
+	GridPNG    []byte               // one correctly classified image per class, with its class maps
 	Mistakes   []pipeline.MapSample // most confident first
 	MistakePNG []byte
 	CurvesPNG  []byte                  // training runs
