@@ -69,12 +69,11 @@ const (
 	gap     = 4  // between cells
 	lineH   = 14 // one line of text
 	margin  = 8
-	frameW  = 3 // the label's frame
+	frameW  = 2 // the label's frame, drawn in the gap around its cell
 	predBar = 4 // the prediction's bar under its map
 )
 
 var (
-	white  = color.RGBA{255, 255, 255, 255}
 	ink    = color.RGBA{20, 20, 20, 255}
 	paper  = color.RGBA{250, 250, 250, 255}
 	red    = color.RGBA{220, 40, 40, 255}
@@ -83,7 +82,7 @@ var (
 
 // Grid draws the paper's figure: one row per sample, the input first, then
 // one map per class (upsampled to the input's size, viridis, one scale per
-// row so the classes of a row compare), the label's map framed in white and
+// row so the classes of a row compare), the label's map framed in black and
 // the predicted class underlined in red.
 func Grid(samples []Sample, sh Shape) *image.RGBA {
 	sh.defaults()
@@ -135,7 +134,7 @@ func Grid(samples []Sample, sh Shape) *image.RGBA {
 			cx := margin + (1+i)*(S+gap)
 			drawMap(img, cx, y, S, s.Maps, k, sh, lo, hi)
 			if k == s.Label {
-				frame(img, cx, y, S, white)
+				frame(img, cx-frameW, y-frameW, S+2*frameW, ink) // around the cell, in the gap
 			}
 			if k == s.Pred {
 				fill(img, image.Rect(cx, y+S+1, cx+S, y+S+predBar), red)
@@ -143,7 +142,7 @@ func Grid(samples []Sample, sh Shape) *image.RGBA {
 		}
 		y += S + predBar + gap
 	}
-	label(img, margin, y+2, "white frame: label   red bar: prediction   maps: viridis (dark low, yellow high), one scale per row", subtle)
+	label(img, margin, y+2, "black frame: label   red bar: prediction   maps: viridis (dark low, yellow high), one scale per row", subtle)
 	label(img, margin, y+2+lineH, "a map is the class's score at each place; its mean is the class's logit (global average pooling)", subtle)
 	return img
 }

@@ -27,7 +27,7 @@ func newMapsCommand() *cli.Command {
 		Description: `Draws the Network In Network paper's figure for a model and labelled data: one
 row per image, the input first, then one map per class (the last mlpconv's output
 before global average pooling, upsampled to the input, viridis, one scale per row),
-the label's map framed in white and the prediction underlined in red. By default one
+the label's map framed in black and the prediction underlined in red. By default one
 correctly classified image per class; --pick wrong shows the most confident mistakes,
 --pick first the first images whatever their outcome. --overlay draws the predicted
 class's map over each image instead. --json also writes the raw maps.
