@@ -176,6 +176,17 @@ func matchStateDict(ts []stTensor, p *Params) (map[string]*ConvParams, error) {
 		}
 	} else {
 		sort.Slice(prefixes, func(i, j int) bool { return naturalLess(prefixes[i], prefixes[j]) })
+		if n := len(p.Convs); n > 0 && p.Convs[n-1].FC {
+			// the fc head is the one 2-D weight, wherever its name sorts
+			// (torchvision's "classifier" comes before "features")
+			lin := slices.IndexFunc(prefixes, func(pf string) bool {
+				return slices.ContainsFunc(byPrefix[pf], func(t stTensor) bool { return t.kind == "weight" && len(t.shape) == 2 })
+			})
+			if lin >= 0 {
+				pf := prefixes[lin]
+				prefixes = append(slices.Delete(prefixes, lin, lin+1), pf)
+			}
+		}
 	}
 	if len(prefixes) != len(p.Convs) {
 		return nil, fmt.Errorf("the file has %d convs (%s), the spec %d", len(prefixes), strings.Join(prefixes, ", "), len(p.Convs))

@@ -5,7 +5,8 @@ import tests (TestTorchGoldens*), which run without PyTorch.
 
 Models: the three presets (Caffe ceil pooling, ninbatch's tensor names),
 a d2l.ai-style NiN (floor pooling, 224x224x1, 10 classes, d2l's Sequential
-names 0.0.weight ...) and a small net exported at several opsets.
+names 0.0.weight ...), a small net exported at several opsets, and a small
+net with a Flatten + Linear ("classifier") head.
 
 To keep the checkout small the weights are not stored. Every weight, bias
 and input comes from splitmix64 streams that the Go test regenerates; the
@@ -66,9 +67,12 @@ def images(seed, chw):
 class Chain(nn.Module):
     """blocks: (k, s, p, channels, pool, dropout); pool = (kind, k, s) or None."""
 
-    def __init__(self, cin, blocks, ceil, final_relu=True, softmax=True, names="ninbatch", view=False):
+    def __init__(self, cin, blocks, ceil, final_relu=True, softmax=True, names="ninbatch", view=False, fc=None):
         super().__init__()
         self.ceil, self.final_relu, self.softmax, self.names, self.view = ceil, final_relu, softmax, names, view
+        self.fc = fc is not None
+        if self.fc:  # an AlexNet-style head, as torchvision names it: flatten, dropout, classifier
+            self.drop_fc, self.classifier = nn.Dropout(0.5), nn.Linear(*fc)
         self.layers = []  # (kind, module or fn) in order
         seq = []
         for b, (k, s, p, chans, pool, drop) in enumerate(blocks, 1):
@@ -116,6 +120,9 @@ class Chain(nn.Module):
                         x = F.relu(x)
             else:
                 x = m(x)
+        if self.fc:
+            x = self.classifier(self.drop_fc(torch.flatten(x, 1)))
+            return torch.softmax(x, 1) if self.softmax else x
         x = F.adaptive_avg_pool2d(x, 1)
         # x.view(x.size(0), -1) exports as Shape, Gather, Unsqueeze, Concat, Reshape
         x = x.view(x.size(0), -1) if self.view else torch.flatten(x, 1)
@@ -142,6 +149,9 @@ PRESETS = {
         (3, 1, 1, (8, 6), ("ave", 3, 2), 0.5), (3, 2, 0, (7, 5), None, 0)]),
     "small-view": dict(input=(3, 11, 11), ceil=True, opset=13, view=True, inline=True, blocks=[
         (3, 1, 0, (8, 6, 6), ("max", 3, 2), 0.5), (3, 1, 1, (6, 4), None, 0)]),
+    # the fully connected head NIN replaces: Flatten + Linear over the 5x5x4 last map, exported as Flatten + Gemm
+    "small-fc": dict(input=(1, 10, 10), ceil=True, opset=13, inline=True, fc=(5 * 5 * 4, 4), blocks=[
+        (3, 1, 1, (8, 6), ("max", 3, 2), 0.5), (3, 1, 1, (6, 4), None, 0)]),
 }
 
 
@@ -246,7 +256,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     for name, cfg in PRESETS.items():
         model = Chain(cfg["input"][0], cfg["blocks"], cfg["ceil"], cfg.get("final_relu", True),
-                      cfg.get("softmax", True), cfg.get("names", "ninbatch"), cfg.get("view", False)).eval()
+                      cfg.get("softmax", True), cfg.get("names", "ninbatch"), cfg.get("view", False), cfg.get("fc")).eval()
         if cfg.get("names") == "d2l":
             model = model.net.eval()  # d2l's net is a bare nn.Sequential: tensors 0.0.weight, 0.2.weight, ...
         tensors = fill(model)

@@ -26,7 +26,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv("NINBATCH_TEST_MAIN") == "1" {
 		os.Exit(run(os.Args, os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if mnistData.dir != "" {
+		os.RemoveAll(mnistData.dir)
+	}
+	os.Exit(code)
 }
 
 func subprocess(args ...string) *exec.Cmd {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -17,14 +18,31 @@ import (
 	"github.com/ninbatch/ninbatch/pipeline"
 )
 
-// mnistTest writes the 10,000 MNIST test images as Parquet and returns the path.
+// mnistData is the MNIST Parquet directory the tests share (written once
+// per test binary, removed by TestMain).
+var mnistData struct {
+	sync.Mutex
+	dir string
+}
+
+// mnistTest returns the 10,000 MNIST test images as Parquet (the tests
+// only read it).
 func mnistTest(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	if code, _, e := runCLI(t, "dataset", "mnist", "--from", mnistDir(t), "--out", dir); code != 0 {
-		t.Fatalf("dataset mnist: exit %d: %s", code, e)
+	mnistData.Lock()
+	defer mnistData.Unlock()
+	if mnistData.dir == "" {
+		dir, err := os.MkdirTemp("", "ninbatch-mnist-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, _, e := runCLI(t, "dataset", "mnist", "--from", mnistDir(t), "--out", dir); code != 0 {
+			os.RemoveAll(dir)
+			t.Fatalf("dataset mnist: exit %d: %s", code, e)
+		}
+		mnistData.dir = dir
 	}
-	return filepath.Join(dir, "test.parquet")
+	return filepath.Join(mnistData.dir, "test.parquet")
 }
 
 // TestShippedModelMapsLocalise measures NIN's two claims about its class

@@ -42,10 +42,7 @@ func TestShippedModelWinogradSwitch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scores 12 × 10,000 images")
 	}
-	dir := t.TempDir()
-	if code, _, e := runCLI(t, "dataset", "mnist", "--from", mnistDir(t), "--out", dir); code != 0 {
-		t.Fatalf("dataset mnist: exit %d: %s", code, e)
-	}
+	dir := filepath.Dir(mnistTest(t))
 	if pr, err := file.OpenParquetFile(filepath.Join(dir, "test.parquet"), false); err != nil || pr.NumRowGroups() != 2 {
 		t.Fatalf("test.parquet: %v; want 10,000 rows in row groups of %d", err, nbio.DatasetRowGroupRows)
 	} else {
