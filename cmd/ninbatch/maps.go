@@ -218,6 +218,9 @@ func replaceable(path, flag string, magic []byte, inputs []string) error {
 	if st.IsDir() {
 		return usageErr("%s %s is a directory", flag, path)
 	}
+	if !st.Mode().IsRegular() { // a device or a pipe: written through a temporary file and a rename, it cannot be
+		return usageErr("%s %s is not a regular file", flag, path)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return usageErr("%s %s: %v", flag, path, err)

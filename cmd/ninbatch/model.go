@@ -78,8 +78,8 @@ const (
 // headFlags choose the classifier of a model built from --preset or --spec.
 func headFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: flagHead, Category: "Network and init", Usage: "classifier head: gap (global average pooling, NIN's) or fc (flatten, dropout, one fully connected layer: the head NIN replaces) (default: the spec's, gap)"},
-		&cli.Float64Flag{Name: flagHeadDropout, Category: "Network and init", Usage: "fc head: dropout on the flattened map, 0 for none (default 0.5 with --head fc)"},
+		&cli.StringFlag{Name: flagHead, Category: "Network and init", DefaultText: "the spec's, gap", Usage: "classifier head: gap (global average pooling, NIN's) or fc (flatten, dropout, one fully connected layer: the head NIN replaces)"},
+		&cli.Float64Flag{Name: flagHeadDropout, Category: "Network and init", DefaultText: "0.5 with --head fc", Usage: "fc head: dropout on the flattened map, 0 for none"},
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -158,16 +157,11 @@ func runTrain(c *cli.Context) error {
 	return err // nil, or the model was written but the metrics file was not
 }
 
-// trainReport writes the run's report: its epochs and curves from the
-// metrics file, and the final model evaluated on the validation set.
+// trainReport writes the run's report: its epochs and curves (the
+// checkpoint's history: every epoch, a resumed run's too), and the final
+// model evaluated on the validation set.
 func trainReport(c *cli.Context, tr *pipeline.Trainer, path string) error {
-	var history []pipeline.EpochMetrics
-	for _, line := range strings.Split(strings.TrimSpace(readOrEmpty(tr.Files.Metrics)), "\n") {
-		var em pipeline.EpochMetrics
-		if line != "" && json.Unmarshal([]byte(line), &em) == nil {
-			history = append(history, em)
-		}
-	}
+	history := tr.State.History
 	m := tr.Model
 	var r *pipeline.EvalResult
 	var mc *pipeline.MapCollector
@@ -204,10 +198,6 @@ func trainReport(c *cli.Context, tr *pipeline.Trainer, path string) error {
 	return writeHTMLReport(path, page)
 }
 
-func readOrEmpty(path string) string {
-	b, _ := os.ReadFile(path)
-	return string(b)
-}
 
 // A set under smallSet images trains with smallSetBatch unless --batch is given.
 const smallSet, smallSetBatch = 8192, 32

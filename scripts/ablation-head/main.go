@@ -31,6 +31,7 @@ var variants = []struct{ name, label string }{
 	{"gap", "GAP (NIN)"},
 	{"fc", "FC"},
 	{"fc-dropout", "FC + dropout 0.5"},
+	{"gap-lr1", "GAP, last conv at 1x lr"},
 }
 
 type run struct {
@@ -76,7 +77,7 @@ func summarise(work, out string) error {
 	p.Title.Text = "nin-mnist: validation error by head (each seed)"
 	p.X.Label.Text, p.Y.Label.Text = "epoch", "test error %"
 	p.Add(plotter.NewGrid())
-	colors := []color.RGBA{{33, 144, 140, 255}, {220, 40, 40, 255}, {60, 80, 200, 255}}
+	colors := []color.RGBA{{33, 144, 140, 255}, {220, 40, 40, 255}, {60, 80, 200, 255}, {230, 160, 0, 255}}
 	for vi, v := range variants {
 		rs := runs[v.name]
 		if len(rs) == 0 {
