@@ -198,7 +198,6 @@ func trainReport(c *cli.Context, tr *pipeline.Trainer, path string) error {
 	return writeHTMLReport(path, page)
 }
 
-
 // A set under smallSet images trains with smallSetBatch unless --batch is given.
 const smallSet, smallSetBatch = 8192, 32
 
