@@ -32,6 +32,7 @@ var variants = []struct{ name, label string }{
 	{"fc", "FC"},
 	{"fc-dropout", "FC + dropout 0.5"},
 	{"gap-lr1", "GAP, last conv at 1x lr"},
+	{"gap-nofinal", "GAP, no ReLU on the last conv"},
 }
 
 type run struct {
@@ -71,26 +72,27 @@ func summarise(work, out string) error {
 	if len(runs) == 0 {
 		return fmt.Errorf("no finished runs in %s", work)
 	}
-	fmt.Println("| head | parameters (head) | test error, mean ± sd | per seed | final train loss | s / epoch (median) |")
-	fmt.Println("|---|---|---|---|---|---|")
+	fmt.Println("| head | parameters (head) | test error, mean ± sd | per seed | final train loss | last conv > 0 | s / epoch (median) |")
+	fmt.Println("|---|---|---|---|---|---|---|")
 	p := plot.New()
 	p.Title.Text = "nin-mnist: validation error by head (each seed)"
 	p.X.Label.Text, p.Y.Label.Text = "epoch", "test error %"
 	p.Add(plotter.NewGrid())
-	colors := []color.RGBA{{33, 144, 140, 255}, {220, 40, 40, 255}, {60, 80, 200, 255}, {230, 160, 0, 255}}
+	colors := []color.RGBA{{33, 144, 140, 255}, {220, 40, 40, 255}, {60, 80, 200, 255}, {230, 160, 0, 255}, {120, 60, 160, 255}}
 	for vi, v := range variants {
 		rs := runs[v.name]
 		if len(rs) == 0 {
 			continue
 		}
 		sort.Slice(rs, func(i, j int) bool { return rs[i].seed < rs[j].seed })
-		var errs, losses, secs []float64
+		var errs, losses, secs, alive []float64
 		var per []string
 		for _, r := range rs {
 			errs = append(errs, 100*r.testErr)
 			per = append(per, fmt.Sprintf("%.2f", 100*r.testErr))
 			if n := len(r.history); n > 0 {
 				losses = append(losses, r.history[n-1].TrainLoss)
+				alive = append(alive, r.history[n-1].AliveFrac)
 			}
 			for _, h := range r.history {
 				secs = append(secs, h.Seconds)
@@ -110,8 +112,12 @@ func summarise(work, out string) error {
 			}
 		}
 		mean, sd := meanSD(errs)
-		fmt.Printf("| %s | %s (%s) | %.2f%% ± %.2f | %s | %.4f | %.1f |\n", v.label, thousands(rs[0].params), thousands(rs[0].head),
-			mean, sd, strings.Join(per, ", "), median(losses), median(secs))
+		var al []string
+		for _, a := range alive {
+			al = append(al, fmt.Sprintf("%.2f", a))
+		}
+		fmt.Printf("| %s | %s (%s) | %.2f%% ± %.2f | %s | %.4f | %s | %.1f |\n", v.label, thousands(rs[0].params), thousands(rs[0].head),
+			mean, sd, strings.Join(per, ", "), median(losses), strings.Join(al, ", "), median(secs))
 	}
 	if out == "" {
 		return nil
