@@ -126,6 +126,17 @@ func (logTicks) Ticks(lo, hi float64) []plot.Tick {
 	if labelled(ticks, lo, hi) >= 2 {
 		return ticks
 	}
+	if steps := (Ticks125{}).Ticks(lo, hi); len(steps) >= 2 {
+		return steps
+	}
+	return plot.DefaultTicks{}.Ticks(lo, hi)
+}
+
+// Ticks125 labels a log axis at 1-2-5 steps, for curves whose differences
+// lie within a decade or two (error rates between 0.5% and 2%).
+type Ticks125 struct{}
+
+func (Ticks125) Ticks(lo, hi float64) []plot.Tick {
 	var steps []plot.Tick
 	for e := math.Floor(math.Log10(lo)); e <= math.Ceil(math.Log10(hi)); e++ {
 		for _, m := range []float64{1, 2, 5} {
@@ -134,10 +145,7 @@ func (logTicks) Ticks(lo, hi float64) []plot.Tick {
 			}
 		}
 	}
-	if len(steps) >= 2 {
-		return steps
-	}
-	return plot.DefaultTicks{}.Ticks(lo, hi)
+	return steps
 }
 
 func labelled(ticks []plot.Tick, lo, hi float64) int {

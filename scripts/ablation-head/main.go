@@ -123,7 +123,7 @@ func summarise(work, out string) error {
 		return nil
 	}
 	p.Y.Scale = plot.LogScale{}
-	p.Y.Tick.Marker = decadeTicks{}
+	p.Y.Tick.Marker = pipeline.Ticks125{}
 	p.Legend.Top = true
 	return p.Save(8*vg.Inch, 4.5*vg.Inch, out)
 }
@@ -166,22 +166,6 @@ func load(model string, seed int) (run, error) {
 		r.history = append(r.history, em)
 	}
 	return r, nil
-}
-
-// decadeTicks labels 1-2-5 steps: errors between 0.5% and 2% are what the
-// heads differ by, and plain log ticks label only the decades.
-type decadeTicks struct{}
-
-func (decadeTicks) Ticks(lo, hi float64) []plot.Tick {
-	var t []plot.Tick
-	for d := math.Pow(10, math.Floor(math.Log10(lo))); d <= hi; d *= 10 {
-		for _, m := range []float64{1, 2, 5} {
-			if v := m * d; v >= lo && v <= hi {
-				t = append(t, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
-			}
-		}
-	}
-	return t
 }
 
 func meanSD(v []float64) (mean, sd float64) {
