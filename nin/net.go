@@ -10,10 +10,13 @@ import (
 	"github.com/ninbatch/ninbatch/native"
 )
 
-// spinMACs: a net of at most this many multiply-adds an image (nin-mnist,
-// 50 M; not nin-cifar10, 222 M) waits for the parts of its split layer
-// calls by spinning. Its layers are tens of µs apart, less than a thread
-// wake-up; bigger nets lost 15% at batch 1 to the spins (docs/benchmarks.md).
+// spinMACs: by default a net of at most this many multiply-adds an image
+// (nin-mnist, 50 M; not nin-cifar10, 222 M) waits for the parts of its
+// split layer calls by spinning; Tuning.Wait overrides it. Which wait wins
+// is the machine's: on KVM guests the host adapts its halt polling to how
+// the guest idles over seconds, so short alternations of the two mislead
+// and a choice measured in-process was wrong as often as right
+// (docs/benchmarks.md). The output does not depend on it.
 const spinMACs = 100_000_000
 
 // Net is a network built for inference: every buffer is allocated once for
@@ -153,10 +156,13 @@ type chainOp struct {
 // 1×1 weights are over chainWeightBytes are not built: cut by pixels, every
 // part reads all the weights, where separate convs are cut by channels when
 // the rows are few (see byChannels).
-const (
-	chainTileBytes   = 128 << 10
-	chainWeightBytes = 256 << 10
-)
+// chainWeightBytes is an eighth of L2 (256 KiB on a 2 MiB L2: the chain's
+// weights and its two tiles stay in L2). Budgets of 512 KiB and 1.25 MiB
+// measured 1.01 and 0.97 of the time at batch 1 on 2 threads on
+// nin-imagenet, and 1.11 at batch 64 (docs/benchmarks.md).
+const chainTileBytes = 128 << 10
+
+var chainWeightBytes = min(max(native.DetectedCaches().L2/8, 128<<10), 1<<20)
 
 func (o *chainOp) forward(st *stream, dst, src []float32, n int) {
 	o.forwardPart(st, dst, src, n, 0, 1)
@@ -190,7 +196,7 @@ func (o *chainOp) forwardPart(st *stream, dst, src []float32, n, part, parts int
 // fuseChains returns ops with each run of a non-Winograd conv (or a 1×1
 // conv after a Winograd one) and the 1×1 convs that follow it replaced by
 // one chainOp, and the floats each of a stream's two chain buffers needs.
-func fuseChains(ops []op) ([]op, int) {
+func fuseChains(ops []op, maxWeights int) ([]op, int) {
 	var fused []op
 	scratch := 0
 	for i := 0; i < len(ops); {
@@ -221,7 +227,7 @@ func fuseChains(ops []op) ([]op, int) {
 				weights += s.p.Cin * s.p.Cout
 			}
 		}
-		if 4*weights > chainWeightBytes {
+		if 4*weights > maxWeights {
 			fused = append(fused, ops[i:j]...)
 			i = j
 			continue
@@ -250,10 +256,41 @@ type poolOp struct {
 func (o *poolOp) forward(_ *stream, dst, src []float32, n int) {
 	g := o.g
 	g.N = n
+	o.pool(dst, src, g)
+}
+
+func (o *poolOp) pool(dst, src []float32, g native.Geom) {
 	if o.max {
 		native.MaxPool(dst, nil, src, g)
 	} else {
 		native.AvePool(dst, src, g)
+	}
+}
+
+// forwardPart pools output rows share(OH, part, parts) of every image: its
+// input arrives split over the cores, and one core pooling all of it took
+// twice its single-core time (nin-imagenet at batch 1). A part is the
+// window rows it reads as an image of its own, which with no padding
+// clips the windows exactly as the whole does.
+func (o *poolOp) forwardPart(_ *stream, dst, src []float32, n, part, parts int) {
+	g := o.g
+	if g.P != 0 { // a part's top windows would be padded: pool whole on one core
+		if part == 0 {
+			g.N = n
+			o.pool(dst, src, g)
+		}
+		return
+	}
+	lo, hi := share(g.OH, part, parts)
+	if lo == hi {
+		return
+	}
+	r0, r1 := lo*g.S, min(g.H, (hi-1)*g.S+g.K)
+	sub := g
+	sub.N, sub.H, sub.OH = 1, r1-r0, hi-lo
+	row, orow := g.W*g.C, g.OW*g.C
+	for i := 0; i < n; i++ {
+		o.pool(dst[(i*g.OH+lo)*orow:(i*g.OH+hi)*orow], src[(i*g.H+r0)*row:(i*g.H+r1)*row], sub)
 	}
 }
 
@@ -281,7 +318,11 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	net.run = net.ops
 	maxCT := 0
 	if net.packed && !opt.Unfused {
-		net.run, maxCT = fuseChains(net.ops)
+		cw := opt.ChainWeightBytes
+		if cw == 0 {
+			cw = chainWeightBytes
+		}
+		net.run, maxCT = fuseChains(net.ops, cw)
 	}
 	mb, maxAct := opt.MicroBatch, maxActivation(layers, net.inLen)
 	for i := 0; i < opt.Threads; i++ {
@@ -295,6 +336,9 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		net.fin = newTally()
 		_, macs := Totals(layers)
 		net.spin = macs <= spinMACs
+		if opt.Wait == "spin" || opt.Wait == "park" {
+			net.spin = opt.Wait == "spin"
+		}
 		for _, st := range net.streams {
 			box := newMailbox()
 			net.work = append(net.work, box)
@@ -578,6 +622,9 @@ func (n *Net) layer(st *stream, o op, dst, src []float32, m int) {
 	n.fin.waitFor(n.posted, n.spin) // the other parts take about as long as ours
 	n.sp = splitCall{}
 }
+
+// Spinning reports whether split layer calls wait by spinning.
+func (n *Net) Spinning() bool { return n.spin }
 
 // drain takes micro-batches off the shared counter until the batch is done.
 func (n *Net) drain(st *stream, j job) {

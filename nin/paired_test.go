@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -16,7 +17,7 @@ import (
 // binaries) disagree by more than most optimisations gain; pairs taken
 // back to back see the same drift. Skipped unless NINBATCH_AB_B is set:
 //
-//	NINBATCH_AB_A='{}' NINBATCH_AB_B='{"MicroBatch":4}' NINBATCH_AB_BATCH=64 \
+//	NINBATCH_AB_A='{}' NINBATCH_AB_B='{"micro_batch":4}' NINBATCH_AB_BATCH=64 \
 //	    go test -run PairedAB -v ./nin
 //
 // A and B are JSON Options (MaxBatch is set to the batch; Threads defaults
@@ -38,7 +39,9 @@ func TestPairedAB(t *testing.T) {
 	parse := func(s string) Options {
 		o := Options{Threads: 2}
 		if s != "" {
-			if err := json.Unmarshal([]byte(s), &o); err != nil {
+			dec := json.NewDecoder(strings.NewReader(s))
+			dec.DisallowUnknownFields() // a misspelt knob must not compare the default with itself
+			if err := dec.Decode(&o); err != nil {
 				t.Fatalf("options %q: %v", s, err)
 			}
 		}

@@ -316,6 +316,9 @@ func TestForwardMatchesReference(t *testing.T) {
 						// call by call), without chains
 						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Unfused: true}},
 						{MaxBatch: 3, Threads: 3, Tuning: Tuning{Unfused: true, Winograd: WinogradOff, TileBytes: 64 << 10}},
+						// split calls that spin and that park; chains with large 1×1 weights
+						{MaxBatch: 3, Threads: 2, Tuning: Tuning{Wait: "spin", ChainWeightBytes: 8 << 20}},
+						{MaxBatch: 3, Threads: 3, Tuning: Tuning{Wait: "park"}},
 					} {
 						net, err := NewNet(m, opt)
 						if err != nil {

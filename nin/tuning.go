@@ -59,6 +59,14 @@ type Tuning struct {
 	// as one chain, and are split over the workers as one call at batch <
 	// Threads (see chainOp).
 	Unfused bool `json:"unfused,omitempty"`
+	// ChainWeightBytes is the largest total of 1×1 weights a chain takes
+	// (default from the detected L2, see chainWeightDefault).
+	ChainWeightBytes int `json:"chain_weight_bytes,omitempty"`
+	// Wait is how a split layer call (batch < Threads) waits for its
+	// parts and the workers for the next one: "spin" (up to 50 µs before
+	// parking), "park", or "auto" (default: spin for small nets, see
+	// spinMACs).
+	Wait string `json:"wait,omitempty"`
 }
 
 // TuningEnv is the environment variable TuningFromEnv reads.
@@ -106,6 +114,10 @@ func (t Tuning) check() error {
 		return fmt.Errorf("micro-batch %d is negative", t.MicroBatch)
 	case t.TileBytes < 0:
 		return fmt.Errorf("tile budget %d bytes is negative", t.TileBytes)
+	case t.Wait != "" && t.Wait != "auto" && t.Wait != "spin" && t.Wait != "park":
+		return fmt.Errorf("wait %q: want auto, spin or park", t.Wait)
+	case t.ChainWeightBytes < 0:
+		return fmt.Errorf("chain weight budget %d bytes is negative", t.ChainWeightBytes)
 	}
 	return nil
 }

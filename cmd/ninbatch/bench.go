@@ -48,6 +48,7 @@ type benchResult struct {
 	Batch         int      `json:"batch"`
 	Threads       int      `json:"threads"`
 	Mode          string   `json:"mode"`
+	Wait          string   `json:"wait,omitempty"` // split calls at batch < threads: spin or park, as measured
 	Winograd      []string `json:"winograd_layers"`
 	Direct        []string `json:"direct_layers"`
 	GEMM          string   `json:"gemm"` // "packed" or "openblas": what ran the conv GEMMs
@@ -136,11 +137,19 @@ func runBench(c *cli.Context) error {
 		BLAS: blas.Backend + " " + blas.CoreName(), CPUMsPerImage: cpuPerImage * 1e3,
 	}
 	res.GFLOPs, res.GFLOPsBest = res.ImgPerSec*gflop, res.ImgPerSecBest*gflop
+	waits := ""
+	if batch < threads && opt.Mode == nin.ModeAuto {
+		res.Wait = "park"
+		if net.Spinning() {
+			res.Wait = "spin"
+		}
+		waits = ", split calls " + res.Wait
+	}
 	if c.Bool(flagJSON) {
 		return json.NewEncoder(c.App.Writer).Encode(res)
 	}
-	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d, gemm %s, isa %s, winograd %v): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s; %.2f CPU ms/image (%d reps x %d calls, %s; cpu: %s)\n",
-		src, batch, threads, res.Mode, res.MicroBatch, res.GEMM, res.ISA, res.Winograd, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, res.CPUMsPerImage, reps, inner, res.BLAS, res.CPUFlags)
+	fmt.Fprintf(c.App.Writer, "%s batch %d threads %d mode %s (micro-batch %d, gemm %s, isa %s, winograd %v%s): %.1f img/s, %.1f GFLOP/s median; best %.1f img/s, %.1f GFLOP/s; %.2f CPU ms/image (%d reps x %d calls, %s; cpu: %s)\n",
+		src, batch, threads, res.Mode, res.MicroBatch, res.GEMM, res.ISA, res.Winograd, waits, res.ImgPerSec, res.GFLOPs, res.ImgPerSecBest, res.GFLOPsBest, res.CPUMsPerImage, reps, inner, res.BLAS, res.CPUFlags)
 	return nil
 }
 
