@@ -59,7 +59,7 @@ Example:
 			&cli.StringFlag{Name: "summary", Usage: "write a JSON summary (counts, timings, img/s) to this file"},
 			&cli.StringFlag{Name: "metrics-file", Usage: "write the run's outcome, row counts, img/s and duration as Prometheus text (node_exporter's textfile collector: a *.prom file in its directory)"},
 			&cli.StringFlag{Name: "shard", Category: "Nightly runs", Usage: "I/N: score only shard I (0-based) of N; N workers together cover every input once"},
-			&cli.IntFlag{Name: "shards", Category: "Nightly runs", EnvVars: []string{"NINBATCH_SHARDS"}, Usage: "N, with the shard index from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job)"},
+			&cli.IntFlag{Name: "shards", Category: "Nightly runs", EnvVars: []string{"NINBATCH_SHARDS"}, Usage: "N, with the shard index from $JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or $SLURM_ARRAY_TASK_ID (Slurm job array)"},
 			&cli.Int64Flag{Name: "split-rows", Category: "Nightly runs", Usage: "split Parquet inputs above this many rows into row-group ranges, each its own unit and output (0 = never)"},
 			&cli.BoolFlag{Name: "force", Category: "Nightly runs", Usage: "rescore inputs the manifest records as finished"},
 			&cli.BoolFlag{Name: "prune", Category: "Nightly runs", Usage: "remove outputs whose input is gone from below the input directories (reported in the summary either way)"},
@@ -214,7 +214,7 @@ func runConfig(c *cli.Context) (pipeline.RunConfig, error) {
 	if pixelRange != 255 && pixelRange != 1 {
 		return cfg, usageErr("--pixel-range %v: want 255 (float tensors hold 0..255, like decoded images) or 1 (0..1, PyTorch's ToTensor)", c.Float64("pixel-range"))
 	}
-	shard, shards, err := parseShard(c.String("shard"), c.Int("shards"), os.Getenv("JOB_COMPLETION_INDEX"))
+	shard, shards, err := parseShard(c.String("shard"), c.Int("shards"), os.Getenv)
 	if err != nil {
 		return cfg, usageErr("%v", err)
 	}
@@ -314,9 +314,13 @@ func jsonIndent(v any) ([]byte, error) {
 	return append(b, '\n'), err
 }
 
-// parseShard reads --shard I/N, or --shards N with the index from
-// JOB_COMPLETION_INDEX; (0, 0) means unsharded.
-func parseShard(spec string, shards int, jobIndex string) (int, int, error) {
+// parseShard reads --shard I/N, or --shards N with the index from the
+// scheduler: JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) or
+// SLURM_ARRAY_TASK_ID (a Slurm job array, counted from
+// SLURM_ARRAY_TASK_MIN in steps of SLURM_ARRAY_TASK_STEP). A Slurm array
+// whose task count is not N is refused: its tasks would score some
+// shards twice and others never. (0, 0) means unsharded.
+func parseShard(spec string, shards int, env func(string) string) (int, int, error) {
 	switch {
 	case spec != "":
 		var i, n int
@@ -324,14 +328,56 @@ func parseShard(spec string, shards int, jobIndex string) (int, int, error) {
 			return 0, 0, fmt.Errorf("--shard %q: want I/N with 0 <= I < N", spec)
 		}
 		return i, n, nil
-	case shards > 0:
-		i, err := strconv.Atoi(jobIndex)
-		if err != nil || i < 0 || i >= shards {
-			return 0, 0, fmt.Errorf("--shards %d needs JOB_COMPLETION_INDEX in 0..%d (got %q)", shards, shards-1, jobIndex)
-		}
-		return i, shards, nil
 	case shards < 0:
 		return 0, 0, fmt.Errorf("--shards %d must be positive", shards)
+	case shards == 0:
+		return 0, 0, nil
 	}
-	return 0, 0, nil
+	k8s, slurm := env("JOB_COMPLETION_INDEX"), env("SLURM_ARRAY_TASK_ID")
+	var i int
+	switch {
+	case k8s != "":
+		v, err := strconv.Atoi(k8s)
+		if err != nil || v < 0 || v >= shards {
+			return 0, 0, fmt.Errorf("--shards %d needs JOB_COMPLETION_INDEX in 0..%d (got %q)", shards, shards-1, k8s)
+		}
+		i = v
+	case slurm != "":
+		num := func(name, def string) (int, error) {
+			v := env(name)
+			if v == "" {
+				v = def
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return 0, fmt.Errorf("%s=%q is not a number", name, v)
+			}
+			return n, nil
+		}
+		id, err := num("SLURM_ARRAY_TASK_ID", "")
+		if err != nil {
+			return 0, 0, err
+		}
+		lo, err := num("SLURM_ARRAY_TASK_MIN", "0")
+		if err != nil {
+			return 0, 0, err
+		}
+		step, err := num("SLURM_ARRAY_TASK_STEP", "1")
+		if err != nil {
+			return 0, 0, err
+		}
+		if step < 1 || id < lo || (id-lo)%step != 0 {
+			return 0, 0, fmt.Errorf("SLURM_ARRAY_TASK_ID %d is not on the array's range (min %d, step %d)", id, lo, step)
+		}
+		if n := env("SLURM_ARRAY_TASK_COUNT"); n != "" && n != strconv.Itoa(shards) {
+			return 0, 0, fmt.Errorf("--shards %d, but the Slurm array has %s tasks (SLURM_ARRAY_TASK_COUNT): pass --shards $SLURM_ARRAY_TASK_COUNT", shards, n)
+		}
+		i = (id - lo) / step
+		if i >= shards {
+			return 0, 0, fmt.Errorf("--shards %d, but SLURM_ARRAY_TASK_ID %d is task %d of the array (min %d, step %d)", shards, id, i, lo, step)
+		}
+	default:
+		return 0, 0, fmt.Errorf("--shards %d needs the shard index from the scheduler: JOB_COMPLETION_INDEX (Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID (Slurm job array); neither is set (use --shard I/N to give it)", shards)
+	}
+	return i, shards, nil
 }
