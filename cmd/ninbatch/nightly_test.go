@@ -250,12 +250,14 @@ func TestRunLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, _, e := runCLI(t, "run", "--model", model, "--out", out, in)
-	if code != 2 || !strings.Contains(e, "in use by another run") || !strings.Contains(e, fmt.Sprintf("pid %d", os.Getpid())) {
+	// busy, not a usage error: a scheduler should retry it later
+	code, _, e := runCLI(t, "--log-format", "json", "run", "--model", model, "--out", out, in)
+	if code != exitBusy || !strings.Contains(e, "in use by another run") || !strings.Contains(e, fmt.Sprintf("pid %d", os.Getpid())) ||
+		!strings.Contains(e, `"status":"busy"`) {
 		t.Fatalf("second run: exit %d: %s", code, e)
 	}
 	// a shard cannot run next to an unsharded run either
-	if code, _, _ := runCLI(t, "run", "--model", model, "--out", out, "--shard", "0/2", in); code != 2 {
+	if code, _, _ := runCLI(t, "run", "--model", model, "--out", out, "--shard", "0/2", in); code != exitBusy {
 		t.Fatalf("shard next to an unsharded run: exit %d", code)
 	}
 	lock.Release()

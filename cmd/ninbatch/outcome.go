@@ -14,11 +14,16 @@ import (
 )
 
 // Exit codes beyond design.md's 0-3: the shell's 128+signal for a run
-// stopped by a signal, and sysexits' EX_SOFTWARE for a bug in ninbatch.
+// stopped by a signal, sysexits' EX_SOFTWARE for a bug in ninbatch, and its
+// EX_TEMPFAIL for an output another live run holds. design.md counts the
+// last as a configuration error (2), but schedulers treat 2 as "do not
+// retry" (a Kubernetes FailIndex rule, a cron wrapper), while a held lock
+// clears when the other run ends: retrying later is the right response.
 const (
 	exitInterrupted = 130 // SIGINT
 	exitTerminated  = 143 // SIGTERM
 	exitInternal    = 70  // a panic: never a usage error (2)
+	exitBusy        = 75  // the output (or shard) is locked by another running ninbatch
 )
 
 // The final log line's status, by exit code.
@@ -27,6 +32,7 @@ const (
 	statusFailed      = "failed"
 	statusPartial     = "partial"     // finished, but some rows or files could not be scored
 	statusInterrupted = "interrupted" // stopped by SIGINT or SIGTERM
+	statusBusy        = "busy"        // another run holds the output: nothing was done
 )
 
 func statusOf(code int) string {
@@ -37,6 +43,8 @@ func statusOf(code int) string {
 		return statusPartial
 	case exitInterrupted, exitTerminated:
 		return statusInterrupted
+	case exitBusy:
+		return statusBusy
 	}
 	return statusFailed
 }

@@ -277,8 +277,9 @@ func runHooks(r *pipeline.Runner, bar *progress) {
 }
 
 // runOutcome maps a run's result to the exit codes: 2 a run that must not
-// start as configured, 1 a failed run, 130/143 one stopped by SIGINT or
-// SIGTERM, 3 files or rows that could not be scored, 70 a bug.
+// start as configured, 75 an output another run holds, 1 a failed run,
+// 130/143 one stopped by SIGINT or SIGTERM, 3 files or rows that could not
+// be scored, 70 a bug.
 func runOutcome(sum *pipeline.RunSummary, runErr error, signalCode int) error {
 	var locked *pipeline.LockedError
 	var config *pipeline.ConfigError
@@ -288,7 +289,9 @@ func runOutcome(sum *pipeline.RunSummary, runErr error, signalCode int) error {
 	case errors.As(runErr, &internal):
 		logger.Error().Str("stack", string(internal.Stack)).Msg("internal error in a pipeline stage")
 		return &exitError{exitInternal, fmt.Errorf("%w (please report it with the log)", runErr)}
-	case errors.As(runErr, &locked), errors.As(runErr, &config):
+	case errors.As(runErr, &locked):
+		return &exitError{exitBusy, runErr}
+	case errors.As(runErr, &config):
 		return &exitError{exitUsage, runErr}
 	case errors.Is(runErr, context.Canceled):
 		if signalCode == 0 {
