@@ -318,11 +318,7 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	net.run = net.ops
 	maxCT := 0
 	if net.packed && !opt.Unfused {
-		cw := opt.ChainWeightBytes
-		if cw == 0 {
-			cw = chainWeightBytes
-		}
-		net.run, maxCT = fuseChains(net.ops, cw)
+		net.run, maxCT = fuseChains(net.ops, opt.ChainWeightBytes)
 	}
 	mb, maxAct := opt.MicroBatch, maxActivation(layers, net.inLen)
 	for i := 0; i < opt.Threads; i++ {
@@ -334,11 +330,7 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	}
 	if opt.Threads > 1 && opt.Mode != ModeBLAS {
 		net.fin = newTally()
-		_, macs := Totals(layers)
-		net.spin = macs <= spinMACs
-		if opt.Wait == "spin" || opt.Wait == "park" {
-			net.spin = opt.Wait == "spin"
-		}
+		net.spin = opt.Wait == "spin"
 		for _, st := range net.streams {
 			box := newMailbox()
 			net.work = append(net.work, box)
@@ -362,6 +354,15 @@ func netDefaults(opt *Options, layers []Layer, inLen int) error {
 	}
 	if opt.TileBytes == 0 {
 		opt.TileBytes = 4 << 20
+	}
+	if opt.ChainWeightBytes == 0 {
+		opt.ChainWeightBytes = chainWeightBytes
+	}
+	if opt.Wait == "" || opt.Wait == "auto" {
+		opt.Wait = "park"
+		if _, macs := Totals(layers); macs <= spinMACs {
+			opt.Wait = "spin"
+		}
 	}
 	switch {
 	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:
@@ -622,9 +623,6 @@ func (n *Net) layer(st *stream, o op, dst, src []float32, m int) {
 	n.fin.waitFor(n.posted, n.spin) // the other parts take about as long as ours
 	n.sp = splitCall{}
 }
-
-// Spinning reports whether split layer calls wait by spinning.
-func (n *Net) Spinning() bool { return n.spin }
 
 // drain takes micro-batches off the shared counter until the batch is done.
 func (n *Net) drain(st *stream, j job) {

@@ -19,8 +19,8 @@ func TestWaitChoice(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if net.Spinning() != c.spin {
-			t.Errorf("%s wait %q: spinning %v, want %v", c.preset, c.wait, net.Spinning(), c.spin)
+		if net.spin != c.spin || (net.Options().Wait == "spin") != c.spin {
+			t.Errorf("%s wait %q: spinning %v (options %q), want %v", c.preset, c.wait, net.spin, net.Options().Wait, c.spin)
 		}
 		net.Close()
 	}

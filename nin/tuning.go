@@ -65,7 +65,7 @@ type Tuning struct {
 	// Wait is how a split layer call (batch < Threads) waits for its
 	// parts and the workers for the next one: "spin" (up to 50 µs before
 	// parking), "park", or "auto" (default: spin for small nets, see
-	// spinMACs).
+	// spinMACs). Options() reports the wait resolved.
 	Wait string `json:"wait,omitempty"`
 }
 

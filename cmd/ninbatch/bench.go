@@ -48,7 +48,7 @@ type benchResult struct {
 	Batch         int      `json:"batch"`
 	Threads       int      `json:"threads"`
 	Mode          string   `json:"mode"`
-	Wait          string   `json:"wait,omitempty"` // split calls at batch < threads: spin or park, as measured
+	Wait          string   `json:"wait,omitempty"` // split calls at batch < threads: spin or park
 	Winograd      []string `json:"winograd_layers"`
 	Direct        []string `json:"direct_layers"`
 	GEMM          string   `json:"gemm"` // "packed" or "openblas": what ran the conv GEMMs
@@ -139,10 +139,7 @@ func runBench(c *cli.Context) error {
 	res.GFLOPs, res.GFLOPsBest = res.ImgPerSec*gflop, res.ImgPerSecBest*gflop
 	waits := ""
 	if batch < threads && opt.Mode == nin.ModeAuto {
-		res.Wait = "park"
-		if net.Spinning() {
-			res.Wait = "spin"
-		}
+		res.Wait = opt.Wait
 		waits = ", split calls " + res.Wait
 	}
 	if c.Bool(flagJSON) {
