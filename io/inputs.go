@@ -99,7 +99,24 @@ func ExpandInputFiles(args []string, opt ExpandOptions) ([]InputFile, error) {
 		out = append(out, InputFile{Path: path, Abs: abs, Rel: filepath.ToSlash(rel), Root: rootAbs})
 		return nil
 	}
+	addURL := func(p, rel, root string) error {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, InputFile{Path: p, Abs: p, Rel: rel, Root: root})
+		}
+		return nil
+	}
 	for _, a := range args {
+		a, err := LocalPath(a)
+		if err != nil {
+			return nil, err
+		}
+		if IsURL(a) {
+			if err := expandURL(a, opt, addURL); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		st, err := os.Stat(a)
 		switch {
 		case err == nil && st.IsDir():

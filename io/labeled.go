@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -146,7 +145,7 @@ func labelsOf(col arrow.Array, opt LabelOptions) (func(i int) (int32, error), er
 }
 
 func hashFile(h io.Writer, path string) error {
-	f, err := os.Open(path)
+	f, err := OpenInput(path)
 	if err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -45,7 +44,7 @@ func OpenRowGroups(path string, columns []string, batchSize int, rowGroups []int
 		return nil, fmt.Errorf("batch size %d must be positive", batchSize)
 	}
 	mem = limited(mem)
-	f, err := os.Open(path)
+	f, err := OpenInput(path)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +119,7 @@ func schemaMeta(md arrow.Metadata, into map[string]string) {
 // ---- Parquet ----
 
 type parquetSource struct {
-	f      *os.File
+	f      InputReader
 	path   string
 	pr     *file.Reader
 	rr     pqarrow.RecordReader
@@ -133,7 +132,7 @@ type parquetSource struct {
 	closed bool
 }
 
-func openParquet(f *os.File, path string, columns []string, batchSize int, rowGroups []int, mem memory.Allocator) (src Source, err error) {
+func openParquet(f InputReader, path string, columns []string, batchSize int, rowGroups []int, mem memory.Allocator) (src Source, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			src, err = nil, fmt.Errorf("corrupt Parquet metadata (%v)", p)
@@ -219,12 +218,8 @@ func readProps(mem memory.Allocator) *parquet.ReaderProperties {
 
 // checkChunks rejects column chunks whose byte ranges lie outside the file
 // before any reader trusts them.
-func checkChunks(pr *file.Reader, f *os.File) error {
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	size := st.Size()
+func checkChunks(pr *file.Reader, f InputReader) error {
+	size := f.Size()
 	md := pr.MetaData()
 	for g := 0; g < md.NumRowGroups(); g++ {
 		rg := md.RowGroup(g)
@@ -298,7 +293,7 @@ func (s *parquetSource) Close() error {
 
 // ipcSource adapts Arrow IPC readers; batches larger than batchSize are sliced.
 type ipcSource struct {
-	f       *os.File
+	f       InputReader
 	path    string
 	format  string
 	next    func() (arrow.RecordBatch, error) // the file's own batches
@@ -321,7 +316,7 @@ func ipcOptions(mem memory.Allocator) []ipc.Option {
 	return []ipc.Option{ipc.WithAllocator(mem), ipc.WithMetadataSizeLimit(64 << 20), ipc.WithBodySizeLimit(int64(MaxAllocation))}
 }
 
-func openArrowFile(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+func openArrowFile(f InputReader, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
 	if err := checkArrowFooter(f); err != nil {
 		return nil, err
 	}
@@ -346,7 +341,7 @@ func openArrowFile(f *os.File, path string, columns []string, batchSize int, mem
 	return s.init(r.Schema(), columns, -1)
 }
 
-func openArrowStream(f *os.File, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
+func openArrowStream(f InputReader, path string, columns []string, batchSize int, mem memory.Allocator) (Source, error) {
 	if err := checkArrowStreamSchema(f); err != nil {
 		return nil, err
 	}
@@ -374,11 +369,8 @@ func openArrowStream(f *os.File, path string, columns []string, batchSize int, m
 
 // checkArrowFooter bounds-checks an Arrow IPC file's footer before arrow-go
 // decodes it (see fbcheck.go).
-func checkArrowFooter(f *os.File) error {
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
+func checkArrowFooter(f InputReader) error {
+	st := f
 	var tail [10]byte
 	if st.Size() < 22 {
 		return errors.New("Arrow IPC file too short")
@@ -402,12 +394,9 @@ func checkArrowFooter(f *os.File) error {
 
 // checkArrowStreamSchema bounds-checks the schema message that starts an
 // Arrow IPC stream, then rewinds.
-func checkArrowStreamSchema(f *os.File) error {
+func checkArrowStreamSchema(f InputReader) error {
 	defer f.Seek(0, io.SeekStart)
-	st, err := f.Stat()
-	if err != nil {
-		return err
-	}
+	st := f
 	var hdr [8]byte
 	if _, err := io.ReadFull(f, hdr[:]); err != nil {
 		return errors.New("Arrow IPC stream too short")
@@ -498,7 +487,7 @@ func (s *ipcSource) Close() error {
 // RowGroupRows returns the row count of each row group of a Parquet file,
 // or nil for an Arrow input.
 func RowGroupRows(path string) ([]int64, error) {
-	f, err := os.Open(path)
+	f, err := OpenInput(path)
 	if err != nil {
 		return nil, err
 	}
@@ -547,7 +536,12 @@ func ParquetRows(path string) (rows int64, err error) {
 			err = fmt.Errorf("corrupt Parquet footer (%v)", p)
 		}
 	}()
-	pr, err := file.OpenParquetFile(path, false)
+	f, err := OpenInput(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	pr, err := file.NewParquetReader(f)
 	if err != nil {
 		return 0, err
 	}

@@ -78,10 +78,14 @@ func (s *run) missingInputs() error {
 	sort.Strings(rels)
 	for _, rel := range rels {
 		e := s.view.latest[rel]
-		if !e.Done() || !filepath.IsAbs(e.Input) || !underRoot(e.Input, roots) {
+		if !e.Done() || !(filepath.IsAbs(e.Input) || nbio.IsURL(e.Input)) || !underRoot(e.Input, roots) {
 			continue
 		}
-		if _, err := os.Lstat(e.Input); !errors.Is(err, os.ErrNotExist) {
+		if nbio.IsURL(e.Input) {
+			if _, err := nbio.StatInput(e.Input); !errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+		} else if _, err := os.Lstat(e.Input); !errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		out := filepath.Join(s.cfg.OutDir, filepath.FromSlash(rel))

@@ -134,7 +134,19 @@ func checkOutputs(units []unit, inputs []nbio.InputFile) error {
 // Fingerprint identifies an input's content cheaply: sha256 over its size,
 // modification time and its first and last 64 KiB (where Parquet keeps the
 // footer and Arrow the schema and footer).
+//
+// A stored object is identified by its ETag (the store's content tag),
+// size and modification time: no bytes are read.
 func Fingerprint(path string) (fp string, size int64, mtime string, err error) {
+	if nbio.IsURL(path) {
+		st, err := nbio.StatInput(path)
+		if err != nil {
+			return "", 0, "", err
+		}
+		size, mtime = st.Size, st.ModTime.UTC().Format(time.RFC3339Nano)
+		h := sha256.Sum256([]byte(fmt.Sprintf("object %s %d %s\n", st.ETag, st.Size, mtime)))
+		return hex.EncodeToString(h[:]), size, mtime, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, "", err
@@ -211,6 +223,14 @@ func verifyOutput(out string, e ManifestEntry) error {
 
 // underRoot reports whether abs lies below one of the roots.
 func underRoot(abs string, roots map[string]bool) bool {
+	if nbio.IsURL(abs) {
+		for r := range roots {
+			if nbio.IsURL(r) && strings.HasPrefix(abs, strings.TrimSuffix(r, "/")+"/") {
+				return true
+			}
+		}
+		return false
+	}
 	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
 		if roots[d] {
 			return true

@@ -15,6 +15,7 @@ pkgs=()
 pkg-config --exists openblas 2>/dev/null || pkgs+=(libopenblas-dev)
 command -v pkg-config >/dev/null || pkgs+=(pkg-config)
 command -v gcc >/dev/null || pkgs+=(gcc libc6-dev)
+[ -x /usr/bin/time ] || pkgs+=(time) # peak-RSS tests
 if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] && [ -z "$SUDO" ]; then say "need root to install: ${pkgs[*]}"; exit 1; fi
   say "installing ${pkgs[*]}"

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	nbio "github.com/ninbatch/ninbatch/io"
 	"github.com/ninbatch/ninbatch/nin"
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
@@ -85,6 +86,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			&cli.StringFlag{Name: flagLogFormat, Usage: "console or json (default: console on a terminal, else json)", EnvVars: []string{"NINBATCH_LOG_FORMAT"}},
 			&cli.StringFlag{Name: flagLogLevel, Value: "info", Usage: "debug, info, warn or error", EnvVars: []string{"NINBATCH_LOG_LEVEL"}},
 			&cli.IntFlag{Name: flagThreads, Value: runtime.NumCPU(), Usage: "CPU cores to use", EnvVars: []string{"NINBATCH_THREADS"}},
+			&cli.StringFlag{Name: "s3-endpoint", Usage: "endpoint of an S3-compatible store (MinIO, Ceph RGW, R2...) for s3:// paths; default AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, else AWS", EnvVars: []string{"NINBATCH_S3_ENDPOINT"}},
 			&cli.DurationFlag{Name: "progress-every", Value: 30 * time.Second, Usage: "interval of progress log lines when stderr is not a terminal (0: none)", EnvVars: []string{"NINBATCH_PROGRESS_EVERY"}},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a Go CPU profile (pprof) of the command to this file"},
 		},
@@ -111,6 +113,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				return usageErr("--progress-every %v: want 0 (off) up to 24h", d)
 			}
 			progressEvery = c.Duration("progress-every")
+			nbio.S3Endpoint = c.String("s3-endpoint")
 			if p := c.String("cpuprofile"); p != "" {
 				f, err := os.Create(p)
 				if err != nil {

@@ -50,7 +50,7 @@ func runEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := nin.LoadFile(c.String(flagModel))
+	m, err := loadModel(c.String(flagModel))
 	if err != nil {
 		return asUsage(err)
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"github.com/urfave/cli/v2"
 
-	"github.com/ninbatch/ninbatch/nin"
 	"github.com/ninbatch/ninbatch/onnx"
 )
 
@@ -41,7 +40,7 @@ func runExport(c *cli.Context) error {
 			return err
 		}
 	}
-	m, err := nin.LoadFile(c.Args().First())
+	m, err := loadModel(c.Args().First())
 	if err != nil {
 		return asUsage(err)
 	}

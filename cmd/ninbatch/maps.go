@@ -83,7 +83,7 @@ func runMaps(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	m, err := nin.LoadFile(c.String(flagModel))
+	m, err := loadModel(c.String(flagModel))
 	if err != nil {
 		return asUsage(err)
 	}

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 
 	"github.com/urfave/cli/v2"
 
+	nbio "github.com/ninbatch/ninbatch/io"
 	"github.com/ninbatch/ninbatch/nin"
 )
 
@@ -20,7 +22,7 @@ func modelFrom(c *cli.Context, path, preset string, seed uint64) (*nin.Model, st
 		if err := headFixed(c, path); err != nil {
 			return nil, "", err
 		}
-		m, err := nin.LoadFile(path)
+		m, err := loadModel(path)
 		if err != nil {
 			return nil, "", asUsage(err)
 		}
@@ -110,4 +112,28 @@ func headFixed(c *cli.Context, what string) error {
 		return usageErr("--head and --head-dropout shape a new model from --preset or --spec; %s has its head already", what)
 	}
 	return nil
+}
+
+// maxModelBytes bounds a model read from a store into memory.
+const maxModelBytes = 4 << 30
+
+// loadModel reads a .nin model from a local path, a file:// URL or a
+// store (s3://, gs://, az://).
+func loadModel(p string) (*nin.Model, error) {
+	p, err := nbio.LocalPath(p)
+	if err != nil {
+		return nil, err
+	}
+	if !nbio.IsURL(p) {
+		return nin.LoadFile(p)
+	}
+	b, err := nbio.ReadObject(p, maxModelBytes)
+	if err != nil {
+		return nil, fmt.Errorf("loading model: %w", err)
+	}
+	m, err := nin.Decode(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return nil, fmt.Errorf("loading model %s: %w", p, err)
+	}
+	return m, nil
 }

@@ -155,7 +155,7 @@ func writeReport(path, what string, b []byte, runErr error) error {
 // score loads the model and runs the pipeline; its error carries the
 // exit code (runOutcome).
 func score(c *cli.Context, cfg pipeline.RunConfig, tuning nin.Tuning) (*pipeline.RunSummary, error) {
-	m, err := nin.LoadFile(c.String(flagModel))
+	m, err := loadModel(c.String(flagModel))
 	if err != nil {
 		return nil, asUsage(err)
 	}
@@ -236,7 +236,13 @@ func runConfig(c *cli.Context) (pipeline.RunConfig, error) {
 	if c.Int64("split-rows") < 0 {
 		return cfg, usageErr("--split-rows must not be negative")
 	}
-	out := c.String(flagOut)
+	out, err := nbio.LocalPath(c.String(flagOut))
+	if err != nil {
+		return cfg, usageErr("--out: %v", err)
+	}
+	if nbio.IsURL(out) {
+		return cfg, usageErr("--out %s: outputs go to a local directory; object-store outputs are not supported yet", out)
+	}
 	inputs, err := nbio.ExpandInputFiles(c.Args().Slice(), nbio.ExpandOptions{Recursive: c.Bool("recursive"), Exclude: []string{out}})
 	if err != nil {
 		return cfg, asUsage(err)

@@ -368,7 +368,7 @@ func newTrainModel(c *cli.Context) (*nin.Model, error) {
 		if err := headFixed(c, c.String("init")); err != nil {
 			return nil, err
 		}
-		m, err := nin.LoadFile(c.String("init"))
+		m, err := loadModel(c.String("init"))
 		if err != nil {
 			return nil, asUsage(err)
 		}

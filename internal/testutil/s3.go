@@ -1,0 +1,136 @@
+package testutil
+
+import (
+	"encoding/hex"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+)
+
+// S3 is an S3-protocol server on 127.0.0.1 (gofakes3 over HTTP, objects in
+// memory) that can be told to misbehave.
+type S3 struct {
+	URL     string
+	Backend *s3mem.Backend
+	srv     *httptest.Server
+
+	mu     sync.Mutex
+	faults []fault
+
+	Requests atomic.Int64 // requests served (faults included)
+}
+
+type fault struct {
+	match func(*http.Request) bool
+	left  int    // requests still to fail
+	how   string // "500" or "close"
+}
+
+// NewS3 starts the server with the given buckets; it stops with t.
+func NewS3(t testing.TB, buckets ...string) *S3 {
+	t.Helper()
+	s := &S3{Backend: s3mem.New()}
+	for _, b := range buckets {
+		if err := s.Backend.CreateBucket(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fake := gofakes3.New(s.Backend, gofakes3.WithIntegrityCheck(true), gofakes3.WithLogger(gofakes3.DiscardLog()))
+	h := fake.Server()
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Requests.Add(1)
+		if how := s.take(r); how != "" {
+			if how == "close" {
+				if hj, ok := w.(http.Hijacker); ok {
+					if c, _, err := hj.Hijack(); err == nil {
+						c.(*net.TCPConn).SetLinger(0) // a reset, as from a dying proxy
+						c.Close()
+						return
+					}
+				}
+			}
+			w.Header().Set("Content-Type", "application/xml")
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>InternalError</Code><Message>injected</Message></Error>`))
+			return
+		}
+		if m := r.Header.Get("If-Match"); m != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+			// S3 answers 412 to a read whose If-Match names another version
+			bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+			if obj, err := s.Backend.HeadObject(bucket, key); err == nil && `"`+hex.EncodeToString(obj.Hash)+`"` != m {
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusPreconditionFailed)
+				w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`))
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	}))
+	s.URL = s.srv.URL
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+// Fail makes the next n requests that match fail ("500": an InternalError
+// answer; "close": the connection reset before any answer).
+func (s *S3) Fail(n int, how string, match func(*http.Request) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = append(s.faults, fault{match: match, left: n, how: how})
+}
+
+// Pending is the number of injected failures not yet served.
+func (s *S3) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, f := range s.faults {
+		n += f.left
+	}
+	return n
+}
+
+func (s *S3) take(r *http.Request) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range s.faults {
+		f := &s.faults[i]
+		if f.left > 0 && f.match(r) {
+			f.left--
+			return f.how
+		}
+	}
+	return ""
+}
+
+// RangeGets matches reads of part of an object (Parquet's footer and
+// column chunks).
+func RangeGets(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.Header.Get("Range") != ""
+}
+
+// KeyHas matches requests for keys containing sub.
+func KeyHas(sub string) func(*http.Request) bool {
+	return func(r *http.Request) bool { return strings.Contains(r.URL.Path, sub) }
+}
+
+// Env is the environment that points the AWS SDK at the server, with
+// throwaway credentials and no profile or instance metadata lookups.
+func (s *S3) Env() []string {
+	return []string{
+		"AWS_ENDPOINT_URL=" + s.URL,
+		"AWS_ACCESS_KEY_ID=ninbatch-test",
+		"AWS_SECRET_ACCESS_KEY=ninbatch-test-secret",
+		"AWS_REGION=us-east-1",
+		"AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
+}

@@ -1,0 +1,154 @@
+package nbio_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ninbatch/ninbatch/internal/testutil"
+	nbio "github.com/ninbatch/ninbatch/io"
+)
+
+// s3Env points the process's AWS SDK at s for the test's duration.
+func s3Env(t *testing.T, s *testutil.S3) {
+	for _, kv := range s.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+}
+
+// TestRemoteReadAt: reads of a stored object through the read-ahead
+// blocks equal the bytes, over offsets and lengths that start, end and
+// straddle block boundaries, at the end of the object, past it, and from
+// goroutines at once.
+func TestRemoteReadAt(t *testing.T) {
+	s := testutil.NewS3(t, "ninbatch-readat")
+	s3Env(t, s)
+	const block = 2 << 20
+	for _, size := range []int{0, 1, 777, block - 1, block, block + 1, 5*block + 12345} {
+		data := make([]byte, size)
+		r := rand.New(rand.NewPCG(uint64(size), 1))
+		for i := range data {
+			data[i] = byte(r.Uint32())
+		}
+		key := "obj-" + strings.Repeat("x", size%7)
+		if _, err := s.Backend.PutObject("ninbatch-readat", key, map[string]string{}, bytes.NewReader(data), int64(size), nil); err != nil {
+			t.Fatal(err)
+		}
+		f, err := nbio.OpenInput("s3://ninbatch-readat/" + key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Size() != int64(size) {
+			t.Fatalf("size %d, want %d", f.Size(), size)
+		}
+		check := func(off, n int) {
+			buf := make([]byte, n)
+			got, err := f.ReadAt(buf, int64(off))
+			want := max(0, min(n, size-off))
+			if got != want || !bytes.Equal(buf[:got], data[off:off+got]) {
+				t.Errorf("size %d: ReadAt(%d, %d) = %d bytes (want %d), equal %v", size, off, n, got, want, bytes.Equal(buf[:got], data[off:off+got]))
+			}
+			if want < n && err != io.EOF {
+				t.Errorf("size %d: ReadAt(%d, %d) short without io.EOF: %v", size, off, n, err)
+			}
+			if want == n && err != nil {
+				t.Errorf("size %d: ReadAt(%d, %d): %v", size, off, n, err)
+			}
+		}
+		for _, off := range []int{0, 1, block - 1, block, block + 1, size - 1, size, size + 5} {
+			if off < 0 || off > size+5 {
+				continue
+			}
+			for _, n := range []int{1, 10, block, block + 2, 3 * block} {
+				if off < size {
+					check(off, n)
+				}
+			}
+		}
+		var wg sync.WaitGroup
+		for g := 0; g < 4; g++ {
+			wg.Add(1)
+			go func(seed uint64) {
+				defer wg.Done()
+				r := rand.New(rand.NewPCG(seed, 2))
+				for range 40 {
+					if size == 0 {
+						return
+					}
+					off := r.IntN(size)
+					check(off, 1+r.IntN(3*block))
+				}
+			}(uint64(g))
+		}
+		wg.Wait()
+		// sequential reads (Arrow streams) through Read and Seek
+		f.Seek(0, io.SeekStart)
+		all, err := io.ReadAll(f)
+		if err != nil || !bytes.Equal(all, data) {
+			t.Errorf("size %d: ReadAll %d bytes, %v", size, len(all), err)
+		}
+		f.Close()
+	}
+}
+
+// TestRemoteReadRetries: a range read cut off or answered 500 is retried;
+// an object replaced while it is read fails the read instead of mixing
+// two versions; a missing object is fs.ErrNotExist.
+func TestRemoteReadRetries(t *testing.T) {
+	s := testutil.NewS3(t, "ninbatch-retry")
+	s3Env(t, s)
+	data := bytes.Repeat([]byte("ninbatch"), 2<<20) // 16 MiB: eight blocks
+	put := func(b []byte) {
+		if _, err := s.Backend.PutObject("ninbatch-retry", "o", map[string]string{}, bytes.NewReader(b), int64(len(b)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(data)
+	for _, how := range []string{"500", "close"} {
+		f, err := nbio.OpenInput("s3://ninbatch-retry/o")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Fail(12, how, testutil.RangeGets)
+		got, err := io.ReadAll(f)
+		f.Close()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%s faults: %d bytes, %v", how, len(got), err)
+		}
+		if n := s.Pending(); n != 0 {
+			t.Fatalf("%d %s faults never hit", n, how)
+		}
+	}
+
+	f, err := nbio.OpenInput("s3://ninbatch-retry/o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 10)
+	if _, err := f.ReadAt(buf, 0); err != nil { // blocks 0..3 are fetched
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	put(bytes.Repeat([]byte("replaced"), 2<<20))
+	// block 7 was not read ahead: its GET meets the new ETag
+	_, err = f.ReadAt(make([]byte, 1<<20), int64(len(data))-1<<20)
+	f.Close()
+	if err == nil || !strings.Contains(err.Error(), "changed while it was read") {
+		t.Fatalf("object replaced while read: %v", err)
+	}
+
+	if _, err := nbio.OpenInput("s3://ninbatch-retry/missing"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing object: %v", err)
+	}
+	if _, err := nbio.StatInput("s3://ninbatch-retry/missing"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing object stat: %v", err)
+	}
+}
