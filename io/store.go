@@ -107,6 +107,14 @@ func ParseObjectURL(s string) (ObjectURL, error) {
 var buckets struct {
 	sync.Mutex
 	open map[string]*blob.Bucket
+	s3   map[string]*s3.Client // the clients of s3:// buckets, for multipart uploads
+}
+
+// s3Client is the client of an opened s3:// bucket, or nil.
+func s3Client(bucketURL string) *s3.Client {
+	buckets.Lock()
+	defer buckets.Unlock()
+	return buckets.s3[bucketURL]
 }
 
 // OpenBucket returns the (shared, cached) bucket of u.
@@ -119,7 +127,14 @@ func OpenBucket(ctx context.Context, u ObjectURL) (*blob.Bucket, error) {
 	var b *blob.Bucket
 	var err error
 	if strings.HasPrefix(u.Bucket, "s3://") {
-		b, err = openS3(ctx, u.Bucket)
+		var c *s3.Client
+		b, c, err = openS3(ctx, u.Bucket)
+		if err == nil {
+			if buckets.s3 == nil {
+				buckets.s3 = map[string]*s3.Client{}
+			}
+			buckets.s3[u.Bucket] = c
+		}
 	} else {
 		b, err = blob.OpenBucket(ctx, u.Bucket)
 	}
@@ -140,10 +155,10 @@ var S3Endpoint string
 // openS3 builds the S3 client from the SDK's default chain: more retries
 // than the SDK's 3 (a nightly job should ride out a store's bad minute),
 // path-style addressing and only required checksums on custom endpoints.
-func openS3(ctx context.Context, bucketURL string) (*blob.Bucket, error) {
+func openS3(ctx context.Context, bucketURL string) (*blob.Bucket, *s3.Client, error) {
 	u, err := url.Parse(bucketURL)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	endpoint := S3Endpoint
 	for _, v := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"} {
@@ -170,7 +185,7 @@ func openS3(ctx context.Context, bucketURL string) (*blob.Bucket, error) {
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1" // S3-compatible stores ignore it; the signature needs one
@@ -178,7 +193,8 @@ func openS3(ctx context.Context, bucketURL string) (*blob.Bucket, error) {
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		o.UsePathStyle = endpoint != "" || u.Query().Get("use_path_style") == "true"
 	})
-	return s3blob.OpenBucketV2(ctx, client, u.Host, &s3blob.Options{RequestChecksumCalculation: cfg.RequestChecksumCalculation})
+	b, err := s3blob.OpenBucketV2(ctx, client, u.Host, &s3blob.Options{RequestChecksumCalculation: cfg.RequestChecksumCalculation})
+	return b, client, err
 }
 
 // ObjectInfo describes a stored object.

@@ -2,6 +2,8 @@ package nbio_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"errors"
 	"io"
 	"io/fs"
@@ -150,5 +152,66 @@ func TestRemoteReadRetries(t *testing.T) {
 	}
 	if _, err := nbio.StatInput("s3://ninbatch-retry/missing"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing object stat: %v", err)
+	}
+}
+
+// TestS3Upload: uploads of every size around the part size arrive whole;
+// a second conditional create of a key fails with ErrObjectExists and
+// leaves the first; an aborted upload leaves neither object nor upload.
+func TestS3Upload(t *testing.T) {
+	s := testutil.NewS3(t, "ninbatch-up")
+	s3Env(t, s)
+	t.Setenv("NINBATCH_S3_PART_BYTES", "4096")
+	ctx := context.Background()
+	for _, size := range []int{0, 1, 4095, 4096, 4097, 3*4096 + 7} {
+		data := make([]byte, size)
+		for i := range data {
+			data[i] = byte(i * 7)
+		}
+		u, _ := nbio.ParseObjectURL(fmt.Sprintf("s3://ninbatch-up/o-%d", size))
+		w, err := nbio.CreateObject(ctx, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < size; off += 1000 { // writes that straddle parts
+			w.Write(data[off:min(size, off+1000)])
+		}
+		etag, err := w.Commit()
+		if err != nil || etag == "" {
+			t.Fatalf("size %d: commit %q %v", size, etag, err)
+		}
+		obj, err := s.Backend.GetObject("ninbatch-up", u.Key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(obj.Contents)
+		if !bytes.Equal(got, data) {
+			t.Fatalf("size %d: stored %d bytes, differ", size, len(got))
+		}
+		if st, err := nbio.StatInput(u.String()); err != nil || st.ETag != etag {
+			t.Fatalf("size %d: stat ETag %q, commit gave %q (%v)", size, st.ETag, etag, err)
+		}
+		w2, _ := nbio.CreateObject(ctx, u, nil)
+		w2.Write(bytes.Repeat([]byte("x"), size+5000))
+		if _, err := w2.Commit(); !errors.Is(err, nbio.ErrObjectExists) {
+			t.Fatalf("size %d: second create: %v", size, err)
+		}
+		obj, _ = s.Backend.GetObject("ninbatch-up", u.Key, nil)
+		if got, _ := io.ReadAll(obj.Contents); !bytes.Equal(got, data) {
+			t.Fatalf("size %d: the losing create changed the object", size)
+		}
+	}
+	u, _ := nbio.ParseObjectURL("s3://ninbatch-up/aborted")
+	w, _ := nbio.CreateObject(ctx, u, nil)
+	w.Write(make([]byte, 5*4096))
+	if n := s.Uploads(t, "ninbatch-up"); n != 1 {
+		t.Fatalf("%d unfinished uploads while writing, want 1", n)
+	}
+	w.Abort()
+	if _, err := nbio.StatInput(u.String()); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("aborted object: %v", err)
+	}
+	if n := s.Uploads(t, "ninbatch-up"); n != 0 {
+		t.Fatalf("%d unfinished uploads", n)
 	}
 }

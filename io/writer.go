@@ -1,6 +1,7 @@
 package nbio
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -32,7 +33,9 @@ type WriterOptions struct {
 // fsync of the directory), Abort removes it. A crash leaves only a
 // temporary file whose name starts with "." and contains ".tmp-".
 type ParquetWriter struct {
-	f       *os.File
+	f       *os.File   // local: the temporary
+	obj     ObjectSink // store: the conditional upload
+	etag    string     // store: the committed object's ETag
 	sink    *hashingWriter
 	tmp     string
 	final   string
@@ -67,40 +70,63 @@ func CreateParquet(path string, sc *arrow.Schema, opt WriterOptions, mem memory.
 	default:
 		return nil, fmt.Errorf("compression %q: want zstd, snappy or none", opt.Compression)
 	}
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	tmp := filepath.Join(filepath.Dir(path), TempPrefix(path)+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("creating output for %s: %w", path, err)
+	var f *os.File
+	var obj ObjectSink
+	var dst io.Writer
+	var tmp string
+	if IsURL(path) {
+		u, err := ParseObjectURL(path)
+		if err != nil {
+			return nil, err
+		}
+		if obj, err = CreateObject(context.Background(), u, nil); err != nil {
+			return nil, fmt.Errorf("creating output %s: %w", path, err)
+		}
+		dst = obj
+	} else {
+		var rnd [6]byte
+		rand.Read(rnd[:])
+		tmp = filepath.Join(filepath.Dir(path), TempPrefix(path)+hex.EncodeToString(rnd[:]))
+		var err error
+		if f, err = os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644); err != nil {
+			return nil, fmt.Errorf("creating output for %s: %w", path, err)
+		}
+		dst = f
+	}
+	cleanup := func() {
+		if f != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+		if obj != nil {
+			obj.Abort()
+		}
 	}
 	popts := []parquet.WriterProperty{parquet.WithCompression(codec), parquet.WithAllocator(mem),
 		parquet.WithMaxRowGroupLength(int64(opt.RowGroupRows))}
 	aprops := pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema(), pqarrow.WithAllocator(mem))
 	noDict, err := floatLeaves(sc, aprops)
 	if err != nil {
-		f.Close()
-		os.Remove(tmp)
+		cleanup()
 		return nil, fmt.Errorf("creating Parquet writer for %s: %w", path, err)
 	}
 	for _, p := range noDict {
 		popts = append(popts, parquet.WithDictionaryFor(p, false))
 	}
-	sink := &hashingWriter{f: f, h: sha256.New()}
+	sink := &hashingWriter{f: dst, h: sha256.New()}
 	fw, err := pqarrow.NewFileWriter(sc, sink, parquet.NewWriterProperties(popts...), aprops)
 	if err != nil {
-		f.Close()
-		os.Remove(tmp)
+		cleanup()
 		return nil, fmt.Errorf("creating Parquet writer for %s: %w", path, err)
 	}
 	for k, v := range opt.Metadata {
 		if err := fw.AppendKeyValueMetadata(k, v); err != nil {
 			fw.Close()
-			os.Remove(tmp)
+			cleanup()
 			return nil, err
 		}
 	}
-	return &ParquetWriter{f: f, sink: sink, tmp: tmp, final: path, fw: fw, mem: mem, opt: opt}, nil
+	return &ParquetWriter{f: f, obj: obj, sink: sink, tmp: tmp, final: path, fw: fw, mem: mem, opt: opt}, nil
 }
 
 // floatLeaves lists the dotted paths of the schema's float and double leaf
@@ -207,7 +233,20 @@ func (w *ParquetWriter) Commit() error {
 	}
 	w.done = true
 	err := w.fw.Close() // writes the footer
-	w.f.Close()         // (pqarrow may already have closed it)
+	if w.obj != nil {
+		if err != nil {
+			w.obj.Abort()
+			return fmt.Errorf("finishing %s: %w", w.final, err)
+		}
+		if w.etag, err = w.obj.Commit(); err != nil {
+			if errors.Is(err, ErrObjectExists) {
+				return fmt.Errorf("finishing %s: %w", w.final, err)
+			}
+			return fmt.Errorf("finishing %s: %w", w.final, err)
+		}
+		return nil
+	}
+	w.f.Close() // (pqarrow may already have closed it)
 	if err == nil {
 		err = syncPath(w.tmp)
 	}
@@ -230,9 +269,12 @@ func (w *ParquetWriter) Checksum() (size int64, sha string) {
 	return w.sink.n, hex.EncodeToString(w.sink.h.Sum(nil))
 }
 
+// ETag is a committed store output's ETag ("" for local files).
+func (w *ParquetWriter) ETag() string { return w.etag }
+
 // hashingWriter hashes and counts what goes to the file.
 type hashingWriter struct {
-	f *os.File
+	f io.Writer
 	h hash.Hash
 	n int64
 }
@@ -267,6 +309,10 @@ func (w *ParquetWriter) Abort() {
 	}
 	w.done = true
 	w.fw.Close()
+	if w.obj != nil {
+		w.obj.Abort()
+		return
+	}
 	w.f.Close()
 	os.Remove(w.tmp)
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+
+	nbio "github.com/ninbatch/ninbatch/io"
 )
 
 // ManifestEntry records one unit of work (an input file, or a row-group
@@ -24,6 +30,7 @@ type ManifestEntry struct {
 	Output       string  `json:"output"` // path below the output directory, slash-separated
 	OutputSize   int64   `json:"output_size,omitempty"`
 	OutputSHA256 string  `json:"output_sha256,omitempty"`
+	OutputETag   string  `json:"output_etag,omitempty"` // a store output's ETag when committed
 	Status       string  `json:"status,omitempty"` // "" (finished), "failed" or "removed"
 	Error        string  `json:"error,omitempty"`  // why a failed unit failed
 	RowsIn       int64   `json:"rows_in"`
@@ -66,14 +73,18 @@ func ReadManifests(dir string) (map[string]ManifestEntry, error) {
 type manifestView struct {
 	dir    string
 	read   map[string]int64 // bytes of whole lines consumed, per manifest file
+	etags  map[string]string // store: the version of each record read
 	latest map[string]ManifestEntry
 }
 
 func newManifestView(dir string) *manifestView {
-	return &manifestView{dir: dir, read: map[string]int64{}, latest: map[string]ManifestEntry{}}
+	return &manifestView{dir: dir, read: map[string]int64{}, etags: map[string]string{}, latest: map[string]ManifestEntry{}}
 }
 
 func (v *manifestView) refresh() error {
+	if nbio.IsURL(v.dir) {
+		return v.refreshStore()
+	}
 	files, err := filepath.Glob(filepath.Join(v.dir, "_ninbatch_manifest*.jsonl"))
 	if err != nil {
 		return err
@@ -120,10 +131,70 @@ func (v *manifestView) readFrom(p string) error {
 	}
 }
 
-// manifestWriter appends entries durably.
-type manifestWriter struct{ f *os.File }
+// On a store (no append) the manifest is one record per output,
+// OUT/_ninbatch_manifest/<output>.json, replaced as the output's state
+// changes; only the run that committed an output writes its record.
+const storeManifestDir = "_ninbatch_manifest"
+
+func storeRecord(dir, rel string) (nbio.ObjectURL, error) {
+	u, err := nbio.ParseObjectURL(dir)
+	if err != nil {
+		return u, err
+	}
+	return u.Join(storeManifestDir + "/" + rel + ".json"), nil
+}
+
+// refreshStore lists the records and reads those new or changed since
+// the last refresh.
+func (v *manifestView) refreshStore() error {
+	u, err := nbio.ParseObjectURL(v.dir)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	b, err := nbio.OpenBucket(ctx, u)
+	if err != nil {
+		return err
+	}
+	root := u.Join(storeManifestDir)
+	it := b.List(&blob.ListOptions{Prefix: root.Key + "/"})
+	for {
+		o, err := it.Next(ctx)
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("listing the manifest %s: %w", root, err)
+		}
+		if o.IsDir || !strings.HasSuffix(o.Key, ".json") || v.etags[o.Key] == fmt.Sprint(o.MD5, o.ModTime, o.Size) {
+			continue
+		}
+		data, err := b.ReadAll(ctx, o.Key)
+		if err != nil {
+			if gcerrors.Code(err) == gcerrors.NotFound {
+				continue // removed since listed
+			}
+			return fmt.Errorf("reading manifest record %s: %w", o.Key, err)
+		}
+		v.etags[o.Key] = fmt.Sprint(o.MD5, o.ModTime, o.Size)
+		var e ManifestEntry
+		if json.Unmarshal(data, &e) != nil || e.Output == "" {
+			continue
+		}
+		v.latest[e.Output] = e
+	}
+}
+
+// manifestWriter appends entries durably (or writes a store's records).
+type manifestWriter struct {
+	f     *os.File
+	store string // the output URL on a store
+}
 
 func openManifest(dir string, shard, shards int) (*manifestWriter, error) {
+	if nbio.IsURL(dir) {
+		return &manifestWriter{store: dir}, nil
+	}
 	p := filepath.Join(dir, ManifestName(shard, shards))
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -135,13 +206,20 @@ func openManifest(dir string, shard, shards int) (*manifestWriter, error) {
 			f.Write([]byte("\n"))
 		}
 	}
-	return &manifestWriter{f}, nil
+	return &manifestWriter{f: f}, nil
 }
 
 func (m *manifestWriter) append(e ManifestEntry) error {
 	b, err := json.Marshal(e)
 	if err != nil {
 		return err
+	}
+	if m.store != "" {
+		u, err := storeRecord(m.store, e.Output)
+		if err != nil {
+			return err
+		}
+		return nbio.PutObject(context.Background(), u, append(b, '\n'))
 	}
 	if _, err := m.f.Write(append(b, '\n')); err != nil {
 		return fmt.Errorf("writing manifest: %w", err)

@@ -88,8 +88,8 @@ func (s *run) missingInputs() error {
 		} else if _, err := os.Lstat(e.Input); !errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		out := filepath.Join(s.cfg.OutDir, filepath.FromSlash(rel))
-		if _, err := os.Stat(out); err != nil {
+		out := joinOut(s.cfg.OutDir, rel)
+		if _, err := nbio.StatInput(out); err != nil {
 			continue
 		}
 		m := MissingInput{Input: e.Input, Output: out}
@@ -113,8 +113,8 @@ func (s *run) pruneOutput(rel string, e ManifestEntry) error {
 		return err
 	}
 	defer s.locks.unlock(rel)
-	out := filepath.Join(s.cfg.OutDir, filepath.FromSlash(rel))
-	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
+	out := joinOut(s.cfg.OutDir, rel)
+	if err := removeOutput(out); err != nil {
 		return fmt.Errorf("pruning %s: %w", out, err)
 	}
 	w, err := openManifest(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
@@ -143,6 +143,10 @@ func (s *run) removeStale(u unit) {
 // removeTemps removes the temporaries of out; the caller holds its lock,
 // so they can only be a dead run's.
 func (s *run) removeTemps(out string) {
+	if nbio.IsURL(out) {
+		s.abortUploads(out)
+		return
+	}
 	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(out), nbio.TempPrefix(out)+"*"))
 	for _, t := range stale {
 		if os.Remove(t) == nil {
@@ -209,4 +213,39 @@ func (s *run) check(p *prepared) error {
 		s.warn(fmt.Sprintf("%s holds scores from an earlier run; its columns %v are replaced by this run's (pass --prefix to keep both)", p.in.Path, p.replaced))
 	}
 	return nil
+}
+
+// abortUploads aborts a dead run's unfinished multipart uploads of a store
+// output (one listing of the output prefix per run, then one abort per
+// upload found): the caller owns the unit, so no live run is writing it.
+func (s *run) abortUploads(out string) {
+	u, err := nbio.ParseObjectURL(out)
+	if err != nil {
+		return
+	}
+	if s.uploads == nil {
+		root, err := nbio.ParseObjectURL(s.cfg.OutDir)
+		if err != nil {
+			return
+		}
+		s.uploads = map[string]bool{}
+		keys, err := nbio.ListUploads(context.Background(), root)
+		if err != nil {
+			s.warn(err.Error())
+			return
+		}
+		for _, k := range keys {
+			s.uploads[k] = true
+		}
+	}
+	if !s.uploads[u.Key] {
+		return
+	}
+	n, err := nbio.AbortUploads(context.Background(), u)
+	if err != nil {
+		s.warn(err.Error())
+		return
+	}
+	delete(s.uploads, u.Key)
+	s.sum.StaleTemps += n
 }

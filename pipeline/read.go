@@ -43,7 +43,8 @@ func (s *run) read(ctx context.Context, files []*prepared, out chan<- *batch) er
 // readUnit streams one unit whose lock this run holds; the writer
 // releases the lock once the unit is committed or recorded as failed.
 func (s *run) readUnit(ctx context.Context, f *prepared, out chan<- *batch) error {
-	if _, err := os.Stat(f.out); err == nil && !s.cfg.Force {
+	_, statErr := nbio.StatInput(f.out)
+	if statErr == nil && !s.cfg.Force {
 		if err := s.view.refresh(); err != nil {
 			s.locks.unlock(f.rel)
 			return err
@@ -61,7 +62,16 @@ func (s *run) readUnit(ctx context.Context, f *prepared, out chan<- *batch) erro
 	if f.fail != nil {
 		return send(ctx, out, &batch{file: f, fail: f.fail})
 	}
-	if err := os.MkdirAll(filepath.Dir(f.out), 0o755); err != nil {
+	if nbio.IsURL(f.out) {
+		// a conditional create needs the stale object (another model's, a
+		// changed input's, or one whose record a crash lost) gone first
+		if statErr == nil {
+			if err := removeOutput(f.out); err != nil {
+				s.locks.unlock(f.rel)
+				return err
+			}
+		}
+	} else if err := os.MkdirAll(filepath.Dir(f.out), 0o755); err != nil {
 		return send(ctx, out, &batch{file: f, fail: err})
 	}
 	src, err := nbio.OpenRowGroups(f.in.Path, nil, s.cfg.Batch, f.rowGroups, s.Mem)

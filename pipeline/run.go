@@ -217,12 +217,13 @@ type run struct {
 	cfg      RunConfig
 	sum      *RunSummary
 	label    string // shard label, "" unsharded
-	locks    *unitLocks
+	locks    unitLocker
 	view     *manifestView
 	manifest *manifestWriter
 	prep     *nbio.Preprocess
 	pool     chan *tensorBuf
 	total    int64
+	uploads  map[string]bool // store: keys with unfinished multipart uploads (nil: not listed yet)
 	decodeNs atomic.Int64
 	inferNs  atomic.Int64
 }
@@ -247,6 +248,14 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 	// A new output directory has nothing to lock or clean yet: preflight
 	// first, so a run that fails there leaves nothing behind.
 	var files []*prepared
+	if nbio.IsURL(s.cfg.OutDir) { // no directory, no flock: see storeLocks
+		s.locks = storeLocks{}
+		if files, err = s.plan(all); err != nil {
+			return s.sum, err
+		}
+		s.manifest, _ = openManifest(s.cfg.OutDir, s.cfg.Shard, s.cfg.Shards)
+		return s.stream(ctx, t0, files)
+	}
 	_, statErr := os.Stat(s.cfg.OutDir)
 	fresh := os.IsNotExist(statErr)
 	if fresh {
@@ -262,9 +271,11 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 		return nil, err
 	}
 	defer lock.Release()
-	if s.locks, err = openUnitLocks(s.cfg.OutDir); err != nil {
+	locks, err := openUnitLocks(s.cfg.OutDir)
+	if err != nil {
 		return nil, err
 	}
+	s.locks = locks
 	defer s.locks.close()
 	if !fresh {
 		files, err = s.plan(all)
@@ -276,6 +287,11 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 		return s.sum, err
 	}
 	defer s.manifest.close()
+	return s.stream(ctx, t0, files)
+}
+
+// stream runs the stages over the prepared units.
+func (s *run) stream(ctx context.Context, t0 time.Time, files []*prepared) (*RunSummary, error) {
 	s.allocBuffers()
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -284,7 +300,7 @@ func (r *Runner) Run(ctx context.Context) (*RunSummary, error) {
 	goSafe(g, func() error { return s.decodeStage(ctx, toDecode, toInfer) })
 	goSafe(g, func() error { return s.inferStage(ctx, toInfer, toWrite) })
 	goSafe(g, func() error { return s.writeStage(ctx, toWrite) })
-	err = g.Wait()
+	err := g.Wait()
 	// a stage that stopped early leaves batches in the channels behind it
 	for _, ch := range []chan *batch{toDecode, toInfer, toWrite} {
 		for b := range ch {

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -48,7 +49,7 @@ func planUnits(inputs []nbio.InputFile, outDir string, splitRows int64) ([]unit,
 	var units []unit
 	add := func(in nbio.InputFile, rg []int, k, parts int) {
 		rel := OutputRel(in.Rel, k, parts)
-		units = append(units, unit{in: in, rowGroups: rg, rel: rel, out: filepath.Join(outDir, filepath.FromSlash(rel))})
+		units = append(units, unit{in: in, rowGroups: rg, rel: rel, out: joinOut(outDir, rel)})
 	}
 	for _, in := range inputs {
 		var rg []int64
@@ -109,7 +110,10 @@ func checkOutputs(units []unit, inputs []nbio.InputFile) error {
 	}
 	writer := map[string]string{}
 	for _, u := range units {
-		res, err := nbio.Resolve(u.out)
+		res, err := u.out, error(nil)
+		if !nbio.IsURL(u.out) {
+			res, err = nbio.Resolve(u.out)
+		}
 		if err != nil {
 			return &ConfigError{fmt.Errorf("output %s: %w", u.out, err)}
 		}
@@ -194,6 +198,18 @@ func finished(u unit, e ManifestEntry, ok bool, modelID, columns string) (done b
 // size and sha256 recorded when it was written (entries written before
 // they were recorded: a readable Parquet footer with the recorded rows).
 func verifyOutput(out string, e ManifestEntry) error {
+	if nbio.IsURL(out) {
+		st, err := nbio.StatInput(out)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("output %s is gone", out)
+		case err != nil:
+			return err
+		case st.Size != e.OutputSize || (e.OutputETag != "" && st.ETag != e.OutputETag):
+			return fmt.Errorf("output %s (%d bytes, ETag %s) is not the object the manifest records (%d bytes, ETag %s)", out, st.Size, st.ETag, e.OutputSize, e.OutputETag)
+		}
+		return nil
+	}
 	st, err := os.Stat(out)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("output %s is gone", out)
@@ -239,4 +255,29 @@ func underRoot(abs string, roots map[string]bool) bool {
 			return false
 		}
 	}
+}
+
+// joinOut is output rel's path (or URL) below the output directory.
+func joinOut(outDir, rel string) string {
+	if nbio.IsURL(outDir) {
+		if u, err := nbio.ParseObjectURL(outDir); err == nil {
+			return u.Join(rel).String()
+		}
+	}
+	return filepath.Join(outDir, filepath.FromSlash(rel))
+}
+
+// removeOutput deletes an output file or object; a missing one is fine.
+func removeOutput(out string) error {
+	if nbio.IsURL(out) {
+		u, err := nbio.ParseObjectURL(out)
+		if err != nil {
+			return err
+		}
+		return nbio.DeleteObject(context.Background(), u)
+	}
+	if err := os.Remove(out); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -307,11 +308,18 @@ func (s *run) commit(w *nbio.ParquetWriter, f *prepared, fs *FileSummary) error 
 		return &InputError{f.in.Path, fmt.Errorf("%s changed while it was being read; its output was discarded (rerun to score the new content)", f.in.Path)}
 	}
 	if err := w.Commit(); err != nil {
+		if errors.Is(err, nbio.ErrObjectExists) { // a store: another run committed this unit first
+			s.locks.unlock(f.rel)
+			s.warn(fmt.Sprintf("%s was committed by another run meanwhile; this run's copy was discarded", f.out))
+			s.sum.FilesSkip++
+			s.sum.ByOthers++
+			return nil
+		}
 		return err
 	}
 	size, sha := w.Checksum()
 	err := s.manifest.append(ManifestEntry{Input: f.in.Abs, RowGroups: fs.RowGroups, Size: f.size, MTime: f.mtime,
-		Fingerprint: fs.Fingerprint, Output: f.rel, OutputSize: size, OutputSHA256: sha, RowsIn: fs.RowsIn, RowsOut: fs.RowsOut,
+		Fingerprint: fs.Fingerprint, Output: f.rel, OutputSize: size, OutputSHA256: sha, OutputETag: w.ETag(), RowsIn: fs.RowsIn, RowsOut: fs.RowsOut,
 		RowsError: fs.RowsError, RowsSkipped: fs.RowsSkipped, ModelID: s.Model.ID, Columns: s.cfg.columns(), Version: s.cfg.Version,
 		Finished: time.Now().UTC().Format(time.RFC3339Nano), Shard: s.label, Seconds: fs.Seconds})
 	s.locks.unlock(f.rel)

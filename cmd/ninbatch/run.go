@@ -241,7 +241,9 @@ func runConfig(c *cli.Context) (pipeline.RunConfig, error) {
 		return cfg, usageErr("--out: %v", err)
 	}
 	if nbio.IsURL(out) {
-		return cfg, usageErr("--out %s: outputs go to a local directory; object-store outputs are not supported yet", out)
+		if _, err := nbio.ParseObjectURL(out); err != nil {
+			return cfg, usageErr("--out: %v", err)
+		}
 	}
 	inputs, err := nbio.ExpandInputFiles(c.Args().Slice(), nbio.ExpandOptions{Recursive: c.Bool("recursive"), Exclude: []string{out}})
 	if err != nil {

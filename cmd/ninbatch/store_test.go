@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,9 +11,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/johannesboyne/gofakes3"
 
 	"github.com/ninbatch/ninbatch/internal/testutil"
+	"github.com/ninbatch/ninbatch/pipeline"
 )
 
 // s3Fixture starts an S3 server holding the nightly fixture's inputs under
@@ -120,6 +126,26 @@ func TestRunS3Faults(t *testing.T) {
 		sameOutputs(t, local, out)
 	}
 
+	// writes: part uploads, puts and completions answered 500 or cut
+	for _, how := range []string{"500", "close"} {
+		writes := func(r *http.Request) bool {
+			return (r.Method == http.MethodPut || r.Method == http.MethodPost) && strings.Contains(r.URL.Path, "/faults-out/")
+		}
+		s.Fail(5, how, writes)
+		cmd := s3Run(s, "run", "--model", "s3://ninbatch-in/models/m.nin", "--out", "s3://ninbatch-in/faults-out/"+how, "s3://ninbatch-in/archive/2026/")
+		cmd.Env = append(cmd.Env, "NINBATCH_S3_PART_BYTES=4096")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s write faults: %v\n%s", how, err, b)
+		}
+		if n := s.Pending(); n != 0 {
+			t.Fatalf("%d injected %s write faults were never hit", n, how)
+		}
+		sameOutputs(t, local, s3Scored(t, s, "faults-out/"+how))
+		if n := s.Uploads(t, "ninbatch-in"); n != 0 {
+			t.Fatalf("%d unfinished uploads", n)
+		}
+	}
+
 	// part-001 keeps failing: that unit fails (exit 3), part-000 commits
 	s.Fail(1<<30, "500", func(r *http.Request) bool { return testutil.RangeGets(r) && strings.Contains(r.URL.Path, "part-001") })
 	out := filepath.Join(t.TempDir(), "s3")
@@ -189,5 +215,240 @@ func TestRunS3Memory(t *testing.T) {
 	t.Logf("peak RSS: local %v KiB, s3 %v KiB (%.2f×); input %d bytes", local, remote, float64(r)/float64(l), len(b))
 	if float64(r) > 1.2*float64(l) {
 		t.Fatalf("s3 run peaks at %d KiB, more than 1.2× the local run's %d KiB", r, l)
+	}
+}
+
+// s3Scored downloads the outputs below s3://ninbatch-in/<prefix>/ into a
+// new directory and returns it.
+func s3Scored(t *testing.T, s *testutil.S3, prefix string) string {
+	dir := t.TempDir()
+	s.Download(t, "ninbatch-in", prefix+"/", dir)
+	return dir
+}
+
+// TestRunS3Output: an s3:// output (multipart uploads with small parts)
+// holds the same rows as a local run, a record per output under
+// _ninbatch_manifest/, no unfinished uploads; a rerun skips every unit;
+// another model's rerun replaces every output.
+func TestRunS3Output(t *testing.T) {
+	testutil.DuckDBDir(t)
+	s, model, inDir := s3Fixture(t, 3, 500, 64)
+	local := filepath.Join(t.TempDir(), "local")
+	if out, err := subprocess("run", "--model", model, "--out", local, inDir).CombinedOutput(); err != nil {
+		t.Fatalf("local run: %v\n%s", err, out)
+	}
+	sumPath := filepath.Join(t.TempDir(), "sum.json")
+	args := []string{"run", "--model", "s3://ninbatch-in/models/m.nin", "--out", "s3://ninbatch-in/scored/", "--summary", sumPath, "s3://ninbatch-in/archive/2026/"}
+	run := func() pipeline.RunSummary {
+		cmd := s3Run(s, args...)
+		cmd.Env = append(cmd.Env, "NINBATCH_S3_PART_BYTES=4096")
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, b)
+		}
+		return readSummary(t, sumPath)
+	}
+	if sum := run(); sum.Status != "succeeded" || sum.FilesDone != 3 {
+		t.Fatalf("summary %+v", sum)
+	}
+	dir := s3Scored(t, s, "scored")
+	sameOutputs(t, local, dir)
+	man, err := pipeline.ReadManifests(dir)
+	if err != nil || len(man) != 0 {
+		t.Fatalf("a store output has no JSONL manifest: %v %v", man, err)
+	}
+	for i := 0; i < 3; i++ {
+		b, err := os.ReadFile(filepath.Join(dir, "_ninbatch_manifest", fmt.Sprintf("part-%03d.parquet.json", i)))
+		if err != nil || !strings.Contains(string(b), `"output_etag"`) || !strings.Contains(string(b), `"rows_out":500`) {
+			t.Fatalf("record %d: %s %v", i, b, err)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(dir, "part-000.parquet")); err != nil || st.Size() <= 3*4096 {
+		t.Fatalf("outputs should take several parts: %v %v", st, err)
+	}
+	if n := s.Uploads(t, "ninbatch-in"); n != 0 {
+		t.Fatalf("%d unfinished uploads", n)
+	}
+	if sum := run(); sum.FilesSkip != 3 || sum.FilesDone != 0 {
+		t.Fatalf("rerun: %+v", sum)
+	}
+	// an output replaced behind the manifest's back fails its check and is redone
+	other, _ := os.ReadFile(filepath.Join(dir, "part-001.parquet"))
+	s.Backend.PutObject("ninbatch-in", "scored/part-000.parquet", map[string]string{}, bytes.NewReader(other), int64(len(other)), nil)
+	if sum := run(); sum.FilesDone != 1 || sum.OutputsRedone != 1 || sum.FilesSkip != 2 {
+		t.Fatalf("rerun after a replaced output: %+v", sum)
+	}
+	sameOutputs(t, local, s3Scored(t, s, "scored"))
+}
+
+// TestRunS3KillResume: 20 SIGKILLs of an s3:// → s3:// run at random
+// points, a rerun after each; the final output holds every row exactly
+// once, as an uninterrupted run does, and no unfinished upload is left.
+func TestRunS3KillResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kill loop")
+	}
+	s, model, inDir := s3Fixture(t, 8, 240, 60)
+	base := t.TempDir()
+	ref := filepath.Join(base, "ref")
+	if b, err := subprocess("run", "--model", model, "--out", ref, "--batch", "16", "--split-rows", "120", inDir).CombinedOutput(); err != nil {
+		t.Fatalf("reference: %v\n%s", err, b)
+	}
+	want := scoredRows(t, ref)
+	args := []string{"run", "--model", "s3://ninbatch-in/models/m.nin", "--out", "s3://ninbatch-in/scored", "--batch", "16", "--split-rows", "120", "s3://ninbatch-in/archive/2026/"}
+	start := func() *exec.Cmd {
+		cmd := s3Run(s, args...)
+		cmd.Env = append(cmd.Env, "NINBATCH_S3_PART_BYTES=8192")
+		return cmd
+	}
+	t0 := time.Now()
+	if b, err := start().CombinedOutput(); err != nil {
+		t.Fatalf("timing run: %v\n%s", err, b)
+	}
+	span := time.Since(t0)
+	clear := func() {
+		list, _ := s.Backend.ListBucket("ninbatch-in", &gofakes3.Prefix{HasPrefix: true, Prefix: "scored/"}, gofakes3.ListBucketPage{})
+		for _, c := range list.Contents {
+			s.Backend.DeleteObject("ninbatch-in", c.Key)
+		}
+	}
+	clear()
+	r := rand.New(rand.NewPCG(3, 4))
+	kills, attempts, orphans := 0, 0, 0
+	for kills < 20 && attempts < 200 {
+		attempts++
+		cmd := start()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30*time.Millisecond + time.Duration(r.Int64N(int64(span/3))))
+		cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		switch {
+		case err != nil && strings.Contains(err.Error(), "killed"):
+			kills++
+			orphans = max(orphans, s.Uploads(t, "ninbatch-in"))
+		case err == nil:
+			clear() // finished before the kill: start over so the kills land in live runs
+		}
+	}
+	if kills < 20 {
+		t.Fatalf("only %d of %d kill attempts hit a running process", kills, attempts)
+	}
+	sumPath := filepath.Join(base, "s.json")
+	cmd := start()
+	cmd.Args = append(cmd.Args, "--summary", sumPath)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("final run: %v\n%s", err, b)
+	}
+	got := scoredRows(t, s3Scored(t, s, "scored"))
+	if len(got) != len(want) {
+		t.Fatalf("after %d kills: %d rows, uninterrupted %d", kills, len(got), len(want))
+	}
+	for id, p := range want {
+		if got[id] != p {
+			t.Fatalf("id %d differs after kills", id)
+		}
+	}
+	if n := s.Uploads(t, "ninbatch-in"); n != 0 {
+		t.Fatalf("%d unfinished uploads after the final run", n)
+	}
+	fin := readSummary(t, sumPath)
+	t.Logf("%d kills (of %d attempts) over runs of ~%v; up to %d unfinished uploads between runs; the final run scored %d units, found %d finished, aborted %d uploads",
+		kills, attempts, span, orphans, fin.FilesDone, fin.FilesSkip, fin.StaleTemps)
+}
+
+// TestRunS3Shards: four shards at once on one s3:// output cover every
+// row once; a rerun of each redoes nothing.
+func TestRunS3Shards(t *testing.T) {
+	s, model, inDir := s3Fixture(t, 6, 80, 20)
+	ref := filepath.Join(t.TempDir(), "ref")
+	if b, err := subprocess("run", "--model", model, "--out", ref, "--split-rows", "40", inDir).CombinedOutput(); err != nil {
+		t.Fatalf("reference: %v\n%s", err, b)
+	}
+	want := scoredRows(t, ref)
+	shard := func(i int, sum string) *exec.Cmd {
+		cmd := s3Run(s, "run", "--model", "s3://ninbatch-in/models/m.nin", "--out", "s3://ninbatch-in/scored", "--split-rows", "40",
+			"--shards", "4", "--summary", sum, "s3://ninbatch-in/archive/2026/")
+		cmd.Env = append(cmd.Env, fmt.Sprintf("JOB_COMPLETION_INDEX=%d", i))
+		return cmd
+	}
+	for round := 0; round < 2; round++ {
+		var cmds []*exec.Cmd
+		var outs []*bytes.Buffer
+		var sums []string
+		for i := 0; i < 4; i++ {
+			sums = append(sums, filepath.Join(t.TempDir(), "s.json"))
+			cmd := shard(i, sums[i])
+			var b bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &b, &b
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			cmds, outs = append(cmds, cmd), append(outs, &b)
+		}
+		done := 0
+		for i, cmd := range cmds {
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("round %d shard %d: %v\n%s", round, i, err, outs[i])
+			}
+			sum := readSummary(t, sums[i])
+			done += sum.FilesDone
+			if round == 1 && (sum.FilesDone != 0 || sum.FilesSkip != sum.Files) {
+				t.Fatalf("rerun of shard %d: %+v", i, sum)
+			}
+		}
+		if round == 0 && done != 12 {
+			t.Fatalf("shards committed %d units, want 12", done)
+		}
+	}
+	got := scoredRows(t, s3Scored(t, s, "scored"))
+	if len(got) != len(want) {
+		t.Fatalf("shards scored %d rows, unsharded %d", len(got), len(want))
+	}
+	for id, p := range want {
+		if got[id] != p {
+			t.Fatalf("id %d differs", id)
+		}
+	}
+}
+
+// TestRunS3SameOutputTwice: two unsharded runs at once on one s3://
+// output (a retried pod next to its zombie) leave every row once and a
+// manifest that a rerun accepts whole.
+func TestRunS3SameOutputTwice(t *testing.T) {
+	s, model, inDir := s3Fixture(t, 6, 80, 20)
+	ref := filepath.Join(t.TempDir(), "ref")
+	if b, err := subprocess("run", "--model", model, "--out", ref, inDir).CombinedOutput(); err != nil {
+		t.Fatalf("reference: %v\n%s", err, b)
+	}
+	want := scoredRows(t, ref)
+	args := []string{"run", "--model", "s3://ninbatch-in/models/m.nin", "--out", "s3://ninbatch-in/twice", "s3://ninbatch-in/archive/2026/"}
+	var cmds []*exec.Cmd
+	var outs []*bytes.Buffer
+	for i := 0; i < 2; i++ {
+		cmd := s3Run(s, args...)
+		var b bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &b, &b
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds, outs = append(cmds, cmd), append(outs, &b)
+	}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("run %d: %v\n%s", i, err, outs[i])
+		}
+	}
+	got := scoredRows(t, s3Scored(t, s, "twice"))
+	if len(got) != len(want) {
+		t.Fatalf("%d rows, want %d", len(got), len(want))
+	}
+	sumPath := filepath.Join(t.TempDir(), "s.json")
+	if b, err := s3Run(s, append(args, "--summary", sumPath)...).CombinedOutput(); err != nil {
+		t.Fatalf("rerun: %v\n%s", err, b)
+	}
+	if sum := readSummary(t, sumPath); sum.FilesSkip != 6 || sum.FilesDone != 0 {
+		t.Fatalf("rerun: %+v", sum)
 	}
 }
