@@ -31,7 +31,7 @@ const (
 	DefaultShuffleRows = 8192
 	MaxShuffleBytes    = 64 << 20
 	streamBlockRows    = 256 // rows read and decoded together
-	streamInterleave   = 4   // chunks read at once, so neighbouring row groups mix
+	streamInterleave   = 2   // chunks read at once, so neighbouring row groups mix; each holds ~3 MB of page buffers
 )
 
 // LabeledStream is a labelled image set read from its files on every pass,

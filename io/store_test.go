@@ -3,8 +3,8 @@ package nbio_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
