@@ -50,6 +50,10 @@ func OpenRowGroups(path string, columns []string, batchSize int, rowGroups []int
 	}
 	var magic [6]byte
 	n, _ := io.ReadFull(f, magic[:])
+	if se := storeFailure(f); se != nil {
+		f.Close()
+		return nil, se
+	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
 		return nil, err
@@ -74,7 +78,11 @@ func OpenRowGroups(path string, columns []string, batchSize int, rowGroups []int
 		err = errors.New("not a Parquet or Arrow IPC file (unknown magic bytes)")
 	}
 	if err != nil {
+		se := storeFailure(f)
 		f.Close()
+		if se != nil {
+			return nil, se
+		}
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	return src, nil
@@ -263,6 +271,11 @@ func (s *parquetSource) Next() (rec arrow.RecordBatch, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			rec, err = nil, fmt.Errorf("reading %s after row %d: corrupt data (%v)", s.path, s.read, p)
+		}
+		if err != nil && err != io.EOF {
+			if se := storeFailure(s.f); se != nil {
+				rec, err = nil, se
+			}
 		}
 	}()
 	if s.rr.Next() {
@@ -454,6 +467,9 @@ func (s *ipcSource) Next() (rec arrow.RecordBatch, err error) {
 		rec, err := s.next()
 		if err == io.EOF {
 			return nil, io.EOF
+		}
+		if se := storeFailure(s.f); err != nil && se != nil {
+			return nil, se
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", s.path, err)

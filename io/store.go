@@ -197,6 +197,14 @@ func openS3(ctx context.Context, bucketURL string) (*blob.Bucket, *s3.Client, er
 	return b, client, err
 }
 
+// StoreError is a store that stayed unreachable or refused through every
+// retry: the run stops (exit 1, rerun later) instead of recording the
+// input as bad.
+type StoreError struct{ Err error }
+
+func (e *StoreError) Error() string { return e.Err.Error() + " (the store failed; rerun when it is back)" }
+func (e *StoreError) Unwrap() error { return e.Err }
+
 // ObjectInfo describes a stored object.
 type ObjectInfo struct {
 	Size    int64
@@ -235,7 +243,7 @@ func storeErr(p string, err error) error {
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return &fs.PathError{Op: "open", Path: p, Err: fs.ErrNotExist}
 	}
-	return fmt.Errorf("%s: %w", p, err)
+	return &StoreError{fmt.Errorf("%s: %w", p, err)}
 }
 
 // InputReader is an opened input: random access for Parquet footers and
@@ -467,6 +475,7 @@ type remoteFile struct {
 	etag string
 
 	mu     sync.Mutex
+	failed error // the first StoreError, whatever a reader made of it
 	blocks map[int64]*rblock
 	clock  int64
 	pos    int64
@@ -555,7 +564,11 @@ func (f *remoteFile) fetch(off, n int64) ([]byte, error) {
 	if gcerrors.Code(err) == gcerrors.FailedPrecondition {
 		return nil, fmt.Errorf("%s changed while it was read (its ETag is no longer %s)", f.name, f.etag)
 	}
-	return nil, fmt.Errorf("reading %s bytes %d..%d: %w", f.name, off, off+n, err)
+	err = fmt.Errorf("reading %s bytes %d..%d: %w", f.name, off, off+n, err)
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return nil, err // the input is gone: that unit fails, not the run
+	}
+	return nil, &StoreError{err}
 }
 
 func (f *remoteFile) ifMatch(as func(any) bool) error {
@@ -587,6 +600,10 @@ func (f *remoteFile) ReadAt(p []byte, off int64) (int, error) {
 		<-b.done
 		if b.err != nil {
 			f.mu.Lock()
+			var se *StoreError
+			if f.failed == nil && errors.As(b.err, &se) {
+				f.failed = b.err
+			}
 			if f.blocks[i] == b {
 				delete(f.blocks, i) // a later read tries again
 			}
@@ -634,4 +651,16 @@ func (f *remoteFile) Close() error {
 	f.blocks = map[int64]*rblock{}
 	f.mu.Unlock()
 	return nil
+}
+
+// storeFailure is the store error behind a read failure of r, if any:
+// Parquet and Arrow readers may report it as corrupt data.
+func storeFailure(r any) error {
+	f, ok := r.(*remoteFile)
+	if !ok {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed
 }

@@ -341,8 +341,9 @@ func (s *run) commit(w *nbio.ParquetWriter, f *prepared, fs *FileSummary) error 
 // manifest) and releases its lock; under --on-error fail it stops the run.
 func (s *run) unitFailed(f *prepared, cause error) error {
 	defer s.locks.unlock(f.rel)
-	if s.cfg.OnError == "fail" {
-		return cause
+	var se *nbio.StoreError
+	if s.cfg.OnError == "fail" || errors.As(cause, &se) {
+		return cause // a store outage is the run's failure, not the input's
 	}
 	msg := cause.Error()
 	s.sum.FilesFailed++

@@ -146,25 +146,34 @@ func TestRunS3Faults(t *testing.T) {
 		}
 	}
 
-	// part-001 keeps failing: that unit fails (exit 3), part-000 commits
+	// part-001's reads keep failing: the run stops with exit 1 naming the
+	// object and the store; nothing of part-001 is written or recorded
 	s.Fail(1<<30, "500", func(r *http.Request) bool { return testutil.RangeGets(r) && strings.Contains(r.URL.Path, "part-001") })
 	out := filepath.Join(t.TempDir(), "s3")
 	sumPath := filepath.Join(t.TempDir(), "sum.json")
-	cmd := s3Run(s, "run", "--model", "s3://ninbatch-in/models/m.nin", "--out", out, "--summary", sumPath, "s3://ninbatch-in/archive/2026/")
+	args := []string{"run", "--model", "s3://ninbatch-in/models/m.nin", "--out", out, "--summary", sumPath, "s3://ninbatch-in/archive/2026/"}
+	cmd := s3Run(s, args...)
 	b, _ := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); code != 3 {
-		t.Fatalf("exit %d, want 3 (a file failed)\n%s", code, b)
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(b), "part-001") || !strings.Contains(string(b), "the store failed") {
+		t.Fatalf("exit %d, want 1 naming part-001 and the store\n%s", code, b)
 	}
-	sum := readSummary(t, sumPath)
-	if sum.FilesDone != 1 || sum.FilesFailed != 1 || !strings.Contains(sum.Failures[0].Error, "part-001") {
+	if sum := readSummary(t, sumPath); sum.Status != "failed" || sum.FilesFailed != 0 {
 		t.Fatalf("summary %+v", sum)
 	}
 	if _, err := os.Stat(filepath.Join(out, "part-001.parquet")); !os.IsNotExist(err) {
 		t.Fatalf("the failed unit left an output: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(out, "part-000.parquet")); err != nil {
-		t.Fatal(err)
+	if man, _ := pipeline.ReadManifests(out); len(man) > 0 {
+		if _, ok := man["part-001.parquet"]; ok {
+			t.Fatalf("the manifest records part-001: %+v", man["part-001.parquet"])
+		}
 	}
+	// the store is back: the rerun completes the output
+	s.Clear()
+	if b, err := s3Run(s, args...).CombinedOutput(); err != nil {
+		t.Fatalf("rerun: %v\n%s", err, b)
+	}
+	sameOutputs(t, local, out)
 }
 
 // TestRunS3Memory: scoring the 10,000 MNIST test images from the store

@@ -105,6 +105,13 @@ func (s *S3) Fail(n int, how string, match func(*http.Request) bool) {
 	s.faults = append(s.faults, fault{match: match, left: n, how: how})
 }
 
+// Clear drops every injected failure not yet served.
+func (s *S3) Clear() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
+}
+
 // Pending is the number of injected failures not yet served.
 func (s *S3) Pending() int {
 	s.mu.Lock()
