@@ -197,6 +197,9 @@ func openParquet(f InputReader, path string, columns []string, batchSize int, ro
 			rows += pr.MetaData().RowGroup(g).NumRows()
 		}
 	}
+	if rf, ok := f.(interface{ SetReadRanges([][2]int64) }); ok {
+		rf.SetReadRanges(chunkRanges(pr, leaves, rowGroups))
+	}
 	rr, err := fr.GetRecordReader(context.Background(), leaves, rowGroups)
 	if err != nil {
 		return nil, fmt.Errorf("reading Parquet columns: %w", err)
@@ -247,6 +250,33 @@ func checkChunks(pr *file.Reader, f InputReader) error {
 		}
 	}
 	return nil
+}
+
+// chunkRanges are the byte ranges of the column chunks of leaves in the
+// row groups (nil: all) a reader will scan.
+func chunkRanges(pr *file.Reader, leaves, rowGroups []int) [][2]int64 {
+	md := pr.MetaData()
+	if rowGroups == nil {
+		for g := 0; g < md.NumRowGroups(); g++ {
+			rowGroups = append(rowGroups, g)
+		}
+	}
+	var out [][2]int64
+	for _, g := range rowGroups {
+		rg := md.RowGroup(g)
+		for _, c := range leaves {
+			cc, err := rg.ColumnChunk(c)
+			if err != nil {
+				continue
+			}
+			start := cc.DataPageOffset()
+			if cc.HasDictionaryPage() && cc.DictionaryPageOffset() > 0 && cc.DictionaryPageOffset() < start {
+				start = cc.DictionaryPageOffset()
+			}
+			out = append(out, [2]int64{start, start + cc.TotalCompressedSize()})
+		}
+	}
+	return out
 }
 
 func collectLeaves(f *pqarrow.SchemaField, out *[]int) {

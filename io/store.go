@@ -202,7 +202,9 @@ func openS3(ctx context.Context, bucketURL string) (*blob.Bucket, *s3.Client, er
 // input as bad.
 type StoreError struct{ Err error }
 
-func (e *StoreError) Error() string { return e.Err.Error() + " (the store failed; rerun when it is back)" }
+func (e *StoreError) Error() string {
+	return e.Err.Error() + " (the store failed; rerun when it is back)"
+}
 func (e *StoreError) Unwrap() error { return e.Err }
 
 // ObjectInfo describes a stored object.
@@ -474,19 +476,21 @@ type remoteFile struct {
 	size int64
 	etag string
 
-	mu     sync.Mutex
-	failed error // the first StoreError, whatever a reader made of it
-	blocks map[int64]*rblock
-	clock  int64
-	pos    int64
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	mu      sync.Mutex
+	failed  error // the first StoreError, whatever a reader made of it
+	blocks  map[int64]*rblock
+	clock   int64
+	lastEnd int64      // where the last read ended (-1: none yet)
+	ranges  [][2]int64 // declared scan ranges; nil: read ahead anywhere
+	pos     int64
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 func newRemoteFile(b *blob.Bucket, key, name string, size int64, etag string) *remoteFile {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &remoteFile{b: b, key: key, name: name, size: size, etag: etag, blocks: map[int64]*rblock{}, ctx: ctx, cancel: cancel}
+	return &remoteFile{b: b, key: key, name: name, size: size, etag: etag, blocks: map[int64]*rblock{}, ctx: ctx, cancel: cancel, lastEnd: -1}
 }
 
 func (f *remoteFile) Size() int64 { return f.size }
@@ -587,35 +591,91 @@ func (f *remoteFile) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	want := min(int64(len(p)), f.size-off)
-	done := int64(0)
+	f.mu.Lock()
+	scan := want >= 64<<10 || off == f.lastEnd
+	_, cached := f.blocks[off/remoteBlock]
+	f.lastEnd = off + want
+	f.mu.Unlock()
+	if !scan && !cached && (off+want-1)/remoteBlock == off/remoteBlock {
+		// a probe (magic bytes, footer, a small chunk): just those bytes
+		data, err := f.fetch(off, want)
+		if err != nil {
+			f.noteFailure(err)
+			return 0, err
+		}
+		copy(p, data)
+	} else if err := f.readBlocks(p[:want], off, scan); err != nil {
+		return 0, err
+	}
+	if want < int64(len(p)) {
+		return int(want), io.EOF
+	}
+	return int(want), nil
+}
+
+// readBlocks serves p from the blocks it spans, reading ahead on scans
+// (within the ranges the reader declared, if it did).
+func (f *remoteFile) readBlocks(p []byte, off int64, scan bool) error {
+	want, done := int64(len(p)), int64(0)
 	for done < want {
 		i := (off + done) / remoteBlock
 		f.mu.Lock()
 		b := f.block(i)
-		last := min((off+want-1)/remoteBlock+remoteAhead, (f.size-1)/remoteBlock)
-		for j := i + 1; j <= last; j++ {
-			f.block(j)
+		last := (off + want - 1) / remoteBlock
+		if scan {
+			last += remoteAhead
+		}
+		for j := i + 1; j <= min(last, (f.size-1)/remoteBlock); j++ {
+			if f.wanted(j) {
+				f.block(j)
+			}
 		}
 		f.mu.Unlock()
 		<-b.done
 		if b.err != nil {
+			f.noteFailure(b.err)
 			f.mu.Lock()
-			var se *StoreError
-			if f.failed == nil && errors.As(b.err, &se) {
-				f.failed = b.err
-			}
 			if f.blocks[i] == b {
 				delete(f.blocks, i) // a later read tries again
 			}
 			f.mu.Unlock()
-			return int(done), b.err
+			return b.err
 		}
-		done += int64(copy(p[done:want], b.data[off+done-i*remoteBlock:]))
+		done += int64(copy(p[done:], b.data[off+done-i*remoteBlock:]))
 	}
-	if want < int64(len(p)) {
-		return int(done), io.EOF
+	return nil
+}
+
+// wanted reports whether block j overlaps a declared read range (all do
+// when none were declared); mu must be held.
+func (f *remoteFile) wanted(j int64) bool {
+	if f.ranges == nil {
+		return true
 	}
-	return int(done), nil
+	lo, hi := j*remoteBlock, (j+1)*remoteBlock
+	for _, r := range f.ranges {
+		if r[0] < hi && r[1] > lo {
+			return true
+		}
+	}
+	return false
+}
+
+// SetReadRanges declares the byte ranges [start, end) a reader will scan
+// (a unit's column chunks), so read-ahead stops at their ends.
+func (f *remoteFile) SetReadRanges(r [][2]int64) {
+	f.mu.Lock()
+	f.ranges = r
+	f.mu.Unlock()
+}
+
+func (f *remoteFile) noteFailure(err error) {
+	var se *StoreError
+	f.mu.Lock()
+	if f.failed == nil && errors.As(err, &se) {
+		f.failed = err
+	}
+	f.mu.Unlock()
 }
 
 func (f *remoteFile) Read(p []byte) (int, error) {

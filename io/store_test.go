@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
 	"github.com/ninbatch/ninbatch/internal/testutil"
 	nbio "github.com/ninbatch/ninbatch/io"
 )
@@ -213,5 +217,65 @@ func TestS3Upload(t *testing.T) {
 	}
 	if n := s.Uploads(t, "ninbatch-up"); n != 0 {
 		t.Fatalf("%d unfinished uploads", n)
+	}
+}
+
+// TestRemoteRowGroupsOnly: a unit of one row group of a 40 MB Parquet
+// object fetches that row group's chunks, the footer and a bounded
+// read-ahead, not the object.
+func TestRemoteRowGroupsOnly(t *testing.T) {
+	s := testutil.NewS3(t, "ninbatch-rg")
+	s3Env(t, s)
+	sc := arrow.NewSchema([]arrow.Field{{Name: "id", Type: arrow.PrimitiveTypes.Int64}, {Name: "blob", Type: arrow.BinaryTypes.Binary}}, nil)
+	path := t.TempDir() + "/big.parquet"
+	w, err := nbio.CreateParquet(path, sc, nbio.WriterOptions{Compression: "none", RowGroupRows: 100}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+	payload := make([]byte, 20000)
+	for g := 0; g < 20; g++ {
+		for i := 0; i < 100; i++ {
+			for j := range payload {
+				payload[j] = byte(r.Uint32())
+			}
+			b.Field(0).(*array.Int64Builder).Append(int64(g*100 + i))
+			b.Field(1).(*array.BinaryBuilder).Append(payload)
+		}
+		rec := b.NewRecordBatch()
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+		rec.Release()
+	}
+	b.Release()
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	if _, err := s.Backend.PutObject("ninbatch-rg", "big.parquet", map[string]string{}, bytes.NewReader(data), int64(len(data)), nil); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Bytes.Load()
+	src, err := nbio.OpenRowGroups("s3://ninbatch-rg/big.parquet", nil, 64, []int{13}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	if err := nbio.EachBatch(src, func(rec arrow.RecordBatch) error {
+		ids = append(ids, rec.Column(0).(*array.Int64).Int64Values()...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+	fetched := s.Bytes.Load() - before
+	t.Logf("object %d bytes, one row group ~%d; fetched %d", len(data), len(data)/20, fetched)
+	if len(ids) != 100 || ids[0] != 1300 || ids[99] != 1399 {
+		t.Fatalf("read ids %v", ids)
+	}
+	if bound := int64(len(data)/20 + 2*(2<<20) + 1<<20); fetched > bound { // the chunks, two partly used blocks, probes
+		t.Fatalf("fetched %d bytes for one row group of %d, more than %d", fetched, len(data)/20, bound)
 	}
 }

@@ -29,6 +29,7 @@ type S3 struct {
 	commitMu sync.Mutex
 
 	Requests atomic.Int64 // requests served (faults included)
+	Bytes    atomic.Int64 // response body bytes served
 }
 
 type fault struct {
@@ -90,7 +91,7 @@ func NewS3(t testing.TB, buckets ...string) *S3 {
 				}
 			}
 		}
-		h.ServeHTTP(w, r)
+		h.ServeHTTP(countingWriter{w, &s.Bytes}, r)
 	}))
 	s.URL = s.srv.URL
 	t.Cleanup(s.srv.Close)
@@ -204,4 +205,15 @@ func (s *S3) Uploads(t testing.TB, bucket string) int {
 		t.Fatalf("listing uploads: %d %v %s", resp.StatusCode, err, b)
 	}
 	return strings.Count(string(b), "<UploadId>")
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (w countingWriter) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	w.n.Add(int64(n))
+	return n, err
 }
