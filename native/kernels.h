@@ -169,6 +169,9 @@ void nb_gemm_atb(int64_t m, int64_t n, int64_t rows, const float *a, int64_t lda
                  int64_t ldb, float *c, int64_t ldc, int generic);
 // 1 when nb_gemm_atb runs its AVX-512 build at the current level.
 int nb_gemm_atb_fast(void);
+
+// Instruction throughput loops (peak.c).
+float nb_peak(int kind, int64_t n);
 // Sets the rows of one chunk of nb_gemm_atb, returning the old value.
 int64_t nb_gemm_atb_set_rows(int64_t n);
 
