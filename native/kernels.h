@@ -172,6 +172,7 @@ int nb_gemm_atb_fast(void);
 
 // Instruction throughput loops (peak.c).
 float nb_peak(int kind, int64_t n);
+int nb_amx_enable(void);
 // Sets the rows of one chunk of nb_gemm_atb, returning the old value.
 int64_t nb_gemm_atb_set_rows(int64_t n);
 

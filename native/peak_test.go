@@ -1,6 +1,7 @@
 package native
 
 import (
+	"runtime"
 	"testing"
 
 	"golang.org/x/sys/cpu"
@@ -18,10 +19,19 @@ func BenchmarkInstrPeak(b *testing.B) {
 		{"fma512", PeakFMA512, cpu.X86.HasAVX512F},
 		{"vdpbf16ps", PeakDPBF16, cpu.X86.HasAVX512BF16},
 		{"vpdpbusd", PeakDPBUSD, cpu.X86.HasAVX512VNNI && cpu.X86.HasAVX512BW},
+		{"tdpbf16ps", PeakAMXBF16, cpu.X86.HasAMXTile && cpu.X86.HasAMXBF16},
+		{"tdpbssd", PeakAMXInt8, cpu.X86.HasAMXTile && cpu.X86.HasAMXInt8},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			if !c.has {
 				b.Skip("the CPU lacks the instruction")
+			}
+			if c.kind >= PeakAMXBF16 {
+				runtime.LockOSThread() // the tile permission and state are per thread
+				defer runtime.UnlockOSThread()
+				if err := EnableAMX(); err != nil {
+					b.Skip(err)
+				}
 			}
 			const n = 1 << 22
 			for i := 0; i < b.N; i++ {
