@@ -14,7 +14,8 @@ import "github.com/ninbatch/ninbatch/native"
 // so Load must be called again only when the source slice is replaced.
 type Weights struct {
 	k, n   int
-	packed []float32 // PackLen(k, n) floats; nil: OpenBLAS
+	packed []float32 // PackLen(k, n) floats; nil: OpenBLAS or bf16
+	bf16   []uint16  // PackLenBF16(k, n) bf16 values: the AMX kernel
 	b      []float32 // the source (OpenBLAS)
 	ldb    int
 	trans  bool
@@ -30,8 +31,18 @@ func NewWeights(k, n int, packed bool) *Weights {
 	return w
 }
 
-// Packed reports whether the products run on the packed kernel.
-func (w *Weights) Packed() bool { return w.packed != nil }
+// NewWeightsBF16 allocates a (k, n) operand rounded to bf16 for the AMX
+// kernel (native.GemmBF16); the caller has checked native.AMXBF16.
+func NewWeightsBF16(k, n int) *Weights {
+	return &Weights{k: k, n: n, bf16: make([]uint16, native.PackLenBF16(k, n))}
+}
+
+// Packed reports whether the products run on a packed kernel (fp32 or
+// bf16), whose column ranges start on a panel.
+func (w *Weights) Packed() bool { return w.packed != nil || w.bf16 != nil }
+
+// BF16 reports whether the products run in bf16.
+func (w *Weights) BF16() bool { return w.bf16 != nil }
 
 // Load sets the operand to B[p][j] = b[p·ldb + j], or b[j·ldb + p] when
 // trans (b is then (n, k): one row of k per output channel, the layout of
@@ -39,6 +50,10 @@ func (w *Weights) Packed() bool { return w.packed != nil }
 func (w *Weights) Load(b []float32, ldb int, trans bool) {
 	if w.packed != nil {
 		native.PackB(w.packed, b, w.k, w.n, ldb, trans)
+		return
+	}
+	if w.bf16 != nil {
+		native.PackBF16(w.bf16, b, w.k, w.n, ldb, trans)
 		return
 	}
 	w.b, w.ldb, w.trans = b, ldb, trans
@@ -58,6 +73,10 @@ func (w *Weights) Mul(c []float32, ldc int, a []float32, lda, m, j0, j1 int, bia
 	}
 	if w.packed != nil {
 		native.GemmPacked(c, ldc, a, lda, w.packed, w.k, w.n, j0, j1, m, bias, relu)
+		return
+	}
+	if w.bf16 != nil {
+		native.GemmBF16(c, ldc, a, lda, w.bf16, w.k, w.n, j0, j1, m, bias, relu)
 		return
 	}
 	if m == 0 || j1 == j0 {

@@ -45,6 +45,15 @@ type convPlan struct {
 	winoTile  int
 	direct    DirectConv
 	packed    bool // GEMMs on the packed-weight kernel
+	bf16      bool // inference GEMMs in bf16 on AMX (Options.Precision)
+}
+
+// weights is a forward GEMM operand for the plan's kernel and precision.
+func (cp convPlan) weights(k, n int) *blas.Weights {
+	if cp.bf16 {
+		return blas.NewWeightsBF16(k, n)
+	}
+	return blas.NewWeights(k, n, cp.packed)
 }
 
 // scratch is the per-stream working memory of the conv kernels.
@@ -95,7 +104,7 @@ func newConv(l Layer, p *ConvParams, relu bool, cp convPlan) (*conv, error) {
 	case useDirect(cp.direct, l.k, p.Cin, cp.packed):
 		c.direct, c.ws = native.DirectWeights(p.W, p.Cout, l.GemmK)
 	default:
-		c.w = blas.NewWeights(l.GemmK, p.Cout, cp.packed)
+		c.w = cp.weights(l.GemmK, p.Cout)
 	}
 	c.reload()
 	return c, nil

@@ -309,6 +309,9 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	if err := netDefaults(&opt, layers, m.Spec.Input.Len()); err != nil {
 		return nil, err
 	}
+	if err := opt.checkPrecision(); err != nil {
+		return nil, err
+	}
 	net := &Net{spec: m.Spec, layers: layers, params: m.Params, opt: opt,
 		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes(), packed: usePacked(opt.GEMM, opt.Mode)}
 	var sz scratchSize
@@ -392,7 +395,7 @@ func netDefaults(opt *Options, layers []Layer, inLen int) error {
 func (net *Net) buildOps(sz *scratchSize) error {
 	opt := net.opt
 	cp := convPlan{micro: opt.MicroBatch, tileBytes: opt.TileBytes, winograd: opt.Winograd,
-		winoTile: opt.WinoTile, direct: opt.Direct, packed: net.packed}
+		winoTile: opt.WinoTile, direct: opt.Direct, packed: net.packed, bf16: opt.Precision == PrecisionBF16}
 	ci := 0
 	for i, l := range net.layers {
 		switch l.kind {
@@ -672,7 +675,15 @@ func (n *Net) micro(st *stream, x []float32, m int, probs, logits, maps []float3
 }
 
 // ISA names the instruction set the net's kernels run (native.Current).
-func (n *Net) ISA() string { return native.Current().String() }
+func (n *Net) ISA() string {
+	if n.opt.Precision == PrecisionBF16 {
+		return native.Current().String() + "+amx-bf16"
+	}
+	return native.Current().String()
+}
+
+// Precision is the arithmetic of the conv GEMMs: PrecisionFP32 or PrecisionBF16.
+func (n *Net) Precision() string { return n.opt.Precision }
 
 // fcMaps writes the fc head's class maps: pixel p's share of each logit,
 // scaled by the pixel count so that the maps' mean is the logit.

@@ -2,6 +2,7 @@ package nin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -30,7 +31,45 @@ const (
 type Options struct {
 	MaxBatch int // largest batch Forward accepts (default 64)
 	Threads  int // cores to use (default runtime.NumCPU())
-	Tuning       // engine knobs; the zero value is the default engine
+	// Precision of the conv GEMMs: PrecisionFP32 (default) or
+	// PrecisionBF16 (weights and activations rounded to bf16 for the
+	// products, fp32 sums, bias, ReLU, pooling and softmax; AMX only). The
+	// direct first conv stays fp32.
+	Precision string
+	Tuning    // engine knobs; the zero value is the default engine
+}
+
+// Precisions of Options.Precision.
+const (
+	PrecisionFP32 = "fp32"
+	PrecisionBF16 = "bf16"
+)
+
+// checkPrecision fills in the default precision and refuses one this CPU
+// cannot run fast: bf16 needs AMX-BF16 (VDPBF16PS alone runs at half the
+// fp32 rate on the CPUs that have it, docs/benchmarks.md).
+func (o *Options) checkPrecision() error {
+	switch o.Precision {
+	case "", PrecisionFP32:
+		o.Precision = PrecisionFP32
+	case PrecisionBF16:
+		if !native.AMXBF16() {
+			return fmt.Errorf("precision bf16 needs a CPU with AMX-BF16 at the avx512 level (this one runs %s%s); use fp32", native.Current(), amxNote())
+		}
+		if !usePacked(o.GEMM, o.Mode) {
+			return errors.New("precision bf16 runs on the packed GEMM; it cannot be combined with gemm openblas")
+		}
+	default:
+		return fmt.Errorf("precision %q: want fp32 or bf16", o.Precision)
+	}
+	return nil
+}
+
+func amxNote() string {
+	if native.Current() >= native.AVX512 {
+		return " without AMX-BF16, or the OS refused its tile state"
+	}
+	return ""
 }
 
 // Tuning holds the engine's knobs: how convs are computed and how the

@@ -69,7 +69,7 @@ func newWino(l Layer, p *ConvParams, relu bool, cp convPlan) (*wino, error) {
 		o.u = make([]float32, aa*p.Cout*p.Cin)
 	}
 	for range aa {
-		o.ws = append(o.ws, blas.NewWeights(p.Cin, p.Cout, cp.packed))
+		o.ws = append(o.ws, cp.weights(p.Cin, p.Cout))
 	}
 	o.chunk = winoChunk(w, p, cp)
 	return o, nil

@@ -76,7 +76,7 @@ func TestDuckDBInterop(t *testing.T) {
 			x.MaxSumErr > 1e-5 || !x.ProbsLenOK || !x.Top1OK || x.Errors != 0 || !x.OneModel || !x.Top1ProbOK {
 			t.Errorf("%s: %+v", f, x)
 		}
-		want := []string{"ninbatch.input", "ninbatch.input_fingerprint", "ninbatch.isa", "ninbatch.model_id", "ninbatch.score_columns", "ninbatch.version"}
+		want := []string{"ninbatch.input", "ninbatch.input_fingerprint", "ninbatch.isa", "ninbatch.model_id", "ninbatch.precision", "ninbatch.score_columns", "ninbatch.version"}
 		if !slices.Equal(x.MetaKeys, want) {
 			t.Errorf("%s: metadata keys %v", f, x.MetaKeys)
 		}

@@ -31,8 +31,8 @@ type ManifestEntry struct {
 	OutputSize   int64   `json:"output_size,omitempty"`
 	OutputSHA256 string  `json:"output_sha256,omitempty"`
 	OutputETag   string  `json:"output_etag,omitempty"` // a store output's ETag when committed
-	Status       string  `json:"status,omitempty"` // "" (finished), "failed" or "removed"
-	Error        string  `json:"error,omitempty"`  // why a failed unit failed
+	Status       string  `json:"status,omitempty"`      // "" (finished), "failed" or "removed"
+	Error        string  `json:"error,omitempty"`       // why a failed unit failed
 	RowsIn       int64   `json:"rows_in"`
 	RowsOut      int64   `json:"rows_out"`
 	RowsError    int64   `json:"rows_error"`
@@ -72,7 +72,7 @@ func ReadManifests(dir string) (map[string]ManifestEntry, error) {
 // append to them: refresh reads only what was added since the last call.
 type manifestView struct {
 	dir    string
-	read   map[string]int64 // bytes of whole lines consumed, per manifest file
+	read   map[string]int64  // bytes of whole lines consumed, per manifest file
 	etags  map[string]string // store: the version of each record read
 	latest map[string]ManifestEntry
 }

@@ -14,7 +14,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	nbio "github.com/ninbatch/ninbatch/io"
-	"github.com/ninbatch/ninbatch/native"
 	"github.com/ninbatch/ninbatch/nin"
 )
 
@@ -87,7 +86,8 @@ type RunSummary struct {
 	Status        string         `json:"status"`          // succeeded, partial, failed or interrupted
 	Error         string         `json:"error,omitempty"` // why the run failed or was partial
 	ModelID       string         `json:"model_id"`
-	ISA           string         `json:"isa"` // the kernels' instruction set
+	ISA           string         `json:"isa"`       // the kernels' instruction set
+	Precision     string         `json:"precision"` // of the conv products: fp32 or bf16
 	Shard         string         `json:"shard,omitempty"`
 	Files         int            `json:"files"`         // units of work assigned to this run
 	FilesDone     int            `json:"files_done"`    // scored and committed now
@@ -335,7 +335,7 @@ func (r *Runner) start() (*run, error) {
 	if cfg.Shards > 0 {
 		s.label = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
 	}
-	s.sum = &RunSummary{ModelID: r.Model.ID, Shard: s.label, ISA: native.Current().String()}
+	s.sum = &RunSummary{ModelID: r.Model.ID, Shard: s.label, ISA: r.Net.ISA(), Precision: r.Net.Precision()}
 	return s, nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 
 	nbio "github.com/ninbatch/ninbatch/io"
-	"github.com/ninbatch/ninbatch/native"
 )
 
 // Score column names, before --prefix.
@@ -141,7 +140,8 @@ func (r *Runner) outputMetadata(p *prepared) map[string]string {
 	names, _ := json.Marshal(p.scoreNames)
 	md["ninbatch.model_id"] = r.Model.ID
 	md["ninbatch.version"] = r.Config.Version
-	md["ninbatch.isa"] = native.Current().String()
+	md["ninbatch.isa"] = r.Net.ISA()
+	md["ninbatch.precision"] = r.Net.Precision()
 	md["ninbatch.input"] = p.in.Abs
 	md["ninbatch.input_fingerprint"] = p.fp
 	md["ninbatch.score_columns"] = string(names)

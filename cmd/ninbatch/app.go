@@ -224,6 +224,22 @@ func isCLIUsage(err error) bool {
 // tuningOf is the engine tuning: $NINBATCH_TUNING, or the command's
 // --tuning where it has one (bench). Engine knobs are not user options;
 // the default engine is what users run.
+// precisionFlag is --precision of run, eval and bench.
+func precisionFlag() cli.Flag {
+	return &cli.StringFlag{Name: "precision", Value: nin.PrecisionFP32, EnvVars: []string{"NINBATCH_PRECISION"},
+		Usage: "arithmetic of the conv products: fp32, or bf16 (CPUs with AMX-BF16: faster, logits within about 1% of their range; docs/benchmarks.md)"}
+}
+
+// precisionOf checks --precision.
+func precisionOf(c *cli.Context) (string, error) {
+	switch p := c.String("precision"); p {
+	case nin.PrecisionFP32, nin.PrecisionBF16:
+		return p, nil
+	default:
+		return "", usageErr("--precision %q: want fp32 or bf16", p)
+	}
+}
+
 func tuningOf(c *cli.Context) (nin.Tuning, error) {
 	src, v := "$"+nin.TuningEnv, os.Getenv(nin.TuningEnv)
 	if c.IsSet(flagTuning) {

@@ -33,6 +33,7 @@ Examples:
 			&cli.StringFlag{Name: flagModel, Usage: "model file (instead of --preset)"},
 			&cli.IntFlag{Name: flagBatch, Aliases: []string{"batch-size"}, Value: 64, Usage: "images per forward call"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
+			precisionFlag(),
 			&cli.StringFlag{Name: flagTuning, Usage: `engine tuning as JSON, e.g. '{"mode":"streams","winograd":"off","gemm":"openblas"}' (default: $` + nin.TuningEnv + `; see docs/engine.md)`},
 			&cli.IntFlag{Name: "reps", Value: 5, Usage: "timed repetitions"},
 			&cli.Float64Flag{Name: "rep-seconds", Value: 0.5, Usage: "minimum length of one repetition"},
@@ -84,7 +85,11 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Tuning: tuning})
+	prec, err := precisionOf(c)
+	if err != nil {
+		return err
+	}
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Precision: prec, Tuning: tuning})
 	if err != nil {
 		return asUsage(err)
 	}
@@ -132,7 +137,7 @@ func runBench(c *cli.Context) error {
 	opt := net.Options()
 	res := benchResult{
 		Model: src, Batch: batch, Threads: threads, Mode: string(opt.Mode), Winograd: net.WinogradForms(), Direct: net.DirectLayers(), MicroBatch: opt.MicroBatch, Reps: reps,
-		GEMM: gemmName(net.PackedGEMM()), ISA: native.Current().String(), CPUFlags: native.CPUFlags(),
+		GEMM: gemmName(net.PackedGEMM()), ISA: net.ISA(), CPUFlags: native.CPUFlags(),
 		ImgPerSec: sorted[len(sorted)/2], ImgPerSecBest: sorted[len(sorted)-1], GFLOPPerImage: gflop,
 		BLAS: blas.Backend + " " + blas.CoreName(), CPUMsPerImage: cpuPerImage * 1e3,
 	}

@@ -37,6 +37,7 @@ Example:
 			&cli.StringFlag{Name: flagReport, Usage: "also write a self-contained HTML report (confusion matrix, per-class accuracy, class maps, the most confident mistakes, provenance) to this `FILE`"},
 			&cli.StringFlag{Name: "on-error", Value: "fail", Usage: "bad rows: fail (stop, naming file, row and column) or skip (leave out and count)"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
+			precisionFlag(),
 		},
 		Action: runEval,
 	}
@@ -76,7 +77,11 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	batch := c.Int(flagBatch)
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Tuning: tuning})
+	prec, err := precisionOf(c)
+	if err != nil {
+		return err
+	}
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Precision: prec, Tuning: tuning})
 	if err != nil {
 		return asUsage(err)
 	}

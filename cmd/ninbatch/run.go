@@ -54,6 +54,7 @@ Example:
 			&cli.StringFlag{Name: "maps", Usage: "add a map column: each row's class map, row-major H×W list<float32> (shape in the metadata), of the top1 class or of its label (label)"},
 			&cli.StringFlag{Name: "map-label-col", Usage: "--maps label: the label column, integers or class names (default: label or labels)"},
 			&cli.StringFlag{Name: "on-error", Value: "record", Usage: "bad rows: record (keep with error), skip (drop) or fail (stop)"},
+			precisionFlag(),
 			&cli.StringFlag{Name: "compression", Category: "Output files", Value: "zstd", Usage: "zstd, snappy or none"},
 			&cli.IntFlag{Name: "row-group-rows", Category: "Output files", Value: 16384, Usage: "rows per output row group (at most); the writer buffers one row group, so this bounds memory"},
 			&cli.StringFlag{Name: "summary", Usage: "write a JSON summary (counts, timings, img/s) to this file"},
@@ -169,7 +170,11 @@ func score(c *cli.Context, cfg pipeline.RunConfig, tuning nin.Tuning) (*pipeline
 	if cfg.Workers <= 0 {
 		cfg.Workers = threads
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: cfg.Batch, Threads: threads, Tuning: tuning})
+	prec, err := precisionOf(c)
+	if err != nil {
+		return nil, err
+	}
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: cfg.Batch, Threads: threads, Precision: prec, Tuning: tuning})
 	if err != nil {
 		return nil, asUsage(err)
 	}

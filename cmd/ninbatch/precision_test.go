@@ -1,0 +1,111 @@
+package main
+
+import (
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	nbio "github.com/ninbatch/ninbatch/io"
+	"github.com/ninbatch/ninbatch/native"
+)
+
+// TestShippedModelBF16: the shipped model scores the 10,000 MNIST test
+// images in bf16 with a top-1 error within 0.05 points of fp32's and at
+// least 99.8% top-1 agreement; outputs and the summary name the
+// precision. Without AMX-BF16 the flag is refused with exit 2.
+func TestShippedModelBF16(t *testing.T) {
+	// below the avx512 level (forced here) bf16 is refused, never faked in fp32
+	model, in := nightlyFixture(t, 1, 10, 10)
+	cmd := subprocess("run", "--precision", "bf16", "--model", model, "--out", t.TempDir(), in)
+	cmd.Env = append(cmd.Env, "NINBATCH_ISA=avx2")
+	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "AMX-BF16") {
+		t.Fatalf("bf16 at NINBATCH_ISA=avx2: exit %d, want 2 naming AMX-BF16\n%s", cmd.ProcessState.ExitCode(), out)
+	}
+	if !native.AMXBF16() {
+		code, _, e := runCLI(t, "run", "--precision", "bf16", "--model", model, "--out", t.TempDir(), in)
+		if code != 2 {
+			t.Fatalf("bf16 without AMX: exit %d, want 2: %s", code, e)
+		}
+		t.Skip("no AMX-BF16 here: bf16 refused (checked)")
+	}
+	if testing.Short() {
+		t.Skip("scores 10,000 images twice")
+	}
+	test := mnistTest(t)
+	type scores struct {
+		top1  []int32
+		probs [][]float32
+		label []int64
+	}
+	score := func(prec string) scores {
+		out := filepath.Join(t.TempDir(), prec)
+		sum := filepath.Join(t.TempDir(), "s.json")
+		if code, _, e := runCLI(t, "run", "--precision", prec, "--model", "../../models/nin-mnist.nin", "--out", out, "--summary", sum, test); code != 0 {
+			t.Fatalf("%s: exit %d: %s", prec, code, e)
+		}
+		if s := readSummary(t, sum); s.Precision != prec {
+			t.Fatalf("summary precision %q, want %q", s.Precision, prec)
+		}
+		src, err := nbio.Open(filepath.Join(out, "test.parquet"), []string{"label", "top1", "probs"}, 1000, memory.DefaultAllocator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		if got := src.Metadata()["ninbatch.precision"]; got != prec {
+			t.Fatalf("output metadata precision %q, want %q", got, prec)
+		}
+		var s scores
+		err = nbio.EachBatch(src, func(rec arrow.RecordBatch) error {
+			lab := rec.Column(0)
+			top := rec.Column(1).(*array.Int32)
+			probs := rec.Column(2).(*array.List)
+			vals := probs.ListValues().(*array.Float32).Float32Values()
+			for i := 0; i < top.Len(); i++ {
+				var l int64
+				switch c := lab.(type) {
+				case *array.Int64:
+					l = c.Value(i)
+				case *array.Int32:
+					l = int64(c.Value(i))
+				}
+				b, e := probs.ValueOffsets(i)
+				s.top1, s.label, s.probs = append(s.top1, top.Value(i)), append(s.label, l), append(s.probs, append([]float32(nil), vals[b:e]...))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	f, b := score("fp32"), score("bf16")
+	errs := func(s scores) int {
+		n := 0
+		for i := range s.top1 {
+			if int64(s.top1[i]) != s.label[i] {
+				n++
+			}
+		}
+		return n
+	}
+	agree, maxdp := 0, 0.0
+	for i := range f.top1 {
+		if f.top1[i] == b.top1[i] {
+			agree++
+		}
+		for j := range f.probs[i] {
+			maxdp = math.Max(maxdp, math.Abs(float64(f.probs[i][j]-b.probs[i][j])))
+		}
+	}
+	n := len(f.top1)
+	ef, eb := 100*float64(errs(f))/float64(n), 100*float64(errs(b))/float64(n)
+	t.Logf("%d images: error fp32 %.2f%%, bf16 %.2f%%; top-1 agreement %.2f%%; largest probability change %.4f", n, ef, eb, 100*float64(agree)/float64(n), maxdp)
+	if n != 10000 || math.Abs(ef-eb) > 0.05 || float64(agree) < 0.998*float64(n) {
+		t.Fatalf("bf16 error %.2f%% against fp32 %.2f%%, agreement %d of %d", eb, ef, agree, n)
+	}
+}

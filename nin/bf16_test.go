@@ -1,0 +1,76 @@
+package nin
+
+import (
+	"bytes"
+	"math"
+	"testing"
+
+	"github.com/ninbatch/ninbatch/native"
+)
+
+// TestForwardBF16Error: bf16 conv GEMMs (AMX) on every preset with random
+// weights and inputs against the float64 reference, with Winograd off and
+// on, batch split and not: the largest logit error relative to the
+// logits' spread and the largest probability error, measured and bounded
+// (fp32 stays within 1e-4 in TestForwardMatchesReference).
+func TestForwardBF16Error(t *testing.T) {
+	if !native.AMXBF16() {
+		if _, err := NewNet(randomModel(t, "nin-mnist", 1), Options{Precision: PrecisionBF16}); err == nil {
+			t.Fatal("bf16 accepted on a CPU without AMX-BF16")
+		}
+		t.Skip("no AMX-BF16 on this CPU (bf16 is refused, checked)")
+	}
+	presets := []string{"nin-mnist", "nin-cifar10", "nin-cifar10+fc", "nin-imagenet"}
+	if testing.Short() {
+		presets = presets[:3]
+	}
+	for _, name := range presets {
+		t.Run(name, func(t *testing.T) {
+			m := randomModel(t, name, 11)
+			var buf bytes.Buffer
+			if _, err := m.Encode(&buf); err != nil {
+				t.Fatal(err)
+			}
+			tensors := refParseSafetensors(t, buf.Bytes())
+			const batch = 2
+			in := m.Spec.Input.Len()
+			x := randomInput(batch, in, 5)
+			var wantL, wantP [][]float64
+			spread := 0.0
+			for i := 0; i < batch; i++ {
+				l, p := refForward(&m.Spec, tensors, x[i*in:(i+1)*in])
+				wantL, wantP = append(wantL, l), append(wantP, p)
+				for _, v := range l {
+					spread = math.Max(spread, math.Abs(v))
+				}
+			}
+			for _, opt := range []Options{
+				{MaxBatch: batch, Threads: 2, Precision: PrecisionBF16},
+				{MaxBatch: batch, Threads: 1, Precision: PrecisionBF16, Tuning: Tuning{Winograd: WinogradOff}},
+				{MaxBatch: batch, Threads: 3, Precision: PrecisionBF16, Tuning: Tuning{Winograd: WinogradOn, Direct: DirectOff}},
+			} {
+				net, err := NewNet(m, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				probs := make([]float32, batch*net.Classes())
+				logits := make([]float32, batch*net.Classes())
+				if err := net.Forward(x, batch, probs, logits); err != nil {
+					t.Fatal(err)
+				}
+				net.Close()
+				var dl, dp float64
+				for i := 0; i < batch; i++ {
+					for j := range wantL[i] {
+						dl = math.Max(dl, math.Abs(float64(logits[i*net.Classes()+j])-wantL[i][j]))
+						dp = math.Max(dp, math.Abs(float64(probs[i*net.Classes()+j])-wantP[i][j]))
+					}
+				}
+				t.Logf("%+v: logit error %.2e of spread %.3g (%.3f%%), prob error %.2e", opt.Tuning, dl, spread, 100*dl/spread, dp)
+				if dl > 0.03*spread || dp > 0.02 {
+					t.Errorf("%+v: bf16 logit error %.3g (spread %.3g), prob error %.3g: beyond the bound (3%%, 0.02)", opt.Tuning, dl, spread, dp)
+				}
+			}
+		})
+	}
+}
