@@ -56,13 +56,15 @@ func BenchmarkForward(b *testing.B) {
 // µs per image: where the time goes, and which layers Winograd speeds up.
 // Each layer runs alone (Unfused: no chains), on its own hot buffers; in
 // the whole net the layers pay for their data leaving the caches.
+// NINBATCH_BENCH_PRECISION=bf16 times the bf16 engine.
 func BenchmarkLayers(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
 		m := randomModel(b, preset, 1)
 		for _, wino := range []Winograd{WinogradOff, WinogradAuto} {
 			tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
 			envMB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))
-			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Tuning: Tuning{Mode: ModeStreams, Winograd: wino, TileBytes: tileKiB << 10, MicroBatch: envMB, Unfused: true}})
+			net, err := NewNet(m, Options{MaxBatch: 64, Threads: 1, Precision: os.Getenv("NINBATCH_BENCH_PRECISION"),
+				Tuning: Tuning{Mode: ModeStreams, Winograd: wino, TileBytes: tileKiB << 10, MicroBatch: envMB, Unfused: true}})
 			if err != nil {
 				b.Fatal(err)
 			}

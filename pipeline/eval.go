@@ -24,6 +24,17 @@ type EvalResult struct {
 	RowsSkipped int     `json:"rows_skipped,omitempty"`
 	Seconds     float64 `json:"seconds"`
 	ImgPerSec   float64 `json:"img_per_s"`
+	// Compare is the agreement with a reference net on the same images
+	// (eval --compare-to).
+	Compare *Agreement `json:"compare,omitempty"`
+}
+
+// Agreement compares a net's scores with a reference net's.
+type Agreement struct {
+	Precision     string  `json:"precision"`       // the reference's
+	Top1Agreement float64 `json:"top1_agreement"`  // share of images with the same top-1 class
+	MaxProbChange float64 `json:"max_prob_change"` // largest |p − p_ref| over images and classes
+	ErrorRef      float64 `json:"top1_error_reference"`
 }
 
 // LabeledSet is a labelled image set that training and evaluation pass
@@ -44,7 +55,23 @@ func Evaluate(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio.Pre
 // to mc (when not nil). With mc.StopWhenFull the pass ends as soon as mc
 // has its images, and the result covers the images seen so far.
 func EvaluateMaps(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio.Preprocess, batch int, mc *MapCollector) (*EvalResult, error) {
+	return evaluate(ctx, net, nil, data, prep, batch, mc)
+}
+
+// EvaluateCompare is EvaluateMaps that also runs ref on every batch and
+// records in Compare how far net's scores are from ref's.
+func EvaluateCompare(ctx context.Context, net, ref *nin.Net, data LabeledSet, prep *nbio.Preprocess, batch int, mc *MapCollector) (*EvalResult, error) {
+	return evaluate(ctx, net, ref, data, prep, batch, mc)
+}
+
+func evaluate(ctx context.Context, net, ref *nin.Net, data LabeledSet, prep *nbio.Preprocess, batch int, mc *MapCollector) (*EvalResult, error) {
 	c := net.Classes()
+	var refProbs []float32
+	var agree, refHits int
+	var maxDP float64
+	if ref != nil {
+		refProbs = make([]float32, batch*c)
+	}
 	var maps []float32
 	ml := net.MapDims().Len()
 	if mc != nil {
@@ -67,6 +94,24 @@ func EvaluateMaps(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio
 		}
 		if err := net.ForwardMaps(x, n, probs, nil, maps); err != nil {
 			return err
+		}
+		if ref != nil {
+			if err := ref.Forward(x, n, refProbs, nil); err != nil {
+				return err
+			}
+			for j := 0; j < n; j++ {
+				p, q := probs[j*c:(j+1)*c], refProbs[j*c:(j+1)*c]
+				a, b := argmax(p), argmax(q)
+				if a == b {
+					agree++
+				}
+				if b == int(labels[j]) {
+					refHits++
+				}
+				for k := range p {
+					maxDP = math.Max(maxDP, math.Abs(float64(p[k]-q[k])))
+				}
+			}
 		}
 		for j := 0; j < n; j++ {
 			p := probs[j*c : (j+1)*c]
@@ -104,10 +149,23 @@ func EvaluateMaps(ctx context.Context, net *nin.Net, data LabeledSet, prep *nbio
 	r.Top5 = float64(top5) / n
 	r.Error = 1 - r.Top1
 	r.LogLoss = loss / n
+	if ref != nil {
+		r.Compare = &Agreement{Precision: ref.Precision(), Top1Agreement: float64(agree) / n, MaxProbChange: maxDP, ErrorRef: 1 - float64(refHits)/n}
+	}
 	for k := range r.PerClass {
 		if r.ClassN[k] > 0 {
 			r.PerClass[k] = float64(r.Confusion[k][k]) / float64(r.ClassN[k])
 		}
 	}
 	return r, nil
+}
+
+func argmax(p []float32) int {
+	k := 0
+	for i, v := range p {
+		if v > p[k] {
+			k = i
+		}
+	}
+	return k
 }

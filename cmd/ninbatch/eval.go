@@ -38,6 +38,7 @@ Example:
 			&cli.StringFlag{Name: "on-error", Value: "fail", Usage: "bad rows: fail (stop, naming file, row and column) or skip (leave out and count)"},
 			&cli.IntFlag{Name: flagThreads, Usage: "cores (overrides the global --threads)"},
 			precisionFlag(),
+			&cli.StringFlag{Name: "compare-to", Usage: "also score in this precision (fp32) and print the top-1 agreement and the largest probability change against it"},
 		},
 		Action: runEval,
 	}
@@ -86,12 +87,25 @@ func runEval(c *cli.Context) error {
 		return asUsage(err)
 	}
 	defer net.Close()
+	var ref *nin.Net
+	if to := c.String("compare-to"); to != "" {
+		if to != nin.PrecisionFP32 {
+			return usageErr("--compare-to %q: want fp32", to)
+		}
+		if prec == to {
+			return usageErr("--compare-to %s compares another --precision (bf16) with %s", to, to)
+		}
+		if ref, err = nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Precision: to, Tuning: tuning}); err != nil {
+			return asUsage(err)
+		}
+		defer ref.Close()
+	}
 	var mc *pipeline.MapCollector
 	if c.String(flagReport) != "" {
 		mc = reportCollector()
 	}
 	t0 := time.Now()
-	r, err := pipeline.EvaluateMaps(c.Context, net, data, prep, batch, mc)
+	r, err := pipeline.EvaluateCompare(c.Context, net, ref, data, prep, batch, mc)
 	if err != nil {
 		return err
 	}
@@ -129,6 +143,10 @@ func runEval(c *cli.Context) error {
 	fmt.Fprintf(w, "model %s (%s)\ndata  %s: %d images\n\n", c.String(flagModel), m.ID[:12], strings.Join(files, ", "), r.N)
 	fmt.Fprintf(w, "top-1 accuracy  %.4f  (error %.2f%%, %d wrong)\n", r.Top1, 100*r.Error, r.N-int(r.Top1*float64(r.N)+0.5))
 	fmt.Fprintf(w, "top-5 accuracy  %.4f\nmean log-loss   %.4f\nspeed           %.0f img/s\n\n", r.Top5, r.LogLoss, r.ImgPerSec)
+	if a := r.Compare; a != nil {
+		fmt.Fprintf(w, "against %s     top-1 agreement %.2f%%, largest probability change %.4f, %s error %.2f%%\n\n",
+			a.Precision, 100*a.Top1Agreement, a.MaxProbChange, a.Precision, 100*a.ErrorRef)
+	}
 	if len(r.PerClass) <= 50 {
 		tw := tabwriter.NewWriter(w, 2, 8, 1, ' ', tabwriter.AlignRight)
 		fmt.Fprint(tw, "true\\pred\t")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"math"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	nbio "github.com/ninbatch/ninbatch/io"
 	"github.com/ninbatch/ninbatch/native"
+	"github.com/ninbatch/ninbatch/pipeline"
 )
 
 // TestShippedModelBF16: the shipped model scores the 10,000 MNIST test
@@ -107,5 +109,21 @@ func TestShippedModelBF16(t *testing.T) {
 	t.Logf("%d images: error fp32 %.2f%%, bf16 %.2f%%; top-1 agreement %.2f%%; largest probability change %.4f", n, ef, eb, 100*float64(agree)/float64(n), maxdp)
 	if n != 10000 || math.Abs(ef-eb) > 0.05 || float64(agree) < 0.998*float64(n) {
 		t.Fatalf("bf16 error %.2f%% against fp32 %.2f%%, agreement %d of %d", eb, ef, agree, n)
+	}
+	// eval --compare-to fp32 reports the same figures
+	code, out, e := runCLI(t, "eval", "--json", "--precision", "bf16", "--compare-to", "fp32", "--model", "../../models/nin-mnist.nin", test)
+	if code != 0 {
+		t.Fatalf("eval --compare-to: exit %d: %s", code, e)
+	}
+	var r pipeline.EvalResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Compare == nil {
+		t.Fatalf("eval --compare-to JSON: %v\n%s", err, out)
+	}
+	if c := r.Compare; c.Precision != "fp32" || math.Abs(c.Top1Agreement-float64(agree)/float64(n)) > 1e-9 ||
+		math.Abs(c.MaxProbChange-maxdp) > 1e-6 || math.Abs(100*c.ErrorRef-ef) > 1e-9 || math.Abs(100*r.Error-eb) > 1e-9 {
+		t.Fatalf("eval --compare-to: %+v, error %v; runs gave agreement %d/%d, change %v, errors %v/%v", *c, r.Error, agree, n, maxdp, ef, eb)
+	}
+	if code, _, e := runCLI(t, "eval", "--compare-to", "fp32", "--model", "../../models/nin-mnist.nin", test); code != 2 {
+		t.Fatalf("fp32 against fp32: exit %d, want 2: %s", code, e)
 	}
 }
