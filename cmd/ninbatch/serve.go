@@ -18,7 +18,8 @@ import (
 //	{"cmd":"calib","preset":"nin-cifar10","batch":64,"threads":2,"target":0.15} -> {"inner":N}
 //	{"cmd":"time", "preset":"nin-cifar10","batch":64,"threads":2,"inner":N}       -> {"sec":S}
 //
-// Optional "tuning": a nin.Tuning object. Timing happens in-process.
+// Optional "tuning": a nin.Tuning object; "precision": fp32 (default) or
+// bf16. Timing happens in-process.
 type benchServer struct {
 	nets map[string]*servedNet
 }
@@ -31,17 +32,18 @@ type servedNet struct {
 }
 
 type benchRequest struct {
-	Cmd     string     `json:"cmd"`
-	Preset  string     `json:"preset"`
-	Batch   int        `json:"batch"`
-	Threads int        `json:"threads"`
-	Tuning  nin.Tuning `json:"tuning"`
-	Target  float64    `json:"target"`
-	Inner   int        `json:"inner"`
+	Cmd       string     `json:"cmd"`
+	Preset    string     `json:"preset"`
+	Batch     int        `json:"batch"`
+	Threads   int        `json:"threads"`
+	Tuning    nin.Tuning `json:"tuning"`
+	Precision string     `json:"precision"`
+	Target    float64    `json:"target"`
+	Inner     int        `json:"inner"`
 }
 
 func (s *benchServer) get(r benchRequest) (*servedNet, error) {
-	key := fmt.Sprintf("%s/%d/%d/%+v", r.Preset, r.Batch, r.Threads, r.Tuning)
+	key := fmt.Sprintf("%s/%d/%d/%s/%+v", r.Preset, r.Batch, r.Threads, r.Precision, r.Tuning)
 	if n, ok := s.nets[key]; ok {
 		return n, nil
 	}
@@ -49,7 +51,7 @@ func (s *benchServer) get(r benchRequest) (*servedNet, error) {
 	if err != nil {
 		return nil, err
 	}
-	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Tuning: r.Tuning})
+	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Precision: r.Precision, Tuning: r.Tuning})
 	if err != nil {
 		return nil, err
 	}
