@@ -88,8 +88,8 @@ func TestGemmBF16Conformance(t *testing.T) {
 	}
 }
 
-// BenchmarkGemmBF16: the AMX kernel against the fp32 packed GEMM on NIN
-// layer shapes (one thread).
+// BenchmarkGemmBF16: the AMX bf16 and int8 kernels against the fp32
+// packed GEMM on NIN layer shapes (one thread; int8 counts the same ops).
 func BenchmarkGemmBF16(b *testing.B) {
 	for _, s := range []struct {
 		name    string
@@ -125,6 +125,25 @@ func BenchmarkGemmBF16(b *testing.B) {
 			PackBF16(bp, w, s.k, s.n, s.n, false)
 			for i := 0; i < b.N; i++ {
 				GemmBF16(c, s.n, a, s.k, bp, s.k, s.n, 0, s.n, s.m, nil, true)
+			}
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(s.name+"/int8", func(b *testing.B) {
+			if !AMXInt8() {
+				b.Skip("no AMX-INT8")
+			}
+			q := make([]int8, len(w))
+			for i, v := range w {
+				q[i] = int8(v)
+			}
+			bp := make([]int8, PackLenInt8(s.k, s.n))
+			PackInt8(bp, q, s.k, s.n, s.n, false)
+			sw := make([]float32, s.n)
+			for i := range sw {
+				sw[i] = 0.01
+			}
+			for i := 0; i < b.N; i++ {
+				GemmInt8(c, s.n, a, s.k, 0.05, bp, sw, s.k, s.n, 0, s.n, s.m, nil, true)
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})

@@ -1,0 +1,191 @@
+// int8 GEMM on AMX tiles: C = act(sa·sw[j]·(qA·qB) + bias) with
+//   qA = clamp(round(A/sa), 0, 255)  (u8: activations after ReLU are ≥ 0)
+//   qB = s8 weights, one scale sw[j] per output column, packed once;
+// int32 sums (TDPBUSD), the scale, bias and ReLU fused in the epilogue,
+// fp32 out. Tiles: C in four 16 × 16 int32 tiles (a 32 × 32 block), A in
+// two 16 × 64 u8 tiles, B in two 16 × (16 × 4) s8 tiles: four tile products
+// per 64 of K. A plain-C twin computes the same integers and the same
+// epilogue (explicit fused multiply-adds), so the two agree bit for bit.
+//
+// Packed B: 16-column panels, K padded to a multiple of 64, each K step of
+// a panel 16 rows of 16 columns × 4 consecutive k (TDPBUSD's second source).
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+#define NB_NR 16
+#define NB_K8 64     // K per tile step
+#define NB_AK8 4096  // the K up to which a row block of A is quantised once (128 KiB)
+
+int64_t nb_pack_int8_len(int64_t k, int64_t n) {
+    return (n + NB_NR - 1) / NB_NR * NB_NR * ((k + NB_K8 - 1) / NB_K8 * NB_K8);
+}
+
+void nb_pack_b_int8(const int8_t *b, int64_t k, int64_t n, int64_t ldb, int trans, int8_t *bp) {
+    const int64_t panels = (n + NB_NR - 1) / NB_NR, kp = (k + NB_K8 - 1) / NB_K8 * NB_K8;
+    for (int64_t q = 0; q < panels; q++) {
+        int8_t *dst = bp + q * NB_NR * kp;
+        for (int64_t p = 0; p < kp; p++)
+            for (int64_t jj = 0; jj < NB_NR; jj++) {
+                const int64_t j = q * NB_NR + jj;
+                int8_t v = 0;
+                if (j < n && p < k) v = trans ? b[j * ldb + p] : b[p * ldb + j];
+                dst[(p / 4) * 4 * NB_NR + jj * 4 + (p & 3)] = v;
+            }
+    }
+}
+
+// nb_quant_u8 is the activation quantiser both kernels use.
+static inline uint8_t nb_quant_u8(float a, float inv) {
+    const float q = nearbyintf(fminf(a * inv, 255.0f));  // ties to even, as VCVTPS2DQ
+    return !(q > 0.0f) ? 0 : (uint8_t)q;                 // NaN and negatives: 0
+}
+
+static void gemm_int8_base(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
+                           const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc) {
+    const int64_t kp = (k + NB_K8 - 1) / NB_K8 * NB_K8;
+    const float inv = 1.0f / sa;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = j0; j < j1; j++) {
+            const int8_t *bq = bp + (j / NB_NR) * NB_NR * kp;
+            const int64_t jj = j % NB_NR;
+            int32_t s = 0;
+            for (int64_t p = 0; p < k; p++)
+                s += (int32_t)nb_quant_u8(a[i * lda + p], inv) * (int32_t)bq[(p / 4) * 4 * NB_NR + jj * 4 + (p & 3)];
+            float v = fmaf((float)s, sa * sw[j - j0], bias ? bias[j - j0] : 0.0f);
+            if (relu && !(v > 0.0f)) v = 0.0f;
+            c[i * ldc + (j - j0)] = v;
+        }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TGT8 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl")))
+
+typedef struct {
+    uint8_t palette, start;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} nb_amxcfg8;
+
+// 16 rows × 64 of A from K p0, quantised to u8 (zeros past mr and k).
+TGT8 static inline void quant_a(uint8_t *t, const float *a, int64_t lda, int mr, int64_t p0, int64_t k, float inv) {
+    const int kl = k - p0 < NB_K8 ? (int)(k - p0) : NB_K8;
+    const __m512 vi = _mm512_set1_ps(inv), top = _mm512_set1_ps(255.0f);
+    const __m512i z = _mm512_setzero_si512();
+    for (int r = 0; r < 16; r++) {
+        for (int v = 0; v < 4; v++) {
+            const int lo = v * 16, n = kl - lo <= 0 ? 0 : kl - lo >= 16 ? 16 : kl - lo;
+            __m128i q = _mm_setzero_si128();
+            if (r < mr && n > 0) {
+                const __mmask16 mk = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+                const __m512 x = _mm512_maskz_loadu_ps(mk, a + r * lda + p0 + lo);
+                // min(255, x) keeps a NaN (it becomes INT_MIN, then 0), like the C twin
+                const __m512i w = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_min_ps(top, _mm512_mul_ps(x, vi))), z);
+                q = _mm512_cvtusepi32_epi8(w);  // saturates at 255
+            }
+            _mm_storeu_si128((__m128i *)(t + r * NB_K8 + lo), q);
+        }
+    }
+}
+
+TGT8 static inline void store_c8(const int32_t *t, const float *scale, const float *bb, int relu, float *c,
+                                 int64_t ldc, int mr, int nc) {
+    const __mmask16 mk = nc >= 16 ? 0xFFFF : (__mmask16)((1u << nc) - 1);
+    const __m512 s = _mm512_maskz_loadu_ps(mk, scale), b = _mm512_maskz_loadu_ps(mk, bb), z = _mm512_setzero_ps();
+    for (int r = 0; r < mr; r++) {
+        __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(t + r * 16)), s, b);
+        if (relu) v = _mm512_max_ps(v, z);
+        _mm512_mask_storeu_ps(c + r * ldc, mk, v);
+    }
+}
+
+TGT8 static void gemm_int8_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
+                               const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc) {
+    nb_amxcfg8 cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    for (int i = 0; i < 8; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;
+    _tile_loadconfig(&cfg);
+    const int64_t kp = (k + NB_K8 - 1) / NB_K8 * NB_K8, ps = NB_NR * kp;
+    const float inv = 1.0f / sa;
+    // A's 32-row block quantised once for all its column tiles when its K
+    // fits (128 KiB of stack), else K step by K step for each
+    uint8_t ab[2 * (NB_AK8 / NB_K8) * 16 * NB_K8] __attribute__((aligned(64)));
+    const int whole = kp <= NB_AK8;
+    int32_t ct[16 * 16] __attribute__((aligned(64)));
+    for (int64_t i = 0; i < m; i += 32) {
+        const int mr0 = m - i < 16 ? (int)(m - i) : 16;
+        const int mr1 = m - i - 16 <= 0 ? 0 : m - i - 16 < 16 ? (int)(m - i - 16) : 16;
+        if (whole)
+            for (int64_t p0 = 0; p0 < kp; p0 += NB_K8) {
+                uint8_t *t = ab + (p0 / NB_K8) * 2 * 16 * NB_K8;
+                quant_a(t, a + i * lda, lda, mr0, p0, k, inv);
+                if (mr1) quant_a(t + 16 * NB_K8, a + (i + 16) * lda, lda, mr1, p0, k, inv);
+            }
+        for (int64_t j = j0; j < j1; j += 2 * NB_NR) {
+            const int nc = j1 - j < 2 * NB_NR ? (int)(j1 - j) : 2 * NB_NR;
+            const int8_t *b0 = bp + (j / NB_NR) * ps, *b1 = b0 + ps;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int64_t p0 = 0; p0 < kp; p0 += NB_K8) {
+                uint8_t *t = ab;
+                if (whole) {
+                    t += (p0 / NB_K8) * 2 * 16 * NB_K8;
+                } else {
+                    quant_a(t, a + i * lda, lda, mr0, p0, k, inv);
+                    if (mr1) quant_a(t + 16 * NB_K8, a + (i + 16) * lda, lda, mr1, p0, k, inv);
+                }
+                _tile_loadd(4, t, 64);
+                if (mr1) _tile_loadd(5, t + 16 * NB_K8, 64);
+                _tile_loadd(6, b0 + p0 * NB_NR, 64);
+                _tile_dpbusd(0, 4, 6);
+                if (mr1) _tile_dpbusd(2, 5, 6);
+                if (nc > NB_NR) {
+                    _tile_loadd(7, b1 + p0 * NB_NR, 64);
+                    _tile_dpbusd(1, 4, 7);
+                    if (mr1) _tile_dpbusd(3, 5, 7);
+                }
+            }
+            float sc[2 * NB_NR] = {0}, bb[2 * NB_NR] = {0};
+            for (int q = 0; q < nc; q++) {
+                sc[q] = sa * sw[j - j0 + q];
+                if (bias) bb[q] = bias[j - j0 + q];
+            }
+            float *cij = c + i * ldc + (j - j0);
+            const int nc0 = nc < NB_NR ? nc : NB_NR, nc1 = nc - nc0;
+            _tile_stored(0, ct, 64);
+            store_c8(ct, sc, bb, relu, cij, ldc, mr0, nc0);
+            if (nc1) {
+                _tile_stored(1, ct, 64);
+                store_c8(ct, sc + NB_NR, bb + NB_NR, relu, cij + NB_NR, ldc, mr0, nc1);
+            }
+            if (mr1) {
+                _tile_stored(2, ct, 64);
+                store_c8(ct, sc, bb, relu, cij + 16 * ldc, ldc, mr1, nc0);
+                if (nc1) {
+                    _tile_stored(3, ct, 64);
+                    store_c8(ct, sc + NB_NR, bb + NB_NR, relu, cij + 16 * ldc + NB_NR, ldc, mr1, nc1);
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+#endif
+
+void nb_gemm_int8(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
+                  const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc, int amx) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (amx) {
+        gemm_int8_amx(m, k, j0, j1, a, lda, sa, bp, sw, bias, relu, c, ldc);
+        return;
+    }
+#endif
+    (void)amx;
+    gemm_int8_base(m, k, j0, j1, a, lda, sa, bp, sw, bias, relu, c, ldc);
+}
