@@ -1,13 +1,13 @@
 package testutil
 
 import (
-	"io"
-	"os"
-	"path/filepath"
 	"encoding/hex"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
