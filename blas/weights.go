@@ -1,6 +1,10 @@
 package blas
 
-import "github.com/ninbatch/ninbatch/native"
+import (
+	"math"
+
+	"github.com/ninbatch/ninbatch/native"
+)
 
 // Weights is the right operand B (k, n) of products C = act(A·B + bias)
 // whose left operand changes on every call and whose right one does not: a
@@ -16,6 +20,10 @@ type Weights struct {
 	k, n   int
 	packed []float32 // PackLen(k, n) floats; nil: OpenBLAS or bf16
 	bf16   []uint16  // PackLenBF16(k, n) bf16 values: the AMX kernel
+	int8   []int8    // PackLenInt8(k, n) s8 values: the int8 kernel
+	sw     []float32 // (n) per-column weight scales of int8
+	sa     float32   // the activation scale of int8
+	qbuf   []int8    // (k, n) quantised source, reused by Load
 	b      []float32 // the source (OpenBLAS)
 	ldb    int
 	trans  bool
@@ -37,9 +45,21 @@ func NewWeightsBF16(k, n int) *Weights {
 	return &Weights{k: k, n: n, bf16: make([]uint16, native.PackLenBF16(k, n))}
 }
 
-// Packed reports whether the products run on a packed kernel (fp32 or
-// bf16), whose column ranges start on a panel.
-func (w *Weights) Packed() bool { return w.packed != nil || w.bf16 != nil }
+// NewWeightsInt8 allocates a (k, n) operand quantised to s8 with one
+// symmetric scale per column (output channel), sw[j] = its step, for
+// native.GemmInt8, whose A operand is quantised to u8 with the step sa. Load
+// rounds B[p][j]/sw[j] to the nearest integer (ties to even), clamped to
+// ±127.
+func NewWeightsInt8(k, n int, sa float32, sw []float32) *Weights {
+	if len(sw) != n || !(sa > 0) {
+		panic("blas: int8 weights need a positive activation scale and one weight scale per column")
+	}
+	return &Weights{k: k, n: n, int8: make([]int8, native.PackLenInt8(k, n)), sw: sw, sa: sa, qbuf: make([]int8, k*n)}
+}
+
+// Packed reports whether the products run on a packed kernel (fp32, bf16
+// or int8), whose column ranges start on a panel.
+func (w *Weights) Packed() bool { return w.packed != nil || w.bf16 != nil || w.int8 != nil }
 
 // BF16 reports whether the products run in bf16.
 func (w *Weights) BF16() bool { return w.bf16 != nil }
@@ -54,6 +74,11 @@ func (w *Weights) Load(b []float32, ldb int, trans bool) {
 	}
 	if w.bf16 != nil {
 		native.PackBF16(w.bf16, b, w.k, w.n, ldb, trans)
+		return
+	}
+	if w.int8 != nil {
+		QuantizeWeights(w.qbuf, b, w.k, w.n, ldb, trans, w.sw)
+		native.PackInt8(w.int8, w.qbuf, w.k, w.n, w.n, false)
 		return
 	}
 	w.b, w.ldb, w.trans = b, ldb, trans
@@ -79,6 +104,10 @@ func (w *Weights) Mul(c []float32, ldc int, a []float32, lda, m, j0, j1 int, bia
 		native.GemmBF16(c, ldc, a, lda, w.bf16, w.k, w.n, j0, j1, m, bias, relu)
 		return
 	}
+	if w.int8 != nil {
+		native.GemmInt8(c, ldc, a, lda, w.sa, w.int8, w.sw[j0:j1], w.k, w.n, j0, j1, m, bias, relu)
+		return
+	}
 	if m == 0 || j1 == j0 {
 		return
 	}
@@ -90,4 +119,42 @@ func (w *Weights) Mul(c []float32, ldc int, a []float32, lda, m, j0, j1 int, bia
 	if bias != nil {
 		native.BiasAct(c, m, j1-j0, ldc, bias, relu)
 	}
+}
+
+// QuantizeWeights writes q[p·n + j] = clamp(round(B[p][j]/sw[j]), −127, 127)
+// (ties to even; B laid out as for Load): the s8 weights of a column with
+// symmetric step sw[j].
+//
+//	q: (k, n)
+func QuantizeWeights(q []int8, b []float32, k, n, ldb int, trans bool, sw []float32) {
+	for p := 0; p < k; p++ {
+		for j := 0; j < n; j++ {
+			var v float32
+			if trans {
+				v = b[j*ldb+p]
+			} else {
+				v = b[p*ldb+j]
+			}
+			q[p*n+j] = QuantizeWeight(v, sw[j])
+		}
+	}
+}
+
+// QuantizeWeight is one s8 weight of step s: round(v/s) clamped to ±127.
+func QuantizeWeight(v, s float32) int8 {
+	x := math.RoundToEven(float64(v / s))
+	return int8(max(-127, min(127, x)))
+}
+
+// WeightScale is the symmetric per-channel step of weights w: max|w|/127,
+// so the largest weight maps to ±127; 1 for an all-zero channel.
+func WeightScale(w []float32) float32 {
+	var m float32
+	for _, v := range w {
+		m = max(m, float32(math.Abs(float64(v))))
+	}
+	if m == 0 {
+		return 1
+	}
+	return m / 127
 }

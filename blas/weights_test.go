@@ -103,3 +103,80 @@ func checkWeights(t *testing.T, r *rand.Rand, name string, packed bool, m, n, k 
 		}
 	}
 }
+
+// TestWeightsInt8 checks int8 Weights against the definition of what they
+// compute, in float64 from the quantised operands: act(sa·sw[j]·Σ
+// qa·qb + bias) with qa = clamp(round(a/sa), 0, 255) and qb the rounded
+// weights, over both source layouts, later column ranges and tails; and
+// that the quantisation itself moves the product by no more than its
+// steps allow.
+func TestWeightsInt8(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, m := range []int{1, 5, 33} {
+		for _, n := range []int{1, 17, 40} {
+			for _, k := range []int{1, 9, 70} {
+				for _, trans := range []bool{false, true} {
+					ldb := n + 2
+					rows := k
+					if trans {
+						ldb, rows = k+1, n
+					}
+					b := randSlice(r, rows*ldb)
+					sw := make([]float32, n)
+					for j := range sw {
+						col := make([]float32, k)
+						for p := range col {
+							if trans {
+								col[p] = b[j*ldb+p]
+							} else {
+								col[p] = b[p*ldb+j]
+							}
+						}
+						sw[j] = WeightScale(col)
+					}
+					a := make([]float32, m*k)
+					for i := range a {
+						a[i] = max(0, r.Float32()*1.2-0.2) // post-ReLU: zeros and positives, below the clip at 255·sa = 1
+					}
+					const sa = float32(1.0 / 255)
+					w := NewWeightsInt8(k, n, sa, sw)
+					w.Load(b, ldb, trans)
+					j0 := 0
+					if n > 16 {
+						j0 = 16
+					}
+					nc := n - j0
+					bias := randSlice(r, nc)
+					c := randSlice(r, m*nc)
+					w.Mul(c, nc, a, k, m, j0, n, bias, true)
+					for i := 0; i < m; i++ {
+						for j := j0; j < n; j++ {
+							var s, exact float64
+							for p := 0; p < k; p++ {
+								var bv float32
+								if trans {
+									bv = b[j*ldb+p]
+								} else {
+									bv = b[p*ldb+j]
+								}
+								qa := math.RoundToEven(math.Min(float64(a[i*k+p]/sa), 255))
+								s += qa * float64(QuantizeWeight(bv, sw[j]))
+								exact += float64(a[i*k+p]) * float64(bv)
+							}
+							want := math.Max(0, float64(sa)*float64(sw[j])*s+float64(bias[j-j0]))
+							got := float64(c[i*nc+j-j0])
+							if math.Abs(got-want) > 1e-5*(1+math.Abs(want)) {
+								t.Fatalf("m%d n%d k%d t%v: c[%d][%d] = %g, want %g", m, n, k, trans, i, j, got, want)
+							}
+							// each product is off by at most half a step of each operand
+							bound := float64(k) * (0.5*float64(sa)*float64(127*sw[j]) + 0.5*float64(sw[j]) + 0.25*float64(sa*sw[j]))
+							if ex := math.Max(0, exact+float64(bias[j-j0])); math.Abs(got-ex) > bound+1e-6 {
+								t.Fatalf("m%d n%d k%d: c[%d][%d] = %g, float result %g: off by more than %g", m, n, k, i, j, got, ex, bound)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

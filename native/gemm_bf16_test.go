@@ -128,9 +128,9 @@ func BenchmarkGemmBF16(b *testing.B) {
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
-		b.Run(s.name+"/int8", func(b *testing.B) {
-			if !AMXInt8() {
-				b.Skip("no AMX-INT8")
+		b.Run(s.name+"/int8-"+Int8Kernel(), func(b *testing.B) {
+			if Int8Kernel() == "" {
+				b.Skip("no int8 kernel")
 			}
 			q := make([]int8, len(w))
 			for i, v := range w {

@@ -1,4 +1,4 @@
-// int8 GEMM on AMX tiles: C = act(sa·sw[j]·(qA·qB) + bias) with
+// int8 GEMM: C = act(sa·sw[j]·(qA·qB) + bias) with
 //   qA = clamp(round(A/sa), 0, 255)  (u8: activations after ReLU are ≥ 0)
 //   qB = s8 weights, one scale sw[j] per output column, packed once;
 // int32 sums (TDPBUSD), the scale, bias and ReLU fused in the epilogue,
@@ -176,16 +176,139 @@ TGT8 static void gemm_int8_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, con
     }
     _tile_release();
 }
+
+// AVX-512 VNNI (Zen 4/5, Ice Lake and later without AMX): VPDPBUSD adds
+// four u8×s8 products into each int32 lane, and a packed K step of a panel
+// (16 columns × 4 consecutive k) is exactly its s8 operand. A register
+// block of 12 rows × 32 columns: 24 accumulators, two B vectors, one
+// broadcast of 4 u8 of a row per product. A's 12-row block is quantised
+// once, interleaved by K step (4 bytes of each row in turn), for all the
+// block's columns.
+#define TGTV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
+#define NB_VMR 12
+#define NB_VSTACK 4096  // the K up to which A's block is on the stack (48 KiB)
+
+// Rows [0, mr) of A × K [0, k) quantised to u8 into t: K step g (4 of K)
+// of row r at t[(g·12 + r)·4]; zeros past mr and k, up to ng steps.
+TGTV static void quant_rows_vnni(uint8_t *t, const float *a, int64_t lda, int mr, int64_t k, int64_t ng, float inv) {
+    const __m512 vi = _mm512_set1_ps(inv), top = _mm512_set1_ps(255.0f);
+    const __m512i z = _mm512_setzero_si512();
+    memset(t, 0, (size_t)(ng * NB_VMR * 4));
+    for (int r = 0; r < mr; r++) {
+        const float *ar = a + r * lda;
+        for (int64_t p = 0; p < k; p += 16) {
+            const int n = k - p >= 16 ? 16 : (int)(k - p);
+            const __mmask16 mk = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+            const __m512 x = _mm512_maskz_loadu_ps(mk, ar + p);
+            const __m512i w = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_min_ps(top, _mm512_mul_ps(x, vi))), z);
+            uint32_t q4[4];
+            _mm_storeu_si128((__m128i *)q4, _mm512_cvtusepi32_epi8(w));
+            for (int v = 0; v < 4 && p + 4 * v < k; v++) memcpy(t + ((p / 4 + v) * NB_VMR + r) * 4, &q4[v], 4);
+        }
+    }
+}
+
+// The int32 sums of one 12 × 32 block over ng K steps of t, added to
+// part when init, else from zero, into part (row r's two panels at
+// part[(2r + q)·16]). B's second panel is b1 (b0 again for a lone panel).
+// Kept apart from the epilogue and the 24 accumulators named and updated
+// in place by inline asm: otherwise GCC 12 copied and spilled them every
+// step (3× slower).
+#define NB_R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+TGTV __attribute__((noinline)) static void vnni_dot(const uint8_t *t, int64_t ng, const int8_t *b0, const int8_t *b1,
+                                                    int32_t *part, int init) {
+#define NB_DECL(r) __m512i x##r = _mm512_setzero_si512(), y##r = _mm512_setzero_si512();
+    NB_R12(NB_DECL)
+#define NB_LOAD(r)                                       \
+    x##r = _mm512_loadu_si512(part + (2 * r + 0) * 16); \
+    y##r = _mm512_loadu_si512(part + (2 * r + 1) * 16);
+    if (init) {
+        NB_R12(NB_LOAD)
+    }
+    for (int64_t g = 0; g < ng; g++) {
+        const __m512i v0 = _mm512_loadu_si512(b0 + g * 64), v1 = _mm512_loadu_si512(b1 + g * 64);
+        const int32_t *tg = (const int32_t *)(t + g * NB_VMR * 4);
+#define NB_DOT(r)                                                       \
+    {                                                                   \
+        const __m512i av = _mm512_set1_epi32(tg[r]);                    \
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(x##r) : "v"(av), "v"(v0)); \
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(y##r) : "v"(av), "v"(v1)); \
+    }
+        NB_R12(NB_DOT)
+    }
+#define NB_KEEP(r)                                        \
+    _mm512_storeu_si512(part + (2 * r + 0) * 16, x##r); \
+    _mm512_storeu_si512(part + (2 * r + 1) * 16, y##r);
+    NB_R12(NB_KEEP)
+#undef NB_DECL
+#undef NB_LOAD
+#undef NB_DOT
+#undef NB_KEEP
+}
+
+// The epilogue of a block's sums: rows [0, mr), columns [0, nc).
+TGTV static void vnni_out(const int32_t *part, const float *sc, const float *bb, int relu, float *c, int64_t ldc,
+                          int mr, int nc) {
+    const __m512 z = _mm512_setzero_ps();
+    for (int q = 0; q < 2 && 16 * q < nc; q++) {
+        const int n = nc - 16 * q >= 16 ? 16 : nc - 16 * q;
+        const __mmask16 mk = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+        const __m512 s = _mm512_loadu_ps(sc + 16 * q), b = _mm512_loadu_ps(bb + 16 * q);
+        for (int r = 0; r < mr; r++) {
+            __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(part + (2 * r + q) * 16)), s, b);
+            if (relu) v = _mm512_max_ps(v, z);
+            _mm512_mask_storeu_ps(c + r * ldc + 16 * q, mk, v);
+        }
+    }
+}
+
+TGTV static void gemm_int8_vnni(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
+                                const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc) {
+    const int64_t kp = (k + NB_K8 - 1) / NB_K8 * NB_K8, ps = NB_NR * kp, ng = (k + 3) / 4;
+    const float inv = 1.0f / sa;
+    // A's 12-row block quantised once for all its columns when its K fits
+    // the buffer, else chunk by chunk for each 32 columns, the sums kept
+    uint8_t t[NB_VMR * NB_VSTACK] __attribute__((aligned(64)));
+    const int64_t chunk = NB_VSTACK / 4, whole = ng <= chunk;
+    int32_t part[NB_VMR * 2 * 16] __attribute__((aligned(64)));
+    for (int64_t i = 0; i < m; i += NB_VMR) {
+        const int mr = m - i < NB_VMR ? (int)(m - i) : NB_VMR;
+        const float *ai = a + i * lda;
+        if (whole) quant_rows_vnni(t, ai, lda, mr, k, ng, inv);
+        for (int64_t j = j0; j < j1; j += 2 * NB_NR) {
+            const int nc = j1 - j < 2 * NB_NR ? (int)(j1 - j) : 2 * NB_NR;
+            float sc[2 * NB_NR] = {0}, bb[2 * NB_NR] = {0};
+            for (int q = 0; q < nc; q++) {
+                sc[q] = sa * sw[j - j0 + q];
+                if (bias) bb[q] = bias[j - j0 + q];
+            }
+            const int8_t *b0 = bp + (j / NB_NR) * ps;
+            float *cij = c + i * ldc + (j - j0);
+            const int np = nc > NB_NR ? 2 : 1;
+            for (int64_t g0 = 0; g0 < ng; g0 += chunk) {
+                const int64_t gn = ng - g0 < chunk ? ng - g0 : chunk;
+                if (!whole) quant_rows_vnni(t, ai + 4 * g0, lda, mr, (k - 4 * g0 < 4 * gn ? k - 4 * g0 : 4 * gn), gn, inv);
+                const int init = g0 > 0, keep = g0 + gn < ng;
+                vnni_dot(t, gn, b0 + g0 * 64, (np > 1 ? b0 + ps : b0) + g0 * 64, part, init);
+                if (!keep) vnni_out(part, sc, bb, relu, cij, ldc, mr, nc);
+            }
+        }
+    }
+}
 #endif
 
 void nb_gemm_int8(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
-                  const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc, int amx) {
+                  const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc, int path) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (amx) {
+    if (path == 2) {
         gemm_int8_amx(m, k, j0, j1, a, lda, sa, bp, sw, bias, relu, c, ldc);
         return;
     }
+    if (path == 1) {
+        gemm_int8_vnni(m, k, j0, j1, a, lda, sa, bp, sw, bias, relu, c, ldc);
+        return;
+    }
 #endif
-    (void)amx;
+    (void)path;
     gemm_int8_base(m, k, j0, j1, a, lda, sa, bp, sw, bias, relu, c, ldc);
 }

@@ -50,18 +50,66 @@ func AMXInt8() bool {
 	return amx8.err == nil
 }
 
+// VNNIInt8 reports whether the CPU runs the AVX-512 VNNI int8 kernel
+// (VPDPBUSD) at the current level.
+func VNNIInt8() bool { return cpu.X86.HasAVX512VNNI && Current() >= AVX512 }
+
+// Int8 kernels: where GemmInt8 runs.
+const (
+	Int8C    = "c"    // the plain-C loop (tests; far slower than fp32)
+	Int8VNNI = "vnni" // AVX-512 VNNI
+	Int8AMX  = "amx"  // AMX tiles
+)
+
+// Int8Kernel is the fastest int8 kernel this CPU runs at the current
+// level, or "" when it has none worth running (GemmInt8 then uses the
+// plain-C loop).
+func Int8Kernel() string {
+	switch {
+	case AMXInt8():
+		return Int8AMX
+	case VNNIInt8():
+		return Int8VNNI
+	}
+	return ""
+}
+
+// Int8Kernels lists the int8 kernels this CPU can run, the plain-C loop
+// first: what a conformance test covers.
+func Int8Kernels() []string {
+	ks := []string{Int8C}
+	if VNNIInt8() {
+		ks = append(ks, Int8VNNI)
+	}
+	if AMXInt8() {
+		ks = append(ks, Int8AMX)
+	}
+	return ks
+}
+
+func int8Path(kernel string) C.int {
+	switch kernel {
+	case Int8AMX:
+		return 2
+	case Int8VNNI:
+		return 1
+	}
+	return 0
+}
+
 // GemmInt8 computes columns [j0, j1) of
 //
 //	c[i·ldc + j−j0] = act(sa·sw[j−j0]·Σ_p qa[i][p]·B[p][j] + bias[j−j0])
 //
 // with qa = clamp(round(a/sa), 0, 255) (NaN and negatives 0) and B the s8
-// operand packed by PackInt8: exact int32 sums, fp32 epilogue. On AMX it
-// runs the tile kernel, else a plain-C loop with identical results.
+// operand packed by PackInt8: exact int32 sums, fp32 epilogue. It runs
+// Int8Kernel (AMX tiles, else AVX-512 VNNI), else a plain-C loop; all three
+// give identical results.
 func GemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, bp []int8, sw []float32, k, n, j0, j1, m int, bias []float32, relu bool) {
-	gemmInt8(c, ldc, a, lda, sa, bp, sw, k, n, j0, j1, m, bias, relu, AMXInt8())
+	gemmInt8(c, ldc, a, lda, sa, bp, sw, k, n, j0, j1, m, bias, relu, Int8Kernel())
 }
 
-func gemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, bp []int8, sw []float32, k, n, j0, j1, m int, bias []float32, relu, tiles bool) {
+func gemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, bp []int8, sw []float32, k, n, j0, j1, m int, bias []float32, relu bool, kernel string) {
 	nc := j1 - j0
 	switch {
 	case k < 1 || n < 1 || m < 0:
@@ -91,5 +139,5 @@ func gemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, bp []int8,
 		bb = f32(bias)
 	}
 	C.nb_gemm_int8(C.int64_t(m), C.int64_t(k), C.int64_t(j0), C.int64_t(j1), f32(a), C.int64_t(lda), C.float(sa),
-		(*C.int8_t)(unsafe.Pointer(&bp[0])), f32(sw), bb, cbool(relu), f32(c), C.int64_t(ldc), cbool(tiles))
+		(*C.int8_t)(unsafe.Pointer(&bp[0])), f32(sw), bb, cbool(relu), f32(c), C.int64_t(ldc), int8Path(kernel))
 }

@@ -29,16 +29,15 @@ func quantRef(a, inv float32) int32 {
 // two kernels agree bit for bit and stay within float32 rounding of a
 // float64 epilogue.
 func TestGemmInt8Conformance(t *testing.T) {
-	paths := []bool{false}
-	if AMXInt8() {
-		paths = append(paths, true)
-	} else {
-		t.Log("no AMX-INT8 here: the plain-C loop only")
-	}
+	paths := Int8Kernels()
+	t.Logf("int8 kernels here: %v", paths)
 	r := rand.New(rand.NewPCG(21, 22))
 	for _, m := range []int{1, 5, 16, 17, 31, 32, 33, 70} {
-		for _, k := range []int{1, 3, 63, 64, 65, 130, 300, 4200} { // 4200: A quantised step by step
+		for _, k := range []int{1, 3, 63, 64, 65, 130, 300, 4200, 8200} { // past 4096: A quantised chunk by chunk
 			for _, n := range []int{1, 7, 16, 17, 32, 33, 50} {
+				if k > 8000 && m > 17 {
+					continue // three K chunks: a few shapes suffice
+				}
 				j0 := 0
 				if n > 16 && (m+k)%2 == 1 {
 					j0 = 16
@@ -74,9 +73,9 @@ func TestGemmInt8Conformance(t *testing.T) {
 					bias[i] = float32(r.NormFloat64())
 				}
 				var outs [][]float32
-				for _, tiles := range paths {
+				for _, kern := range paths { // the plain-C loop, then each SIMD kernel
 					c := make([]float32, m*ldc)
-					gemmInt8(c, ldc, a, lda, 1, bp, ones, k, n, j0, n, m, nil, false, tiles)
+					gemmInt8(c, ldc, a, lda, 1, bp, ones, k, n, j0, n, m, nil, false, kern)
 					for i := 0; i < m; i++ {
 						for j := j0; j < n; j++ {
 							var s int32
@@ -84,12 +83,12 @@ func TestGemmInt8Conformance(t *testing.T) {
 								s += quantRef(a[i*lda+p], 1) * int32(b[p*n+j])
 							}
 							if got := c[i*ldc+j-j0]; got != float32(s) {
-								t.Fatalf("tiles %v m %d k %d n %d j0 %d: sum[%d][%d] = %v, want %d", tiles, m, k, n, j0, i, j, got, s)
+								t.Fatalf("%s: m %d k %d n %d j0 %d: sum[%d][%d] = %v, want %d", kern, m, k, n, j0, i, j, got, s)
 							}
 						}
 					}
 					sa := float32(0.37)
-					gemmInt8(c, ldc, a, lda, sa, bp, sw, k, n, j0, n, m, bias, n%2 == 1, tiles)
+					gemmInt8(c, ldc, a, lda, sa, bp, sw, k, n, j0, n, m, bias, n%2 == 1, kern)
 					outs = append(outs, append([]float32(nil), c...))
 					for i := 0; i < m; i++ {
 						for j := j0; j < n; j++ {
@@ -103,15 +102,15 @@ func TestGemmInt8Conformance(t *testing.T) {
 							}
 							got := float64(c[i*ldc+j-j0])
 							if math.Abs(got-want) > 3e-7*(math.Abs(float64(s)*float64(sa*sw[j-j0]))+math.Abs(float64(bias[j-j0])))+1e-30 {
-								t.Fatalf("tiles %v m %d k %d n %d: c[%d][%d] = %v, want %v", tiles, m, k, n, i, j, got, want)
+								t.Fatalf("%s: m %d k %d n %d: c[%d][%d] = %v, want %v", kern, m, k, n, i, j, got, want)
 							}
 						}
 					}
 				}
-				if len(outs) == 2 {
+				for pi := 1; pi < len(outs); pi++ {
 					for i := range outs[0] {
-						if math.Float32bits(outs[0][i]) != math.Float32bits(outs[1][i]) {
-							t.Fatalf("m %d k %d n %d: AMX %v and C %v differ at %d", m, k, n, outs[1][i], outs[0][i], i)
+						if math.Float32bits(outs[0][i]) != math.Float32bits(outs[pi][i]) {
+							t.Fatalf("m %d k %d n %d: %s %v and C %v differ at %d", m, k, n, paths[pi], outs[pi][i], outs[0][i], i)
 						}
 					}
 				}

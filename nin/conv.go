@@ -25,6 +25,7 @@ type conv struct {
 	oneByOne bool
 	tileRows int  // GEMM rows per im2col tile, or per 1×1 GEMM call
 	packed   bool // GEMMs on native's kernels (weight gradients too), not OpenBLAS
+	int8     bool // the forward GEMM is u8×s8 (w holds int8 weights)
 
 	wino   *wino         // Winograd form, or nil
 	direct []float32     // (K·K·Cin, ws) direct-kernel weights, or nil
@@ -45,7 +46,8 @@ type convPlan struct {
 	winoTile  int
 	direct    DirectConv
 	packed    bool // GEMMs on the packed-weight kernel
-	bf16      bool // inference GEMMs in bf16 on AMX (Options.Precision)
+	bf16      bool   // inference GEMMs in bf16 on AMX (Options.Precision)
+	quant     *Quant // int8: the layers it marks int8 run as u8×s8 GEMMs, or nil
 }
 
 // weights is a forward GEMM operand for the plan's kernel and precision.
@@ -95,6 +97,14 @@ func newConv(l Layer, p *ConvParams, relu bool, cp convPlan) (*conv, error) {
 	var err error
 	if l.Head { // the fc head is one GEMM row per image: no Winograd or direct form pays
 		cp.winograd, cp.direct = WinogradOff, DirectOff
+	}
+	if q := cp.quant.layer(l.Name); q != nil && q.Precision == PrecisionInt8 {
+		// int8 runs as GEMMs: the Winograd transforms would amplify the
+		// quantisation error, and the direct kernel is fp32
+		c.w = blas.NewWeightsInt8(l.GemmK, p.Cout, q.InputScale, q.WeightScales)
+		c.int8 = true
+		c.reload()
+		return c, nil
 	}
 	if c.wino, err = newWino(l, p, relu, cp); err != nil {
 		return nil, fmt.Errorf("%s: %w", l.Name, err)

@@ -21,6 +21,10 @@ type Model struct {
 	Classes    []string // class names, empty or one per output
 	Provenance Provenance
 	Params     *Params
+	// Quant is the int8 calibration (`ninbatch quantize`), or nil. A model
+	// with one is stored as format ninbatch.nin/2; changing the weights
+	// invalidates it (training drops it).
+	Quant *Quant
 	// ID is the model's content id (ContentID) as of its last load or save:
 	// identical weights, architecture, preprocessing and class names have
 	// one id whatever their provenance; empty for a model only in memory.
@@ -30,8 +34,8 @@ type Model struct {
 }
 
 // ContentID is the hex sha256 of what decides a model's scores: the spec,
-// the preprocessing, the class names and the tensors (in file order and
-// layout), but not the provenance, whose timestamps would give every
+// the preprocessing, the class names, the tensors (in file order and
+// layout) and the int8 calibration, but not the provenance, whose timestamps would give every
 // retraining a new id.
 func (m *Model) ContentID() string {
 	h := sha256.New()
@@ -58,6 +62,11 @@ func (m *Model) ContentID() string {
 		}
 	}
 	bw.Flush()
+	if m.Quant != nil { // the int8 scores depend on it; without one the id is as before
+		b, _ := json.Marshal(m.Quant)
+		h.Write([]byte("quant "))
+		h.Write(b)
+	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 

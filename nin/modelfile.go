@@ -32,8 +32,15 @@ import (
 //	preprocess  Preprocess as JSON
 //	classes     class names as a JSON array of strings
 //	provenance  Provenance as JSON
+//	quant       Quant as JSON (format 2 only)
+//
+// Format 2 is format 1 plus the int8 calibration; a model without one is
+// written as format 1, which every ninbatch reads. Readers refuse a format
+// they do not know, so an older ninbatch cannot run an int8 model without
+// its scales.
 const (
-	fileFormat = "ninbatch.nin/1"
+	fileFormat      = "ninbatch.nin/1"
+	fileFormatQuant = "ninbatch.nin/2"
 )
 
 type tensorHeader struct {
@@ -69,6 +76,16 @@ func (m *Model) encodeWith(w io.Writer, vel *Params, extra map[string]string) (s
 		return "", fmt.Errorf("model has %d class names for %d outputs", len(m.Classes), m.Spec.Classes())
 	}
 	meta := map[string]string{"format": fileFormat}
+	if m.Quant != nil {
+		if err := m.Quant.validate(m.Params); err != nil {
+			return "", err
+		}
+		b, err := json.Marshal(m.Quant)
+		if err != nil {
+			return "", fmt.Errorf("encoding quant: %w", err)
+		}
+		meta["format"], meta["quant"] = fileFormatQuant, string(b)
+	}
 	for k, v := range extra {
 		meta[k] = v
 	}
@@ -280,6 +297,20 @@ func decodeInner(r io.Reader, size int64, checkpoint bool) (*Model, *Params, map
 		return nil, nil, nil, errors.New("file is longer than its declared size")
 	}
 	m.Params = p
+	if s, ok := meta["quant"]; ok {
+		if meta["format"] != fileFormatQuant {
+			return nil, nil, nil, fmt.Errorf("__metadata__ has int8 scales (quant) but format %q: want %q", meta["format"], fileFormatQuant)
+		}
+		m.Quant = &Quant{}
+		if err := strictJSON(s, m.Quant); err != nil {
+			return nil, nil, nil, fmt.Errorf("__metadata__ quant: %w", err)
+		}
+		if err := m.Quant.validate(p); err != nil {
+			return nil, nil, nil, fmt.Errorf("__metadata__ %w", err)
+		}
+	} else if meta["format"] == fileFormatQuant {
+		return nil, nil, nil, fmt.Errorf("__metadata__ format %q without its int8 scales (quant)", fileFormatQuant)
+	}
 	m.ID, m.FileHash = m.ContentID(), hex.EncodeToString(h.Sum(nil))
 	return m, vel, meta, nil
 }
@@ -295,8 +326,12 @@ func readHeader(r io.Reader, size int64) (uint64, map[string]json.RawMessage, ma
 	if meta == nil {
 		return 0, nil, nil, errors.New("header has no __metadata__: not a ninbatch model")
 	}
-	if meta["format"] != fileFormat {
-		return 0, nil, nil, fmt.Errorf("__metadata__ format %q: want %q", meta["format"], fileFormat)
+	switch f := meta["format"]; {
+	case f == fileFormat || f == fileFormatQuant:
+	case strings.HasPrefix(f, "ninbatch.nin/"):
+		return 0, nil, nil, fmt.Errorf("model format %q is newer than this ninbatch reads (%s and %s): upgrade ninbatch", f, fileFormat, fileFormatQuant)
+	default:
+		return 0, nil, nil, fmt.Errorf("__metadata__ format %q: want %q", f, fileFormat)
 	}
 	return hlen, raw, meta, nil
 }

@@ -26,6 +26,7 @@ type Net struct {
 	spec    Spec
 	layers  []Layer
 	params  *Params
+	quant   *Quant // the int8 calibration, or nil
 	ops     []op // one per conv and pool layer, in order (see run)
 	opt     Options
 	inLen   int // H·W·C of one input image
@@ -40,6 +41,7 @@ type Net struct {
 	fin     *tally     // parts finished by the workers
 	posted  int64      // parts handed to the workers so far (the caller's count)
 	spin    bool       // split calls wait by spinning (see spinMACs)
+	observe func(conv string, src []float32) // sees each conv's input (Calibrator), or nil
 	next    atomic.Int64
 	closed  bool
 
@@ -309,10 +311,10 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	if err := netDefaults(&opt, layers, m.Spec.Input.Len()); err != nil {
 		return nil, err
 	}
-	if err := opt.checkPrecision(); err != nil {
+	if err := opt.checkPrecision(m); err != nil {
 		return nil, err
 	}
-	net := &Net{spec: m.Spec, layers: layers, params: m.Params, opt: opt,
+	net := &Net{spec: m.Spec, layers: layers, params: m.Params, quant: m.Quant, opt: opt,
 		inLen: m.Spec.Input.Len(), classes: m.Spec.Classes(), packed: usePacked(opt.GEMM, opt.Mode)}
 	var sz scratchSize
 	if err := net.buildOps(&sz); err != nil {
@@ -396,6 +398,9 @@ func (net *Net) buildOps(sz *scratchSize) error {
 	opt := net.opt
 	cp := convPlan{micro: opt.MicroBatch, tileBytes: opt.TileBytes, winograd: opt.Winograd,
 		winoTile: opt.WinoTile, direct: opt.Direct, packed: net.packed, bf16: opt.Precision == PrecisionBF16}
+	if opt.Precision == PrecisionInt8 {
+		cp.quant = net.quant
+	}
 	ci := 0
 	for i, l := range net.layers {
 		switch l.kind {
@@ -656,6 +661,9 @@ func (n *Net) micro(st *stream, x []float32, m int, probs, logits, maps []float3
 		if maps != nil && n.fc != nil && i == len(n.run)-1 {
 			fcMaps(maps, src, n.fc, m)
 		}
+		if c, ok := o.(*conv); ok && n.observe != nil {
+			n.observe(c.name, src[:m*c.g.H*c.g.W*c.g.C])
+		}
 		n.layer(st, o, dst, src, m)
 		src = dst
 		if &dst[0] == &st.a[0] {
@@ -676,13 +684,17 @@ func (n *Net) micro(st *stream, x []float32, m int, probs, logits, maps []float3
 
 // ISA names the instruction set the net's kernels run (native.Current).
 func (n *Net) ISA() string {
-	if n.opt.Precision == PrecisionBF16 {
+	switch n.opt.Precision {
+	case PrecisionBF16:
 		return native.Current().String() + "+amx-bf16"
+	case PrecisionInt8:
+		return native.Current().String() + "+" + native.Int8Kernel() + "-int8"
 	}
 	return native.Current().String()
 }
 
-// Precision is the arithmetic of the conv GEMMs: PrecisionFP32 or PrecisionBF16.
+// Precision is the arithmetic of the conv GEMMs: PrecisionFP32, PrecisionBF16
+// or PrecisionInt8.
 func (n *Net) Precision() string { return n.opt.Precision }
 
 // fcMaps writes the fc head's class maps: pixel p's share of each logit,

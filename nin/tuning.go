@@ -34,7 +34,10 @@ type Options struct {
 	// Precision of the conv GEMMs: PrecisionFP32 (default) or
 	// PrecisionBF16 (weights and activations rounded to bf16 for the
 	// products, fp32 sums, bias, ReLU, pooling and softmax; AMX only). The
-	// direct first conv stays fp32.
+	// direct first conv stays fp32. PrecisionInt8 runs the convs the
+	// model's calibration (Model.Quant, from `ninbatch quantize`) marks
+	// int8 as u8×s8 products with int32 sums (AMX-INT8 or AVX-512 VNNI),
+	// the rest fp32.
 	Precision string
 	Tuning    // engine knobs; the zero value is the default engine
 }
@@ -43,12 +46,13 @@ type Options struct {
 const (
 	PrecisionFP32 = "fp32"
 	PrecisionBF16 = "bf16"
+	PrecisionInt8 = "int8"
 )
 
 // checkPrecision fills in the default precision and refuses one this CPU
 // cannot run fast: bf16 needs AMX-BF16 (VDPBF16PS alone runs at half the
 // fp32 rate on the CPUs that have it, docs/benchmarks.md).
-func (o *Options) checkPrecision() error {
+func (o *Options) checkPrecision(m *Model) error {
 	switch o.Precision {
 	case "", PrecisionFP32:
 		o.Precision = PrecisionFP32
@@ -59,15 +63,25 @@ func (o *Options) checkPrecision() error {
 		if !usePacked(o.GEMM, o.Mode) {
 			return errors.New("precision bf16 runs on the packed GEMM; it cannot be combined with gemm openblas")
 		}
+	case PrecisionInt8:
+		if m.Quant == nil {
+			return errors.New("precision int8 needs a calibrated model: this one has no int8 scales (make one with ninbatch quantize --model M.nin --calib DATA --out M-int8.nin)")
+		}
+		if native.Int8Kernel() == "" {
+			return fmt.Errorf("precision int8 needs a CPU with AVX-512 VNNI or AMX-INT8 at the avx512 level (this one runs %s); use fp32", native.Current())
+		}
+		if !usePacked(o.GEMM, o.Mode) {
+			return errors.New("precision int8 runs on the packed GEMM; it cannot be combined with gemm openblas")
+		}
 	default:
-		return fmt.Errorf("precision %q: want fp32 or bf16", o.Precision)
+		return fmt.Errorf("precision %q: want fp32, bf16 or int8", o.Precision)
 	}
 	return nil
 }
 
 func amxNote() string {
 	if native.Current() >= native.AVX512 {
-		return " without AMX-BF16, or the OS refused its tile state"
+		return " without AMX, or the OS refused its tile state"
 	}
 	return ""
 }

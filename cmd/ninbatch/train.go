@@ -373,6 +373,7 @@ func newTrainModel(c *cli.Context) (*nin.Model, error) {
 			return nil, asUsage(err)
 		}
 		m.Provenance.Init = "from " + c.String("init") + " (" + m.ID + ")"
+		m.Quant = nil // training changes the weights: their int8 scales no longer hold
 		return m, nil
 	default:
 		if spec, err = specFrom(c); err != nil {
