@@ -45,7 +45,7 @@ type convPlan struct {
 	winograd  Winograd
 	winoTile  int
 	direct    DirectConv
-	packed    bool // GEMMs on the packed-weight kernel
+	packed    bool   // GEMMs on the packed-weight kernel
 	bf16      bool   // inference GEMMs in bf16 on AMX (Options.Precision)
 	quant     *Quant // int8: the layers it marks int8 run as u8×s8 GEMMs, or nil
 }

@@ -27,7 +27,7 @@ type Net struct {
 	layers  []Layer
 	params  *Params
 	quant   *Quant // the int8 calibration, or nil
-	ops     []op // one per conv and pool layer, in order (see run)
+	ops     []op   // one per conv and pool layer, in order (see run)
 	opt     Options
 	inLen   int // H·W·C of one input image
 	classes int
@@ -37,10 +37,10 @@ type Net struct {
 	packed  bool        // conv GEMMs on native.GemmPacked
 
 	streams []*stream
-	work    []*mailbox // one per worker goroutine (nil: no workers)
-	fin     *tally     // parts finished by the workers
-	posted  int64      // parts handed to the workers so far (the caller's count)
-	spin    bool       // split calls wait by spinning (see spinMACs)
+	work    []*mailbox                       // one per worker goroutine (nil: no workers)
+	fin     *tally                           // parts finished by the workers
+	posted  int64                            // parts handed to the workers so far (the caller's count)
+	spin    bool                             // split calls wait by spinning (see spinMACs)
 	observe func(conv string, src []float32) // sees each conv's input (Calibrator), or nil
 	next    atomic.Int64
 	closed  bool
