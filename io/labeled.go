@@ -71,6 +71,9 @@ type LabelOptions struct {
 	Workers            int      // decoding goroutines
 	SkipBad            bool     // leave out bad rows (counted in Skipped) instead of failing
 	Warn               func(string)
+	// Unlabeled reads the images only (OpenLabeledStream): no label column
+	// is looked for and every label is 0 (int8 calibration).
+	Unlabeled bool
 }
 
 // LoadLabeled reads every row of the files into memory, decoding and

@@ -91,7 +91,7 @@ func OpenLabeledStream(paths []string, opt LabelOptions, p *Preprocess, mem memo
 		}
 		whole := groups == nil // an Arrow file is one chunk
 		if whole {
-			n, err := countRows(path, cols.label, mem)
+			n, err := countRows(path, cols.counted(), mem)
 			if err != nil {
 				return nil, err
 			}
@@ -122,8 +122,11 @@ func labeledColumns(path string, opt LabelOptions, mem memory.Allocator) (fileCo
 	defer probe.Close()
 	ic, err := FindImageColumn(probe.Schema(), opt.ImageCol)
 	label := opt.LabelCol
-	if err == nil {
+	if err == nil && !opt.Unlabeled {
 		label, err = FindLabelColumn(probe.Schema(), label)
+	}
+	if opt.Unlabeled {
+		label = ""
 	}
 	if err != nil {
 		return fileCols{}, nil, fmt.Errorf("%s: %w", path, err)
@@ -131,7 +134,18 @@ func labeledColumns(path string, opt LabelOptions, mem memory.Allocator) (fileCo
 	return fileCols{image: ic, label: label}, ClassNames(probe.Metadata(), label), nil
 }
 
-// countRows counts an Arrow input's rows by reading its label column.
+// read is the columns a pass reads: image and label, or the image alone.
+func (c fileCols) read() []string {
+	if c.label == "" {
+		return []string{c.image.Name}
+	}
+	return []string{c.image.Name, c.label}
+}
+
+// counted is the column whose length is the row count.
+func (c fileCols) counted() string { return c.read()[len(c.read())-1] }
+
+// countRows counts an Arrow input's rows by reading one column.
 func countRows(path, label string, mem memory.Allocator) (int64, error) {
 	src, err := Open(path, []string{label}, 1<<16, mem)
 	if err != nil {
@@ -294,13 +308,13 @@ func (s *LabeledStream) openChunk(c chunk) (*cursor, error) {
 	if c.group >= 0 {
 		groups = []int{c.group}
 	}
-	src, err := OpenRowGroups(path, []string{cols.image.Name, cols.label}, streamBlockRows, groups, s.mem)
+	src, err := OpenRowGroups(path, cols.read(), streamBlockRows, groups, s.mem)
 	if err != nil {
 		return nil, err
 	}
-	if got := src.Schema(); got.NumFields() != 2 {
+	if got := src.Schema(); got.NumFields() != len(cols.read()) {
 		src.Close()
-		return nil, fmt.Errorf("%s: want an image and a label column, found %d columns", path, got.NumFields())
+		return nil, fmt.Errorf("%s: want columns %v, found %d columns", path, cols.read(), got.NumFields())
 	}
 	return &cursor{c: c, src: src}, nil
 }
@@ -452,14 +466,18 @@ func decodeLabeled(rec arrow.RecordBatch, cols fileCols, opt LabelOptions, p *Pr
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s column %s: %w", path, cols.image.Name, err)
 	}
-	lab, err := labelsOf(rec.Column(1), opt)
-	if err != nil {
-		return 0, 0, fmt.Errorf("%s column %s: %w", path, cols.label, err)
-	}
 	errs := make([]error, n)
-	for i := 0; i < n; i++ {
-		if labels[i], err = lab(i); err != nil {
-			errs[i] = fmt.Errorf("%s row %d column %s: %w", path, row0+i, cols.label, err)
+	if cols.label == "" {
+		clear(labels[:n])
+	} else {
+		lab, err := labelsOf(rec.Column(1), opt)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s column %s: %w", path, cols.label, err)
+		}
+		for i := 0; i < n; i++ {
+			if labels[i], err = lab(i); err != nil {
+				errs[i] = fmt.Errorf("%s row %d column %s: %w", path, row0+i, cols.label, err)
+			}
 		}
 	}
 	var wg sync.WaitGroup

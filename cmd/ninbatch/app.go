@@ -137,6 +137,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			newMapsCommand(),
 			newImportCommand(),
 			newExportCommand(),
+			newQuantizeCommand(),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // run() maps errors to exit codes
 		OnUsageError:   usageHint,
@@ -227,16 +228,16 @@ func isCLIUsage(err error) bool {
 // precisionFlag is --precision of run, eval and bench.
 func precisionFlag() cli.Flag {
 	return &cli.StringFlag{Name: "precision", Value: nin.PrecisionFP32, EnvVars: []string{"NINBATCH_PRECISION"},
-		Usage: "arithmetic of the conv products: fp32, or bf16 (CPUs with AMX-BF16: faster, logits within about 1% of their range; docs/benchmarks.md)"}
+		Usage: "arithmetic of the conv products: fp32; bf16 (CPUs with AMX-BF16); int8 (a model made by ninbatch quantize, CPUs with AVX-512 VNNI or AMX-INT8). docs/precision.md"}
 }
 
 // precisionOf checks --precision.
 func precisionOf(c *cli.Context) (string, error) {
 	switch p := c.String("precision"); p {
-	case nin.PrecisionFP32, nin.PrecisionBF16:
+	case nin.PrecisionFP32, nin.PrecisionBF16, nin.PrecisionInt8:
 		return p, nil
 	default:
-		return "", usageErr("--precision %q: want fp32 or bf16", p)
+		return "", usageErr("--precision %q: want fp32, bf16 or int8", p)
 	}
 }
 
