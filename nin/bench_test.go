@@ -56,10 +56,17 @@ func BenchmarkForward(b *testing.B) {
 // µs per image: where the time goes, and which layers Winograd speeds up.
 // Each layer runs alone (Unfused: no chains), on its own hot buffers; in
 // the whole net the layers pay for their data leaving the caches.
-// NINBATCH_BENCH_PRECISION=bf16 times the bf16 engine.
+// NINBATCH_BENCH_PRECISION=bf16 or int8 times that engine (int8
+// calibrated on the random input).
 func BenchmarkLayers(b *testing.B) {
 	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
 		m := randomModel(b, preset, 1)
+		if os.Getenv("NINBATCH_BENCH_PRECISION") == PrecisionInt8 {
+			var err error
+			if m, err = CalibrateOn(m, randomInput(8, m.Spec.Input.Len(), 3), 8); err != nil {
+				b.Fatal(err)
+			}
+		}
 		for _, wino := range []Winograd{WinogradOff, WinogradAuto} {
 			tileKiB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_TILE_KIB"))
 			envMB, _ := strconv.Atoi(os.Getenv("NINBATCH_BENCH_MICRO_BATCH"))

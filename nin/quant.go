@@ -299,3 +299,27 @@ func (c *Calibrator) Quant(method string, pct float64) (*Quant, error) {
 	}
 	return q, nil
 }
+
+// CalibrateOn is m with a calibration from n preprocessed images x (the
+// model itself when m already has one): what bench measures int8 with on a
+// preset's random weights and input.
+func CalibrateOn(m *Model, x []float32, n int) (*Model, error) {
+	if m.Quant != nil {
+		return m, nil
+	}
+	c, err := NewCalibrator(m, n)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if err := c.Add(x, n); err != nil {
+		return nil, err
+	}
+	q, err := c.Quant(CalibMSE, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := *m
+	out.Quant = q
+	return &out, nil
+}

@@ -89,6 +89,17 @@ func runBench(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	r := rand.New(rand.NewPCG(1, 2))
+	x := make([]float32, batch*m.Spec.Input.Len())
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	if prec == nin.PrecisionInt8 && m.Quant == nil && c.String(flagPreset) != "" {
+		// random weights: calibrated on the random input itself
+		if m, err = nin.CalibrateOn(m, x, batch); err != nil {
+			return err
+		}
+	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: batch, Threads: threads, Precision: prec, Tuning: tuning})
 	if err != nil {
 		return asUsage(err)
@@ -98,11 +109,6 @@ func runBench(c *cli.Context) error {
 	_, macs := nin.Totals(layers)
 	gflop := 2 * float64(macs) / 1e9
 
-	r := rand.New(rand.NewPCG(1, 2))
-	x := make([]float32, batch*net.InputLen())
-	for i := range x {
-		x[i] = float32(r.NormFloat64())
-	}
 	probs := make([]float32, batch*net.Classes())
 	forward := func() error { return net.Forward(x, batch, probs, nil) }
 

@@ -51,14 +51,19 @@ func (s *benchServer) get(r benchRequest) (*servedNet, error) {
 	if err != nil {
 		return nil, err
 	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	x := make([]float32, r.Batch*m.Spec.Input.Len())
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	if r.Precision == nin.PrecisionInt8 {
+		if m, err = nin.CalibrateOn(m, x, r.Batch); err != nil {
+			return nil, err
+		}
+	}
 	net, err := nin.NewNet(m, nin.Options{MaxBatch: r.Batch, Threads: r.Threads, Precision: r.Precision, Tuning: r.Tuning})
 	if err != nil {
 		return nil, err
-	}
-	rng := rand.New(rand.NewPCG(7, 7))
-	x := make([]float32, r.Batch*net.InputLen())
-	for i := range x {
-		x[i] = float32(rng.NormFloat64())
 	}
 	sn := &servedNet{net: net, x: x, probs: make([]float32, r.Batch*net.Classes()), batch: r.Batch}
 	s.nets[key] = sn
