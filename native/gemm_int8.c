@@ -182,41 +182,40 @@ TGT8 static void gemm_int8_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, con
 // (16 columns × 4 consecutive k) is exactly its s8 operand. A register
 // block of 12 rows × 32 columns: 24 accumulators, two B vectors, one
 // broadcast of 4 u8 of a row per product. A's 12-row block is quantised
-// once, interleaved by K step (4 bytes of each row in turn), for all the
-// block's columns.
+// once, row by row, for all the block's columns.
 #define TGTV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 #define NB_VMR 12
 #define NB_VSTACK 4096  // the K up to which A's block is on the stack (48 KiB)
 
-// Rows [0, mr) of A × K [0, k) quantised to u8 into t: K step g (4 of K)
-// of row r at t[(g·12 + r)·4]; zeros past mr and k, up to ng steps.
-TGTV static void quant_rows_vnni(uint8_t *t, const float *a, int64_t lda, int mr, int64_t k, int64_t ng, float inv) {
+// Rows [0, mr) of A × K [0, k) quantised to u8 into t, row r at t[r·ks]
+// (ks ≥ k, a multiple of 4). Past k a row holds leftovers, which meet B's
+// zero padding; rows from mr on are computed but never stored.
+TGTV static void quant_rows_vnni(uint8_t *t, int64_t ks, const float *a, int64_t lda, int mr, int64_t k, float inv) {
     const __m512 vi = _mm512_set1_ps(inv), top = _mm512_set1_ps(255.0f);
     const __m512i z = _mm512_setzero_si512();
-    memset(t, 0, (size_t)(ng * NB_VMR * 4));
     for (int r = 0; r < mr; r++) {
         const float *ar = a + r * lda;
+        uint8_t *tr = t + r * ks;
         for (int64_t p = 0; p < k; p += 16) {
             const int n = k - p >= 16 ? 16 : (int)(k - p);
             const __mmask16 mk = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
             const __m512 x = _mm512_maskz_loadu_ps(mk, ar + p);
             const __m512i w = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_min_ps(top, _mm512_mul_ps(x, vi))), z);
-            uint32_t q4[4];
-            _mm_storeu_si128((__m128i *)q4, _mm512_cvtusepi32_epi8(w));
-            for (int v = 0; v < 4 && p + 4 * v < k; v++) memcpy(t + ((p / 4 + v) * NB_VMR + r) * 4, &q4[v], 4);
+            _mm_mask_storeu_epi8(tr + p, mk, _mm512_cvtusepi32_epi8(w));
         }
     }
 }
 
-// The int32 sums of one 12 × 32 block over ng K steps of t, added to
+// The int32 sums of one 12 × 32 block over ng K steps of t (rows ks
+// apart), added to
 // part when init, else from zero, into part (row r's two panels at
 // part[(2r + q)·16]). B's second panel is b1 (b0 again for a lone panel).
 // Kept apart from the epilogue and the 24 accumulators named and updated
 // in place by inline asm: otherwise GCC 12 copied and spilled them every
 // step (3× slower).
 #define NB_R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-TGTV __attribute__((noinline)) static void vnni_dot(const uint8_t *t, int64_t ng, const int8_t *b0, const int8_t *b1,
-                                                    int32_t *part, int init) {
+TGTV __attribute__((noinline)) static void vnni_dot(const uint8_t *t, int64_t ks, int64_t ng, const int8_t *b0,
+                                                    const int8_t *b1, int32_t *part, int init) {
 #define NB_DECL(r) __m512i x##r = _mm512_setzero_si512(), y##r = _mm512_setzero_si512();
     NB_R12(NB_DECL)
 #define NB_LOAD(r)                                       \
@@ -227,10 +226,12 @@ TGTV __attribute__((noinline)) static void vnni_dot(const uint8_t *t, int64_t ng
     }
     for (int64_t g = 0; g < ng; g++) {
         const __m512i v0 = _mm512_loadu_si512(b0 + g * 64), v1 = _mm512_loadu_si512(b1 + g * 64);
-        const int32_t *tg = (const int32_t *)(t + g * NB_VMR * 4);
+        const uint8_t *tg = t + 4 * g;
 #define NB_DOT(r)                                                       \
     {                                                                   \
-        const __m512i av = _mm512_set1_epi32(tg[r]);                    \
+        int32_t q4;                                                     \
+        memcpy(&q4, tg + r * ks, 4);                                    \
+        const __m512i av = _mm512_set1_epi32(q4);                       \
         __asm__("vpdpbusd %2, %1, %0" : "+v"(x##r) : "v"(av), "v"(v0)); \
         __asm__("vpdpbusd %2, %1, %0" : "+v"(y##r) : "v"(av), "v"(v1)); \
     }
@@ -269,12 +270,12 @@ TGTV static void gemm_int8_vnni(int64_t m, int64_t k, int64_t j0, int64_t j1, co
     // A's 12-row block quantised once for all its columns when its K fits
     // the buffer, else chunk by chunk for each 32 columns, the sums kept
     uint8_t t[NB_VMR * NB_VSTACK] __attribute__((aligned(64)));
-    const int64_t chunk = NB_VSTACK / 4, whole = ng <= chunk;
+    const int64_t chunk = NB_VSTACK / 4, whole = ng <= chunk, ks = whole ? 4 * ng : NB_VSTACK;
     int32_t part[NB_VMR * 2 * 16] __attribute__((aligned(64)));
     for (int64_t i = 0; i < m; i += NB_VMR) {
         const int mr = m - i < NB_VMR ? (int)(m - i) : NB_VMR;
         const float *ai = a + i * lda;
-        if (whole) quant_rows_vnni(t, ai, lda, mr, k, ng, inv);
+        if (whole) quant_rows_vnni(t, ks, ai, lda, mr, k, inv);
         for (int64_t j = j0; j < j1; j += 2 * NB_NR) {
             const int nc = j1 - j < 2 * NB_NR ? (int)(j1 - j) : 2 * NB_NR;
             float sc[2 * NB_NR] = {0}, bb[2 * NB_NR] = {0};
@@ -287,9 +288,9 @@ TGTV static void gemm_int8_vnni(int64_t m, int64_t k, int64_t j0, int64_t j1, co
             const int np = nc > NB_NR ? 2 : 1;
             for (int64_t g0 = 0; g0 < ng; g0 += chunk) {
                 const int64_t gn = ng - g0 < chunk ? ng - g0 : chunk;
-                if (!whole) quant_rows_vnni(t, ai + 4 * g0, lda, mr, (k - 4 * g0 < 4 * gn ? k - 4 * g0 : 4 * gn), gn, inv);
+                if (!whole) quant_rows_vnni(t, ks, ai + 4 * g0, lda, mr, (k - 4 * g0 < 4 * gn ? k - 4 * g0 : 4 * gn), inv);
                 const int init = g0 > 0, keep = g0 + gn < ng;
-                vnni_dot(t, gn, b0 + g0 * 64, (np > 1 ? b0 + ps : b0) + g0 * 64, part, init);
+                vnni_dot(t, ks, gn, b0 + g0 * 64, (np > 1 ? b0 + ps : b0) + g0 * 64, part, init);
                 if (!keep) vnni_out(part, sc, bb, relu, cij, ldc, mr, nc);
             }
         }
