@@ -348,8 +348,17 @@ func TestForwardMatchesReference(t *testing.T) {
 								chains++
 							}
 						}
-						if wantChains := wantPacked && !opt.Unfused; wantChains != (chains > 0) {
-							t.Fatalf("%+v: %d chains in the ops run", opt, chains)
+						// (as many as fit the L2-derived weight budget; every
+						// preset has some under an unlimited one)
+						want := 0
+						if wantPacked && !opt.Unfused {
+							want = fuseChainsCount(net.ops, net.opt.ChainWeightBytes)
+							if fuseChainsCount(net.ops, 1<<40) == 0 {
+								t.Fatalf("%+v: no chain even with an unlimited weight budget", opt)
+							}
+						}
+						if chains != want {
+							t.Fatalf("%+v: %d chains in the ops run, want %d", opt, chains, want)
 						}
 						// every preset's first conv reads 1 or 3 channels (Winograd
 						// on takes the stride-1 ones first)
@@ -500,4 +509,16 @@ func TestWinoTileChoice(t *testing.T) {
 	if _, err := NewNet(m, Options{MaxBatch: 1, Threads: 1, Tuning: Tuning{WinoTile: 3}}); err == nil {
 		t.Error("Winograd tile 3 accepted")
 	}
+}
+
+// fuseChainsCount is the number of chains fuseChains builds from ops.
+func fuseChainsCount(ops []op, maxWeights int) int {
+	run, _ := fuseChains(ops, maxWeights)
+	n := 0
+	for _, o := range run {
+		if _, ok := o.(*chainOp); ok {
+			n++
+		}
+	}
+	return n
 }
