@@ -59,6 +59,9 @@ class NinbatchWorker:
         self.p.wait(timeout=30)
 
 
+LOW = ("ninbatch-bf16", "ninbatch-int8")  # reduced-precision ninbatch engines
+
+
 def bench_config(model_name, batch, threads, engines, reps, target, ort, nb):
     bi.set_threads(threads)
     model, shape = bi.build(model_name)
@@ -67,8 +70,8 @@ def bench_config(model_name, batch, threads, engines, reps, target, ort, nb):
     for e in engines:
         if e == "ninbatch":
             inner[e], runners[e] = nb.runner(model_name, batch, threads, target)
-        elif e == "ninbatch-bf16":  # --precision bf16 (AMX CPUs), against the same fp32 peers
-            inner[e], runners[e] = nb.runner(model_name, batch, threads, target, "bf16")
+        elif e in LOW:  # --precision bf16 or int8, against the same fp32 peers
+            inner[e], runners[e] = nb.runner(model_name, batch, threads, target, e.split("-")[1])
         elif e == "ort":
             inner[e], runners[e] = bi.ort_runner(ort, model_name, threads, batch, shape, target)
         else:
@@ -78,7 +81,7 @@ def bench_config(model_name, batch, threads, engines, reps, target, ort, nb):
     for r in range(reps):
         for e in order[r % len(order):] + order[:r % len(order)]:
             # ORT workers spin ~50 ms after a run, OpenBLAS workers ~0.1 s: let them settle
-            time.sleep(bi.SETTLE_AFTER_ORT if prev in ("ort", "ninbatch", "ninbatch-bf16") else bi.SETTLE_AFTER_TORCH)
+            time.sleep(bi.SETTLE_AFTER_ORT if prev in ("ort", "ninbatch") + LOW else bi.SETTLE_AFTER_TORCH)
             samples[e].append(batch * inner[e] / runners[e](inner[e]))
             prev = e
     return {e: statistics.median(s) for e, s in samples.items()}, samples
@@ -159,18 +162,18 @@ def main():
           f"medians of {a.reps} reps; ninbatch tuning {a.tuning}\n")
     print(f"CPU flags: {flags}. ninbatch kernels: {nb_isa}; ONNX Runtime: MLAS, its own run-time choice "
           f"(AVX512F kernels on AVX-512 CPUs); FMA peak measured with {fma_isa}.\n")
-    bf = "ninbatch-bf16" in engines
+    low = [e for e in LOW if e in engines]
     print("| model | batch | threads | ninbatch img/s | ORT img/s | torch-best img/s | nb/ORT | nb/torch | "
-          "nb GFLOP/s | % sgemm ceil | % FMA peak |" + (" nb bf16 img/s | bf16/fp32 | bf16/ORT |" if bf else ""))
-    print("|---|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if bf else ""))
+          "nb GFLOP/s | % sgemm ceil | % FMA peak |" +
+          "".join(f" nb {e[9:]} img/s | {e[9:]}/fp32 | {e[9:]}/ORT |" for e in low))
+    print("|---|---|---|---|---|---|---|---|---|---|---|" + "---|---|---|" * len(low))
     for m, b, t, med in rows:
         fl = bi.flops_per_image(m)
         nbv = med.get("ninbatch", float("nan"))
         ortv = med.get("ort", float("nan"))
-        tb = max((v for e, v in med.items() if e not in ("ninbatch", "ninbatch-bf16", "ort")), default=float("nan"))
+        tb = max((v for e, v in med.items() if e not in ("ninbatch", "ort") + LOW), default=float("nan"))
         g = nbv * fl / 1e9
-        bfv = med.get("ninbatch-bf16", float("nan"))
-        extra = f" {bfv:.1f} | {bfv / nbv:.2f}x | {bfv / ortv:.2f}x |" if bf else ""
+        extra = "".join(f" {med[e]:.1f} | {med[e] / nbv:.2f}x | {med[e] / ortv:.2f}x |" for e in low)
         print(f"| {m} | {b} | {t} | {nbv:.1f} | {ortv:.1f} | {tb:.1f} | {nbv / ortv:.2f}x | {nbv / tb:.2f}x | "
               f"{g:.1f} | {100 * g / ceil['ceiling'][t]:.0f}% | {100 * g / fma.get(t, float('nan')):.0f}% |" + extra)
     print("\n" + ", ".join(f"sgemm ceiling {t} thr {ceil['ceiling'][t]:.1f} GFLOP/s (median {ceil['median'][t]:.1f})"
