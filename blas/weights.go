@@ -23,6 +23,8 @@ type Weights struct {
 	int8   []int8    // PackLenInt8(k, n) s8 values: the int8 kernel
 	sw     []float32 // (n) per-column weight scales of int8
 	sa     float32   // the activation scale of int8
+	zp     int       // its zero point (0 after a ReLU)
+	corr   []float32 // (n) −zp·sa·sw[j]·Σ_p qB[p][j]: the zero point's share, removed
 	qbuf   []int8    // (k, n) quantised source, reused by Load
 	b      []float32 // the source (OpenBLAS)
 	ldb    int
@@ -47,14 +49,16 @@ func NewWeightsBF16(k, n int) *Weights {
 
 // NewWeightsInt8 allocates a (k, n) operand quantised to s8 with one
 // symmetric scale per column (output channel), sw[j] = its step, for
-// native.GemmInt8, whose A operand is quantised to u8 with the step sa. Load
+// native.GemmInt8, whose A operand is quantised to u8 with the step sa and
+// zero point zp (a signed input; 0 for one after a ReLU). Load
 // rounds B[p][j]/sw[j] to the nearest integer (ties to even), clamped to
 // ±127.
-func NewWeightsInt8(k, n int, sa float32, sw []float32) *Weights {
-	if len(sw) != n || !(sa > 0) {
-		panic("blas: int8 weights need a positive activation scale and one weight scale per column")
+func NewWeightsInt8(k, n int, sa float32, zp int, sw []float32) *Weights {
+	if len(sw) != n || !(sa > 0) || zp < 0 || zp > 255 {
+		panic("blas: int8 weights need a positive activation scale, a zero point in 0..255 and one weight scale per column")
 	}
-	return &Weights{k: k, n: n, int8: make([]int8, native.PackLenInt8(k, n)), sw: sw, sa: sa, qbuf: make([]int8, k*n)}
+	return &Weights{k: k, n: n, int8: make([]int8, native.PackLenInt8(k, n)), sw: sw, sa: sa, zp: zp,
+		corr: make([]float32, n), qbuf: make([]int8, k*n)}
 }
 
 // Packed reports whether the products run on a packed kernel (fp32, bf16
@@ -79,6 +83,13 @@ func (w *Weights) Load(b []float32, ldb int, trans bool) {
 	if w.int8 != nil {
 		QuantizeWeights(w.qbuf, b, w.k, w.n, ldb, trans, w.sw)
 		native.PackInt8(w.int8, w.qbuf, w.k, w.n, w.n, false)
+		for j := range w.corr {
+			var cs int64
+			for p := 0; p < w.k; p++ {
+				cs += int64(w.qbuf[p*w.n+j])
+			}
+			w.corr[j] = -float32(w.zp) * w.sa * w.sw[j] * float32(cs)
+		}
 		return
 	}
 	w.b, w.ldb, w.trans = b, ldb, trans
@@ -105,7 +116,11 @@ func (w *Weights) Mul(c []float32, ldc int, a []float32, lda, m, j0, j1 int, bia
 		return
 	}
 	if w.int8 != nil {
-		native.GemmInt8(c, ldc, a, lda, w.sa, w.int8, w.sw[j0:j1], w.k, w.n, j0, j1, m, bias, relu)
+		var corr []float32
+		if w.zp != 0 {
+			corr = w.corr[j0:j1]
+		}
+		native.GemmInt8(c, ldc, a, lda, w.sa, w.zp, w.int8, w.sw[j0:j1], w.k, w.n, j0, j1, m, bias, corr, relu)
 		return
 	}
 	if m == 0 || j1 == j0 {

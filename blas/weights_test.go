@@ -115,7 +115,8 @@ func TestWeightsInt8(t *testing.T) {
 	for _, m := range []int{1, 5, 33} {
 		for _, n := range []int{1, 17, 40} {
 			for _, k := range []int{1, 9, 70} {
-				for _, trans := range []bool{false, true} {
+				for _, tz := range []int{0, 1, 2, 3} {
+					trans, zp := tz%2 == 1, 128*(tz/2) // zp 128: a signed input
 					ldb := n + 2
 					rows := k
 					if trans {
@@ -137,9 +138,12 @@ func TestWeightsInt8(t *testing.T) {
 					a := make([]float32, m*k)
 					for i := range a {
 						a[i] = max(0, r.Float32()*1.2-0.2) // post-ReLU: zeros and positives, below the clip at 255·sa = 1
+						if zp != 0 {
+							a[i] = r.Float32() - 0.5 // signed, within −zp·sa .. (255−zp)·sa
+						}
 					}
 					const sa = float32(1.0 / 255)
-					w := NewWeightsInt8(k, n, sa, sw)
+					w := NewWeightsInt8(k, n, sa, zp, sw)
 					w.Load(b, ldb, trans)
 					j0 := 0
 					if n > 16 {
@@ -159,8 +163,8 @@ func TestWeightsInt8(t *testing.T) {
 								} else {
 									bv = b[p*ldb+j]
 								}
-								qa := math.RoundToEven(math.Min(float64(a[i*k+p]/sa), 255))
-								s += qa * float64(QuantizeWeight(bv, sw[j]))
+								qa := math.RoundToEven(math.Min(float64(a[i*k+p]/sa), float64(255-zp)))
+								s += qa * float64(QuantizeWeight(bv, sw[j])) // (q − zp)·w: the zero point cancels
 								exact += float64(a[i*k+p]) * float64(bv)
 							}
 							want := math.Max(0, float64(sa)*float64(sw[j])*s+float64(bias[j-j0]))

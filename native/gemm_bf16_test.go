@@ -143,7 +143,7 @@ func BenchmarkGemmBF16(b *testing.B) {
 				sw[i] = 0.01
 			}
 			for i := 0; i < b.N; i++ {
-				GemmInt8(c, s.n, a, s.k, 0.05, bp, sw, s.k, s.n, 0, s.n, s.m, nil, true)
+				GemmInt8(c, s.n, a, s.k, 0.05, 0, bp, sw, s.k, s.n, 0, s.n, s.m, nil, nil, true)
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})

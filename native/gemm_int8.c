@@ -1,5 +1,6 @@
-// int8 GEMM: C = act(sa·sw[j]·(qA·qB) + bias) with
-//   qA = clamp(round(A/sa), 0, 255)  (u8: activations after ReLU are ≥ 0)
+// int8 GEMM: C = act(sa·sw[j]·(qA·qB) + bias + corr) with
+//   qA = clamp(round(A/sa) + zp, 0, 255)  (u8: zp = 0 after a ReLU; a signed
+//        input takes a zero point, whose Σ zp·B the caller's corr removes)
 //   qB = s8 weights, one scale sw[j] per output column, packed once;
 // int32 sums (TDPBUSD), the scale, bias and ReLU fused in the epilogue,
 // fp32 out. Tiles: C in four 16 × 16 int32 tiles (a 32 × 32 block), A in
@@ -36,14 +37,24 @@ void nb_pack_b_int8(const int8_t *b, int64_t k, int64_t n, int64_t ldb, int tran
     }
 }
 
-// nb_quant_u8 is the activation quantiser both kernels use.
-static inline uint8_t nb_quant_u8(float a, float inv) {
-    const float q = nearbyintf(fminf(a * inv, 255.0f));  // ties to even, as VCVTPS2DQ
-    return !(q > 0.0f) ? 0 : (uint8_t)q;                 // NaN and negatives: 0
+// nb_quant_u8 is the activation quantiser all kernels use: round(a/sa) +
+// zp (ties to even, as VCVTPS2DQ) clamped to 0..255; NaN is 0.
+static inline uint8_t nb_quant_u8(float a, float inv, int zp) {
+    const float y = a * inv;
+    if (!(y == y)) return 0;
+    const float q = nearbyintf(fminf(y, (float)(255 - zp))) + (float)zp;
+    return q > 0.0f ? (uint8_t)q : 0;  // −∞ and large negatives: 0
 }
 
-static void gemm_int8_base(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
-                           const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc) {
+// nb_bias8 is column j's epilogue offset: its bias plus the zero point's
+// correction (−zp·sa·sw[j]·Σ_p B[p][j], from the caller).
+static inline float nb_bias8(const float *bias, const float *corr, int64_t j) {
+    return (bias ? bias[j] : 0.0f) + (corr ? corr[j] : 0.0f);
+}
+
+static void gemm_int8_base(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa, int zp,
+                           const int8_t *bp, const float *sw, const float *bias, const float *corr, int relu, float *c,
+                           int64_t ldc) {
     const int64_t kp = (k + NB_K8 - 1) / NB_K8 * NB_K8;
     const float inv = 1.0f / sa;
     for (int64_t i = 0; i < m; i++)
@@ -52,8 +63,8 @@ static void gemm_int8_base(int64_t m, int64_t k, int64_t j0, int64_t j1, const f
             const int64_t jj = j % NB_NR;
             int32_t s = 0;
             for (int64_t p = 0; p < k; p++)
-                s += (int32_t)nb_quant_u8(a[i * lda + p], inv) * (int32_t)bq[(p / 4) * 4 * NB_NR + jj * 4 + (p & 3)];
-            float v = fmaf((float)s, sa * sw[j - j0], bias ? bias[j - j0] : 0.0f);
+                s += (int32_t)nb_quant_u8(a[i * lda + p], inv, zp) * (int32_t)bq[(p / 4) * 4 * NB_NR + jj * 4 + (p & 3)];
+            float v = fmaf((float)s, sa * sw[j - j0], nb_bias8(bias, corr, j - j0));
             if (relu && !(v > 0.0f)) v = 0.0f;
             c[i * ldc + (j - j0)] = v;
         }
@@ -71,10 +82,11 @@ typedef struct {
 } nb_amxcfg8;
 
 // 16 rows × 64 of A from K p0, quantised to u8 (zeros past mr and k).
-TGT8 static inline void quant_a(uint8_t *t, const float *a, int64_t lda, int mr, int64_t p0, int64_t k, float inv) {
+TGT8 static inline void quant_a(uint8_t *t, const float *a, int64_t lda, int mr, int64_t p0, int64_t k, float inv,
+                                int zp) {
     const int kl = k - p0 < NB_K8 ? (int)(k - p0) : NB_K8;
-    const __m512 vi = _mm512_set1_ps(inv), top = _mm512_set1_ps(255.0f);
-    const __m512i z = _mm512_setzero_si512();
+    const __m512 vi = _mm512_set1_ps(inv), top = _mm512_set1_ps((float)(255 - zp));
+    const __m512i z = _mm512_setzero_si512(), vz = _mm512_set1_epi32(zp);
     for (int r = 0; r < 16; r++) {
         for (int v = 0; v < 4; v++) {
             const int lo = v * 16, n = kl - lo <= 0 ? 0 : kl - lo >= 16 ? 16 : kl - lo;
@@ -82,8 +94,9 @@ TGT8 static inline void quant_a(uint8_t *t, const float *a, int64_t lda, int mr,
             if (r < mr && n > 0) {
                 const __mmask16 mk = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
                 const __m512 x = _mm512_maskz_loadu_ps(mk, a + r * lda + p0 + lo);
-                // min(255, x) keeps a NaN (it becomes INT_MIN, then 0), like the C twin
-                const __m512i w = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_min_ps(top, _mm512_mul_ps(x, vi))), z);
+                // min(255 − zp, x) keeps a NaN (it becomes INT_MIN, then 0), like the C twin
+                const __m512i w = _mm512_max_epi32(
+                    _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(top, _mm512_mul_ps(x, vi))), vz), z);
                 q = _mm512_cvtusepi32_epi8(w);  // saturates at 255
             }
             _mm_storeu_si128((__m128i *)(t + r * NB_K8 + lo), q);
@@ -103,7 +116,8 @@ TGT8 static inline void store_c8(const int32_t *t, const float *scale, const flo
 }
 
 TGT8 static void gemm_int8_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
-                               const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc) {
+                               int zp, const int8_t *bp, const float *sw, const float *bias, const float *corr, int relu,
+                               float *c, int64_t ldc) {
     nb_amxcfg8 cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -122,8 +136,8 @@ TGT8 static void gemm_int8_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, con
         if (whole)
             for (int64_t p0 = 0; p0 < kp; p0 += NB_K8) {
                 uint8_t *t = ab + (p0 / NB_K8) * 2 * 16 * NB_K8;
-                quant_a(t, a + i * lda, lda, mr0, p0, k, inv);
-                if (mr1) quant_a(t + 16 * NB_K8, a + (i + 16) * lda, lda, mr1, p0, k, inv);
+                quant_a(t, a + i * lda, lda, mr0, p0, k, inv, zp);
+                if (mr1) quant_a(t + 16 * NB_K8, a + (i + 16) * lda, lda, mr1, p0, k, inv, zp);
             }
         for (int64_t j = j0; j < j1; j += 2 * NB_NR) {
             const int nc = j1 - j < 2 * NB_NR ? (int)(j1 - j) : 2 * NB_NR;
@@ -137,8 +151,8 @@ TGT8 static void gemm_int8_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, con
                 if (whole) {
                     t += (p0 / NB_K8) * 2 * 16 * NB_K8;
                 } else {
-                    quant_a(t, a + i * lda, lda, mr0, p0, k, inv);
-                    if (mr1) quant_a(t + 16 * NB_K8, a + (i + 16) * lda, lda, mr1, p0, k, inv);
+                    quant_a(t, a + i * lda, lda, mr0, p0, k, inv, zp);
+                    if (mr1) quant_a(t + 16 * NB_K8, a + (i + 16) * lda, lda, mr1, p0, k, inv, zp);
                 }
                 _tile_loadd(4, t, 64);
                 if (mr1) _tile_loadd(5, t + 16 * NB_K8, 64);
@@ -154,7 +168,7 @@ TGT8 static void gemm_int8_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, con
             float sc[2 * NB_NR] = {0}, bb[2 * NB_NR] = {0};
             for (int q = 0; q < nc; q++) {
                 sc[q] = sa * sw[j - j0 + q];
-                if (bias) bb[q] = bias[j - j0 + q];
+                bb[q] = nb_bias8(bias, corr, j - j0 + q);
             }
             float *cij = c + i * ldc + (j - j0);
             const int nc0 = nc < NB_NR ? nc : NB_NR, nc1 = nc - nc0;
@@ -190,9 +204,10 @@ TGT8 static void gemm_int8_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, con
 // Rows [0, mr) of A × K [0, k) quantised to u8 into t, row r at t[r·ks]
 // (ks ≥ k, a multiple of 4). Past k a row holds leftovers, which meet B's
 // zero padding; rows from mr on are computed but never stored.
-TGTV static void quant_rows_vnni(uint8_t *t, int64_t ks, const float *a, int64_t lda, int mr, int64_t k, float inv) {
-    const __m512 vi = _mm512_set1_ps(inv), top = _mm512_set1_ps(255.0f);
-    const __m512i z = _mm512_setzero_si512();
+TGTV static void quant_rows_vnni(uint8_t *t, int64_t ks, const float *a, int64_t lda, int mr, int64_t k, float inv,
+                                int zp) {
+    const __m512 vi = _mm512_set1_ps(inv), top = _mm512_set1_ps((float)(255 - zp));
+    const __m512i z = _mm512_setzero_si512(), vz = _mm512_set1_epi32(zp);
     for (int r = 0; r < mr; r++) {
         const float *ar = a + r * lda;
         uint8_t *tr = t + r * ks;
@@ -200,7 +215,8 @@ TGTV static void quant_rows_vnni(uint8_t *t, int64_t ks, const float *a, int64_t
             const int n = k - p >= 16 ? 16 : (int)(k - p);
             const __mmask16 mk = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
             const __m512 x = _mm512_maskz_loadu_ps(mk, ar + p);
-            const __m512i w = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_min_ps(top, _mm512_mul_ps(x, vi))), z);
+            const __m512i w =
+                _mm512_max_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(top, _mm512_mul_ps(x, vi))), vz), z);
             _mm_mask_storeu_epi8(tr + p, mk, _mm512_cvtusepi32_epi8(w));
         }
     }
@@ -264,7 +280,8 @@ TGTV static void vnni_out(const int32_t *part, const float *sc, const float *bb,
 }
 
 TGTV static void gemm_int8_vnni(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
-                                const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc) {
+                                int zp, const int8_t *bp, const float *sw, const float *bias, const float *corr,
+                                int relu, float *c, int64_t ldc) {
     const int64_t kp = (k + NB_K8 - 1) / NB_K8 * NB_K8, ps = NB_NR * kp, ng = (k + 3) / 4;
     const float inv = 1.0f / sa;
     // A's 12-row block quantised once for all its columns when its K fits
@@ -275,20 +292,20 @@ TGTV static void gemm_int8_vnni(int64_t m, int64_t k, int64_t j0, int64_t j1, co
     for (int64_t i = 0; i < m; i += NB_VMR) {
         const int mr = m - i < NB_VMR ? (int)(m - i) : NB_VMR;
         const float *ai = a + i * lda;
-        if (whole) quant_rows_vnni(t, ks, ai, lda, mr, k, inv);
+        if (whole) quant_rows_vnni(t, ks, ai, lda, mr, k, inv, zp);
         for (int64_t j = j0; j < j1; j += 2 * NB_NR) {
             const int nc = j1 - j < 2 * NB_NR ? (int)(j1 - j) : 2 * NB_NR;
             float sc[2 * NB_NR] = {0}, bb[2 * NB_NR] = {0};
             for (int q = 0; q < nc; q++) {
                 sc[q] = sa * sw[j - j0 + q];
-                if (bias) bb[q] = bias[j - j0 + q];
+                bb[q] = nb_bias8(bias, corr, j - j0 + q);
             }
             const int8_t *b0 = bp + (j / NB_NR) * ps;
             float *cij = c + i * ldc + (j - j0);
             const int np = nc > NB_NR ? 2 : 1;
             for (int64_t g0 = 0; g0 < ng; g0 += chunk) {
                 const int64_t gn = ng - g0 < chunk ? ng - g0 : chunk;
-                if (!whole) quant_rows_vnni(t, ks, ai + 4 * g0, lda, mr, (k - 4 * g0 < 4 * gn ? k - 4 * g0 : 4 * gn), inv);
+                if (!whole) quant_rows_vnni(t, ks, ai + 4 * g0, lda, mr, (k - 4 * g0 < 4 * gn ? k - 4 * g0 : 4 * gn), inv, zp);
                 const int init = g0 > 0, keep = g0 + gn < ng;
                 vnni_dot(t, ks, gn, b0 + g0 * 64, (np > 1 ? b0 + ps : b0) + g0 * 64, part, init);
                 if (!keep) vnni_out(part, sc, bb, relu, cij, ldc, mr, nc);
@@ -298,18 +315,19 @@ TGTV static void gemm_int8_vnni(int64_t m, int64_t k, int64_t j0, int64_t j1, co
 }
 #endif
 
-void nb_gemm_int8(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
-                  const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc, int path) {
+void nb_gemm_int8(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa, int zp,
+                  const int8_t *bp, const float *sw, const float *bias, const float *corr, int relu, float *c,
+                  int64_t ldc, int path) {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (path == 2) {
-        gemm_int8_amx(m, k, j0, j1, a, lda, sa, bp, sw, bias, relu, c, ldc);
+        gemm_int8_amx(m, k, j0, j1, a, lda, sa, zp, bp, sw, bias, corr, relu, c, ldc);
         return;
     }
     if (path == 1) {
-        gemm_int8_vnni(m, k, j0, j1, a, lda, sa, bp, sw, bias, relu, c, ldc);
+        gemm_int8_vnni(m, k, j0, j1, a, lda, sa, zp, bp, sw, bias, corr, relu, c, ldc);
         return;
     }
 #endif
     (void)path;
-    gemm_int8_base(m, k, j0, j1, a, lda, sa, bp, sw, bias, relu, c, ldc);
+    gemm_int8_base(m, k, j0, j1, a, lda, sa, zp, bp, sw, bias, corr, relu, c, ldc);
 }

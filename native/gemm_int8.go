@@ -99,17 +99,18 @@ func int8Path(kernel string) C.int {
 
 // GemmInt8 computes columns [j0, j1) of
 //
-//	c[i·ldc + j−j0] = act(sa·sw[j−j0]·Σ_p qa[i][p]·B[p][j] + bias[j−j0])
+//	c[i·ldc + j−j0] = act(sa·sw[j−j0]·Σ_p qa[i][p]·B[p][j] + bias[j−j0] + corr[j−j0])
 //
-// with qa = clamp(round(a/sa), 0, 255) (NaN and negatives 0) and B the s8
-// operand packed by PackInt8: exact int32 sums, fp32 epilogue. It runs
-// Int8Kernel (AMX tiles, else AVX-512 VNNI), else a plain-C loop; all three
-// give identical results.
-func GemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, bp []int8, sw []float32, k, n, j0, j1, m int, bias []float32, relu bool) {
-	gemmInt8(c, ldc, a, lda, sa, bp, sw, k, n, j0, j1, m, bias, relu, Int8Kernel())
+// with qa = clamp(round(a/sa) + zp, 0, 255) (NaN 0) and B the s8 operand
+// packed by PackInt8: exact int32 sums, fp32 epilogue. A signed input takes
+// a zero point zp, and corr[j] = −zp·sa·sw[j]·Σ_p B[p][j] removes it (nil
+// when zp is 0; bias may be nil too). It runs Int8Kernel (AMX tiles, else
+// AVX-512 VNNI), else a plain-C loop; all three give identical results.
+func GemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, zp int, bp []int8, sw []float32, k, n, j0, j1, m int, bias, corr []float32, relu bool) {
+	gemmInt8(c, ldc, a, lda, sa, zp, bp, sw, k, n, j0, j1, m, bias, corr, relu, Int8Kernel())
 }
 
-func gemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, bp []int8, sw []float32, k, n, j0, j1, m int, bias []float32, relu bool, kernel string) {
+func gemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, zp int, bp []int8, sw []float32, k, n, j0, j1, m int, bias, corr []float32, relu bool, kernel string) {
 	nc := j1 - j0
 	switch {
 	case k < 1 || n < 1 || m < 0:
@@ -120,8 +121,10 @@ func gemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, bp []int8,
 		panic("native: bad leading dimension")
 	case len(bp) < PackLenInt8(k, n):
 		panic("native: short packed operand")
-	case len(sw) < nc || (bias != nil && len(bias) < nc):
-		panic("native: short scales or bias")
+	case len(sw) < nc || (bias != nil && len(bias) < nc) || (corr != nil && len(corr) < nc):
+		panic("native: short scales, bias or correction")
+	case zp < 0 || zp > 255:
+		panic("native: zero point out of 0..255")
 	case !(sa > 0):
 		panic("native: activation scale must be positive")
 	}
@@ -134,10 +137,13 @@ func gemmInt8(c []float32, ldc int, a []float32, lda int, sa float32, bp []int8,
 	case len(c) < (m-1)*ldc+nc:
 		panic("native: short c")
 	}
-	var bb *C.float
+	var bb, cc *C.float
 	if bias != nil {
 		bb = f32(bias)
 	}
-	C.nb_gemm_int8(C.int64_t(m), C.int64_t(k), C.int64_t(j0), C.int64_t(j1), f32(a), C.int64_t(lda), C.float(sa),
-		(*C.int8_t)(unsafe.Pointer(&bp[0])), f32(sw), bb, cbool(relu), f32(c), C.int64_t(ldc), int8Path(kernel))
+	if corr != nil {
+		cc = f32(corr)
+	}
+	C.nb_gemm_int8(C.int64_t(m), C.int64_t(k), C.int64_t(j0), C.int64_t(j1), f32(a), C.int64_t(lda), C.float(sa), C.int(zp),
+		(*C.int8_t)(unsafe.Pointer(&bp[0])), f32(sw), bb, cc, cbool(relu), f32(c), C.int64_t(ldc), int8Path(kernel))
 }

@@ -7,13 +7,16 @@ import (
 )
 
 // quantRef is the activation quantiser, independently: round half to even
-// of min(a/sa, 255), negatives and NaN 0.
-func quantRef(a, inv float32) int32 {
+// of min(a/sa, 255 − zp), plus zp, negatives and NaN 0.
+func quantRef(a, inv float32, zp int) int32 {
 	x := a * inv
-	if x > 255 {
-		x = 255
+	if x != x {
+		return 0
 	}
-	q := math.RoundToEven(float64(x))
+	if x > float32(255-zp) {
+		x = float32(255 - zp)
+	}
+	q := math.RoundToEven(float64(x)) + float64(zp)
 	if !(q > 0) {
 		return 0
 	}
@@ -75,12 +78,12 @@ func TestGemmInt8Conformance(t *testing.T) {
 				var outs [][]float32
 				for _, kern := range paths { // the plain-C loop, then each SIMD kernel
 					c := make([]float32, m*ldc)
-					gemmInt8(c, ldc, a, lda, 1, bp, ones, k, n, j0, n, m, nil, false, kern)
+					gemmInt8(c, ldc, a, lda, 1, 0, bp, ones, k, n, j0, n, m, nil, nil, false, kern)
 					for i := 0; i < m; i++ {
 						for j := j0; j < n; j++ {
 							var s int32
 							for p := 0; p < k; p++ {
-								s += quantRef(a[i*lda+p], 1) * int32(b[p*n+j])
+								s += quantRef(a[i*lda+p], 1, 0) * int32(b[p*n+j])
 							}
 							if got := c[i*ldc+j-j0]; got != float32(s) {
 								t.Fatalf("%s: m %d k %d n %d j0 %d: sum[%d][%d] = %v, want %d", kern, m, k, n, j0, i, j, got, s)
@@ -88,20 +91,29 @@ func TestGemmInt8Conformance(t *testing.T) {
 						}
 					}
 					sa := float32(0.37)
-					gemmInt8(c, ldc, a, lda, sa, bp, sw, k, n, j0, n, m, bias, n%2 == 1, kern)
+					zp := (m * 37) % 200 // a zero point on most shapes
+					corr := make([]float32, nc)
+					for j := range corr {
+						var cs int64
+						for p := 0; p < k; p++ {
+							cs += int64(b[p*n+j0+j])
+						}
+						corr[j] = -float32(zp) * sa * sw[j] * float32(cs)
+					}
+					gemmInt8(c, ldc, a, lda, sa, zp, bp, sw, k, n, j0, n, m, bias, corr, n%2 == 1, kern)
 					outs = append(outs, append([]float32(nil), c...))
 					for i := 0; i < m; i++ {
 						for j := j0; j < n; j++ {
 							var s int64
 							for p := 0; p < k; p++ {
-								s += int64(quantRef(a[i*lda+p], 1/sa)) * int64(b[p*n+j])
+								s += int64(quantRef(a[i*lda+p], 1/sa, zp)) * int64(b[p*n+j])
 							}
-							want := float64(s)*float64(sa*sw[j-j0]) + float64(bias[j-j0])
+							want := float64(s)*float64(sa*sw[j-j0]) + float64(bias[j-j0]) + float64(corr[j-j0])
 							if n%2 == 1 {
 								want = math.Max(want, 0)
 							}
 							got := float64(c[i*ldc+j-j0])
-							if math.Abs(got-want) > 3e-7*(math.Abs(float64(s)*float64(sa*sw[j-j0]))+math.Abs(float64(bias[j-j0])))+1e-30 {
+							if math.Abs(got-want) > 3e-7*(math.Abs(float64(s)*float64(sa*sw[j-j0]))+math.Abs(float64(bias[j-j0]))+math.Abs(float64(corr[j-j0])))+1e-30 {
 								t.Fatalf("%s: m %d k %d n %d: c[%d][%d] = %v, want %v", kern, m, k, n, i, j, got, want)
 							}
 						}

@@ -183,8 +183,9 @@ void nb_gemm_bf16(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, 
 // int8 GEMM on AMX tiles (path 2), AVX-512 VNNI (1) or plain C (0) (gemm_int8.c).
 int64_t nb_pack_int8_len(int64_t k, int64_t n);
 void nb_pack_b_int8(const int8_t *b, int64_t k, int64_t n, int64_t ldb, int trans, int8_t *bp);
-void nb_gemm_int8(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa,
-                  const int8_t *bp, const float *sw, const float *bias, int relu, float *c, int64_t ldc, int path);
+void nb_gemm_int8(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, float sa, int zp,
+                  const int8_t *bp, const float *sw, const float *bias, const float *corr, int relu, float *c,
+                  int64_t ldc, int path);
 int nb_amx_enable(void);
 // Sets the rows of one chunk of nb_gemm_atb, returning the old value.
 int64_t nb_gemm_atb_set_rows(int64_t n);

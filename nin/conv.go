@@ -101,7 +101,7 @@ func newConv(l Layer, p *ConvParams, relu bool, cp convPlan) (*conv, error) {
 	if q := cp.quant.layer(l.Name); q != nil && q.Precision == PrecisionInt8 {
 		// int8 runs as GEMMs: the Winograd transforms would amplify the
 		// quantisation error, and the direct kernel is fp32
-		c.w = blas.NewWeightsInt8(l.GemmK, p.Cout, q.InputScale, q.WeightScales)
+		c.w = blas.NewWeightsInt8(l.GemmK, p.Cout, q.InputScale, q.InputZeroPoint, q.WeightScales)
 		c.int8 = true
 		c.reload()
 		return c, nil

@@ -34,9 +34,8 @@ func calibrated(t *testing.T, m *Model, n int, method string) *Model {
 // TestForwardInt8Error: int8 convs (AMX) on every preset with random
 // weights, calibrated on random images and run on others, against the
 // float64 reference: the largest logit error relative to the logits'
-// spread and the largest probability error, measured and bounded. The
-// first conv stays fp32 (its input is signed) and every later conv runs
-// int8. int8 sums are exact, so the outputs are bit-identical whatever the
+// spread and the largest probability error, measured and bounded. Every
+// conv runs int8, the first (a signed input) with a zero point. int8 sums are exact, so the outputs are bit-identical whatever the
 // threads, micro-batches and splits.
 func TestForwardInt8Error(t *testing.T) {
 	if native.Int8Kernel() == "" {
@@ -53,8 +52,11 @@ func TestForwardInt8Error(t *testing.T) {
 	for _, name := range presets {
 		t.Run(name, func(t *testing.T) {
 			m := calibrated(t, randomModel(t, name, 11), 6, CalibMSE)
-			if got := m.Quant.Int8Layers(); len(got) != len(m.Params.Convs)-1 || slices.Contains(got, m.Params.Convs[0].Name) {
-				t.Fatalf("int8 layers %v: want every conv but the first", got)
+			if got := m.Quant.Int8Layers(); len(got) != len(m.Params.Convs) {
+				t.Fatalf("int8 layers %v: want every conv", got)
+			}
+			if l := m.Quant.Layers[0]; l.InputZeroPoint == 0 || l.InputMin >= 0 {
+				t.Fatalf("first conv (signed input): zero point %d, min %g", l.InputZeroPoint, l.InputMin)
 			}
 			var buf bytes.Buffer
 			if _, err := m.Encode(&buf); err != nil {

@@ -30,17 +30,20 @@ type Quant struct {
 // QuantLayer is one conv layer's calibration.
 type QuantLayer struct {
 	Name string `json:"name"` // the conv's tensor prefix, "mlpconv2.0"
-	// Precision is what the layer runs at under int8: "int8", or "fp32"
-	// for a layer whose input can be negative (the first conv's
-	// normalised pixels; after a final conv without ReLU), which the u8
-	// kernel cannot represent.
+	// Precision is what the layer runs at under int8: "int8", or "fp32".
 	Precision string `json:"precision"`
-	// InputMax is the largest input value seen; InputScale the u8 step
-	// (the chosen clip / 255); WeightScales one s8 step per output channel
-	// (max|w|/127).
-	InputMax     float32   `json:"input_max"`
-	InputScale   float32   `json:"input_scale,omitempty"`
-	WeightScales []float32 `json:"weight_scales,omitempty"`
+	// InputMin and InputMax are the extreme input values seen; InputScale
+	// the u8 step; WeightScales one s8 step per output channel
+	// (max|w|/127). An input after a ReLU (every conv but the first) is
+	// ≥ 0: its step is the chosen clip / 255 and its zero point 0. A
+	// signed input (the first conv's normalised pixels, affine images of
+	// 8-bit values) spans [InputMin, InputMax] in 255 steps, the value 0 at
+	// u8 InputZeroPoint.
+	InputMin       float32   `json:"input_min,omitempty"`
+	InputMax       float32   `json:"input_max"`
+	InputScale     float32   `json:"input_scale,omitempty"`
+	InputZeroPoint int       `json:"input_zero_point,omitempty"`
+	WeightScales   []float32 `json:"weight_scales,omitempty"`
 }
 
 // Calibration methods of Quant.Method.
@@ -83,6 +86,9 @@ func (q *Quant) validate(p *Params) error {
 		}
 		if !pos(l.InputScale) {
 			return fmt.Errorf("quant: %s input_scale %g must be positive and finite", l.Name, l.InputScale)
+		}
+		if l.InputZeroPoint < 0 || l.InputZeroPoint > 255 {
+			return fmt.Errorf("quant: %s input_zero_point %d must be in 0..255", l.Name, l.InputZeroPoint)
 		}
 		if len(l.WeightScales) != c.Cout {
 			return fmt.Errorf("quant: %s has %d weight scales for %d output channels", l.Name, len(l.WeightScales), c.Cout)
@@ -133,7 +139,8 @@ type histogram struct {
 	zero float64 // values ≤ 0 (and NaN): the kernel maps them to 0, exactly
 	exp  int
 	max  float32
-	neg  bool // a negative value was seen
+	min  float32 // the most negative value seen, or 0
+	neg  bool    // a negative value was seen
 }
 
 func newHistogram() *histogram { return &histogram{exp: -24} }
@@ -143,7 +150,10 @@ func (h *histogram) width() float64 { return math.Ldexp(1, h.exp) }
 func (h *histogram) add(xs []float32) {
 	for _, x := range xs {
 		if !(x > 0) {
-			h.neg = h.neg || x < 0
+			if x < 0 {
+				h.neg = true
+				h.min = min(h.min, x)
+			}
 			h.zero++
 			continue
 		}
@@ -266,9 +276,10 @@ func (c *Calibrator) Images() int { return c.images }
 // Close releases the calibrator's network.
 func (c *Calibrator) Close() { c.net.Close() }
 
-// Quant derives the calibration: for each conv whose input the histogram
-// saw only ≥ 0 (every conv after a ReLU), int8 with the input step
-// clip/255 by method and per-channel weight steps; the others fp32.
+// Quant derives the calibration: every conv int8 with per-channel weight
+// steps; an input seen only ≥ 0 (every conv after a ReLU) gets the step
+// clip/255 by method, a signed one (the first conv's pixels) its whole
+// range [min, max] in 255 steps with a zero point.
 func (c *Calibrator) Quant(method string, pct float64) (*Quant, error) {
 	if c.images == 0 {
 		return nil, errors.New("calibration saw no images")
@@ -277,20 +288,21 @@ func (c *Calibrator) Quant(method string, pct float64) (*Quant, error) {
 	if method == CalibPercentile {
 		q.Percentile = pct
 	}
-	for i, cv := range c.m.Params.Convs {
+	for _, cv := range c.m.Params.Convs {
 		h := c.hist[cv.Name]
-		l := QuantLayer{Name: cv.Name, Precision: PrecisionFP32, InputMax: h.max}
-		if i > 0 && !h.neg {
-			l.Precision = PrecisionInt8
-			l.InputScale = 1
-			if clip := h.clip(method, pct); clip > 0 {
-				l.InputScale = float32(clip / 255)
-			}
-			l.WeightScales = make([]float32, cv.Cout)
-			kk := cv.K * cv.K * cv.Cin
-			for j := range l.WeightScales {
-				l.WeightScales[j] = blas.WeightScale(cv.W[j*kk : (j+1)*kk])
-			}
+		l := QuantLayer{Name: cv.Name, Precision: PrecisionInt8, InputMin: h.min, InputMax: h.max, InputScale: 1}
+		switch clip := h.clip(method, pct); {
+		case h.neg:
+			s := (float64(h.max) - float64(h.min)) / 255
+			l.InputScale = float32(s)
+			l.InputZeroPoint = min(255, int(math.Round(-float64(h.min)/s)))
+		case clip > 0:
+			l.InputScale = float32(clip / 255)
+		}
+		l.WeightScales = make([]float32, cv.Cout)
+		kk := cv.K * cv.K * cv.Cin
+		for j := range l.WeightScales {
+			l.WeightScales[j] = blas.WeightScale(cv.W[j*kk : (j+1)*kk])
 		}
 		q.Layers = append(q.Layers, l)
 	}
