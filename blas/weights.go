@@ -42,7 +42,7 @@ func NewWeights(k, n int, packed bool) *Weights {
 }
 
 // NewWeightsBF16 allocates a (k, n) operand rounded to bf16 for the AMX
-// kernel (native.GemmBF16); the caller has checked native.AMXBF16.
+// kernel (native.GemmBF16); the caller has checked native.BF16Kernel.
 func NewWeightsBF16(k, n int) *Weights {
 	return &Weights{k: k, n: n, bf16: make([]uint16, native.PackLenBF16(k, n))}
 }

@@ -188,19 +188,124 @@ TGTAMX static void gemm_bf16_amx(int64_t m, int64_t k, int64_t j0, int64_t j1, c
     }
     _tile_release();
 }
+
+// AVX512_BF16 (AMD Zen 4/5; without AMX): VDPBF16PS adds two bf16
+// products into each fp32 lane, and a packed pair step of a panel (16
+// columns × 2 consecutive k) is exactly its second operand. The register
+// block and its reasons are the int8 VNNI kernel's (gemm_int8.c): 12 rows
+// × 32 columns in 24 named accumulators updated by inline asm, A's 12-row
+// block rounded to bf16 once, row by row, K chunked past 4096. Sums run in
+// pairs, so they differ from the plain-C loop's K order by rounding only.
+#define TGTB __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define NB_BMR 12
+#define NB_BSTACK 4096  // the K up to which A's block is on the stack (96 KiB)
+
+// Rows [0, mr) of A × K [0, k) rounded to bf16 into t, row r at t[r·ks]
+// (ks ≥ k, even), zeros from k to the next pair: B's padding is zero, but
+// a leftover NaN times zero would not be.
+TGTB static void bf16_rows(uint16_t *t, int64_t ks, const float *a, int64_t lda, int mr, int64_t k) {
+    for (int r = 0; r < mr; r++) {
+        const float *ar = a + r * lda;
+        uint16_t *tr = t + r * ks;
+        for (int64_t p = 0; p < k; p += 16) {
+            const int n = k - p >= 16 ? 16 : (int)(k - p), w = ks - p >= 16 ? 16 : (int)(ks - p);
+            const __mmask16 mk = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+            const __mmask16 mw = w == 16 ? 0xFFFF : (__mmask16)((1u << w) - 1);
+            const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mk, ar + p));
+            __m256i hv;
+            memcpy(&hv, &h, sizeof hv);
+            _mm256_mask_storeu_epi16(tr + p, mw, hv);
+        }
+    }
+}
+
+#define NB_R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+// The fp32 sums of one 12 × 32 block over ng pair steps of t (rows ks
+// apart), added to part when init, else from zero, into part.
+TGTB __attribute__((noinline)) static void bf16_dot(const uint16_t *t, int64_t ks, int64_t ng, const uint16_t *b0,
+                                                    const uint16_t *b1, float *part, int init) {
+#define NB_DECL(r) __m512 x##r = _mm512_setzero_ps(), y##r = _mm512_setzero_ps();
+    NB_R12(NB_DECL)
+#define NB_LOAD(r)                                    \
+    x##r = _mm512_loadu_ps(part + (2 * r + 0) * 16); \
+    y##r = _mm512_loadu_ps(part + (2 * r + 1) * 16);
+    if (init) {
+        NB_R12(NB_LOAD)
+    }
+    for (int64_t g = 0; g < ng; g++) {
+        const __m512 v0 = _mm512_loadu_ps((const float *)(b0 + g * 32));
+        const __m512 v1 = _mm512_loadu_ps((const float *)(b1 + g * 32));
+        const uint16_t *tg = t + 2 * g;
+#define NB_DOT(r)                                                        \
+    {                                                                    \
+        float q2;                                                        \
+        memcpy(&q2, tg + r * ks, 4);                                     \
+        const __m512 av = _mm512_set1_ps(q2);                            \
+        __asm__("vdpbf16ps %2, %1, %0" : "+v"(x##r) : "v"(av), "v"(v0)); \
+        __asm__("vdpbf16ps %2, %1, %0" : "+v"(y##r) : "v"(av), "v"(v1)); \
+    }
+        NB_R12(NB_DOT)
+    }
+#define NB_KEEP(r)                                     \
+    _mm512_storeu_ps(part + (2 * r + 0) * 16, x##r); \
+    _mm512_storeu_ps(part + (2 * r + 1) * 16, y##r);
+    NB_R12(NB_KEEP)
+#undef NB_DECL
+#undef NB_LOAD
+#undef NB_DOT
+#undef NB_KEEP
+}
+
+TGTB static void gemm_bf16_avx512(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda,
+                                  const uint16_t *bp, const float *bias, int relu, float *c, int64_t ldc) {
+    const int64_t kp = (k + NB_KT - 1) / NB_KT * NB_KT, ps = NB_NR * kp, ng = (k + 1) / 2;
+    uint16_t t[NB_BMR * NB_BSTACK] __attribute__((aligned(64)));
+    const int64_t chunk = NB_BSTACK / 2, whole = ng <= chunk, ks = whole ? 2 * ng : NB_BSTACK;
+    float part[NB_BMR * 2 * 16] __attribute__((aligned(64)));
+    const __m512 z = _mm512_setzero_ps();
+    for (int64_t i = 0; i < m; i += NB_BMR) {
+        const int mr = m - i < NB_BMR ? (int)(m - i) : NB_BMR;
+        const float *ai = a + i * lda;
+        if (whole) bf16_rows(t, ks, ai, lda, mr, k);
+        for (int64_t j = j0; j < j1; j += 2 * NB_NR) {
+            const int nc = j1 - j < 2 * NB_NR ? (int)(j1 - j) : 2 * NB_NR;
+            const uint16_t *b0 = bp + (j / NB_NR) * ps, *b1 = nc > NB_NR ? b0 + ps : b0;
+            for (int64_t g0 = 0; g0 < ng; g0 += chunk) {
+                const int64_t gn = ng - g0 < chunk ? ng - g0 : chunk;
+                if (!whole) bf16_rows(t, ks, ai + 2 * g0, lda, mr, (k - 2 * g0 < 2 * gn ? k - 2 * g0 : 2 * gn));
+                bf16_dot(t, ks, gn, b0 + g0 * 32, b1 + g0 * 32, part, g0 > 0);
+            }
+            float *cij = c + i * ldc + (j - j0);
+            for (int q = 0; q < 2 && 16 * q < nc; q++) {
+                const int n = nc - 16 * q >= 16 ? 16 : nc - 16 * q;
+                const __mmask16 mk = n == 16 ? 0xFFFF : (__mmask16)((1u << n) - 1);
+                const __m512 b = bias ? _mm512_maskz_loadu_ps(mk, bias + (j - j0) + 16 * q) : z;
+                for (int r = 0; r < mr; r++) {
+                    __m512 v = _mm512_add_ps(_mm512_loadu_ps(part + (2 * r + q) * 16), b);
+                    if (relu) v = _mm512_max_ps(v, z);
+                    _mm512_mask_storeu_ps(cij + r * ldc + 16 * q, mk, v);
+                }
+            }
+        }
+    }
+}
 #endif
 
 // nb_gemm_bf16: columns [j0, j1) of act(A·B + bias) with B packed by
-// nb_pack_b_bf16; amx selects the AMX kernel (the caller has checked the
-// CPU and obtained the tile state), else the plain-C loop.
+// nb_pack_b_bf16; path 2 selects the AMX kernel (the caller has checked the
+// CPU and obtained the tile state), 1 the AVX512_BF16 one, 0 the plain-C loop.
 void nb_gemm_bf16(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, const uint16_t *bp,
-                  const float *bias, int relu, float *c, int64_t ldc, int amx) {
+                  const float *bias, int relu, float *c, int64_t ldc, int path) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (amx) {
+    if (path == 2) {
         gemm_bf16_amx(m, k, j0, j1, a, lda, bp, bias, relu, c, ldc);
         return;
     }
+    if (path == 1) {
+        gemm_bf16_avx512(m, k, j0, j1, a, lda, bp, bias, relu, c, ldc);
+        return;
+    }
 #endif
-    (void)amx;
+    (void)path;
     gemm_bf16_base(m, k, j0, j1, a, lda, bp, bias, relu, c, ldc);
 }

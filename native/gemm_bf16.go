@@ -54,14 +54,46 @@ func AMXBF16() bool {
 	return amx.err == nil
 }
 
-// GemmBF16 is GemmPacked with B packed by PackBF16 and A rounded to bf16
-// as it is read: fp32 products of bf16 values, fp32 sums, bias and ReLU.
-// On AMX it runs the tile kernel, else a plain-C loop (far slower).
-func GemmBF16(c []float32, ldc int, a []float32, lda int, bp []uint16, k, n, j0, j1, m int, bias []float32, relu bool) {
-	gemmBF16(c, ldc, a, lda, bp, k, n, j0, j1, m, bias, relu, AMXBF16())
+// bf16 kernels: where GemmBF16 runs.
+const (
+	BF16C   = "c"          // the plain-C loop (tests; far slower than fp32)
+	BF16DP  = "avx512bf16" // VDPBF16PS (AMD Zen 4/5)
+	BF16AMX = "amx"        // AMX tiles
+)
+
+// BF16Kernel is the bf16 kernel this CPU runs at the current level: AMX
+// tiles where the OS grants them, else VDPBF16PS; "" when it has neither.
+func BF16Kernel() string {
+	switch {
+	case AMXBF16():
+		return BF16AMX
+	case cpu.X86.HasAVX512BF16 && Current() >= AVX512:
+		return BF16DP
+	}
+	return ""
 }
 
-func gemmBF16(c []float32, ldc int, a []float32, lda int, bp []uint16, k, n, j0, j1, m int, bias []float32, relu, tiles bool) {
+// BF16Kernels lists the bf16 kernels this CPU can run, the plain-C loop
+// first: what a conformance test covers.
+func BF16Kernels() []string {
+	ks := []string{BF16C}
+	if cpu.X86.HasAVX512BF16 && Current() >= AVX512 {
+		ks = append(ks, BF16DP)
+	}
+	if AMXBF16() {
+		ks = append(ks, BF16AMX)
+	}
+	return ks
+}
+
+// GemmBF16 is GemmPacked with B packed by PackBF16 and A rounded to bf16
+// as it is read: fp32 products of bf16 values, fp32 sums, bias and ReLU.
+// It runs BF16Kernel, else a plain-C loop (far slower).
+func GemmBF16(c []float32, ldc int, a []float32, lda int, bp []uint16, k, n, j0, j1, m int, bias []float32, relu bool) {
+	gemmBF16(c, ldc, a, lda, bp, k, n, j0, j1, m, bias, relu, BF16Kernel())
+}
+
+func gemmBF16(c []float32, ldc int, a []float32, lda int, bp []uint16, k, n, j0, j1, m int, bias []float32, relu bool, kernel string) {
 	nc := j1 - j0
 	switch {
 	case k < 1 || n < 1 || m < 0:
@@ -89,5 +121,15 @@ func gemmBF16(c []float32, ldc int, a []float32, lda int, bp []uint16, k, n, j0,
 		bb = f32(bias)
 	}
 	C.nb_gemm_bf16(C.int64_t(m), C.int64_t(k), C.int64_t(j0), C.int64_t(j1), f32(a), C.int64_t(lda),
-		(*C.uint16_t)(unsafe.Pointer(&bp[0])), bb, cbool(relu), f32(c), C.int64_t(ldc), cbool(tiles))
+		(*C.uint16_t)(unsafe.Pointer(&bp[0])), bb, cbool(relu), f32(c), C.int64_t(ldc), bf16Path(kernel))
+}
+
+func bf16Path(kernel string) C.int {
+	switch kernel {
+	case BF16AMX:
+		return 2
+	case BF16DP:
+		return 1
+	}
+	return 0
 }

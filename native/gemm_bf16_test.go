@@ -13,24 +13,20 @@ func bf16ref(f float32) float64 {
 	return float64(math.Float32frombits(u &^ 0xffff))
 }
 
-// TestGemmBF16Conformance: the AMX kernel (where the CPU has it) and the
-// plain-C loop against float64 over bf16-rounded operands, over shapes
+// TestGemmBF16Conformance: every bf16 kernel the CPU runs (AMX,
+// VDPBF16PS, the plain-C loop) against float64 over bf16-rounded operands, over shapes
 // with sizes 1, odd, tails of the 32-row, 32-column and 32-deep tile
 // steps, padded leading dimensions, column ranges from a later panel,
 // with and without bias and ReLU: within fp32 summation error of the
 // rounded product, and within the bf16 bound (2⁻⁷ of Σ|a·b|) of the
 // unrounded one.
 func TestGemmBF16Conformance(t *testing.T) {
-	paths := []bool{false}
-	if AMXBF16() {
-		paths = append(paths, true)
-	} else {
-		t.Log("no AMX-BF16 here: the plain-C loop only")
-	}
+	paths := BF16Kernels()
+	t.Logf("bf16 kernels here: %v", paths)
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, tiles := range paths {
 		for _, m := range []int{1, 5, 16, 17, 31, 32, 33, 70} {
-			for _, k := range []int{1, 3, 31, 32, 33, 100, 300, 1100} { // 1100: A converted step by step
+			for _, k := range []int{1, 3, 31, 32, 33, 100, 300, 1100, 4200} { // 1100, 4200: A converted step by step, chunk by chunk
 				for _, n := range []int{1, 7, 16, 17, 32, 33, 50} {
 					j0 := 0
 					if n > 16 && (m+k)%2 == 1 {
@@ -117,9 +113,9 @@ func BenchmarkGemmBF16(b *testing.B) {
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
-		b.Run(s.name+"/bf16", func(b *testing.B) {
-			if !AMXBF16() {
-				b.Skip("no AMX-BF16")
+		b.Run(s.name+"/bf16-"+BF16Kernel(), func(b *testing.B) {
+			if BF16Kernel() == "" {
+				b.Skip("no bf16 kernel")
 			}
 			bp := make([]uint16, PackLenBF16(s.k, s.n))
 			PackBF16(bp, w, s.k, s.n, s.n, false)

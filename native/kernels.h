@@ -178,7 +178,7 @@ int64_t nb_pack_bf16_len(int64_t k, int64_t n);
 uint16_t nb_bf16(float f);
 void nb_pack_b_bf16(const float *b, int64_t k, int64_t n, int64_t ldb, int trans, uint16_t *bp);
 void nb_gemm_bf16(int64_t m, int64_t k, int64_t j0, int64_t j1, const float *a, int64_t lda, const uint16_t *bp,
-                  const float *bias, int relu, float *c, int64_t ldc, int amx);
+                  const float *bias, int relu, float *c, int64_t ldc, int path);
 
 // int8 GEMM on AMX tiles (path 2), AVX-512 VNNI (1) or plain C (0) (gemm_int8.c).
 int64_t nb_pack_int8_len(int64_t k, int64_t n);

@@ -387,11 +387,12 @@ func netDefaults(opt *Options, layers []Layer, inLen int) error {
 		if usePacked(opt.GEMM, opt.Mode) && 4*maxActivation(layers, inLen) <= 512<<10 {
 			opt.MicroBatch = 4
 		}
-		// int8 runs no Winograd and its products are 2-4× faster than
-		// fp32's, so its layers wait on their fp32 activations: one image
-		// at a time keeps them in L2 when one image's fit (nin-cifar10 at
-		// batch 64 on 2 threads: 1.7 against 1.2 thousand images/s with 8)
-		if opt.Precision == PrecisionInt8 && 4*maxActivation(layers, inLen) <= native.DetectedCaches().L2 {
+		// int8 and bf16 products are 2-4× faster than fp32's, so their
+		// layers wait on the fp32 activations: one image at a time keeps
+		// them in L2 when one image's fit (nin-cifar10 at batch 64 on 2
+		// threads: int8 1.7 against 1.2 thousand images/s with 8, bf16
+		// 1.4 against 1.8 CPU ms an image)
+		if (opt.Precision == PrecisionInt8 || opt.Precision == PrecisionBF16) && 4*maxActivation(layers, inLen) <= native.DetectedCaches().L2 {
 			opt.MicroBatch = 1
 		}
 	}
@@ -693,7 +694,11 @@ func (n *Net) micro(st *stream, x []float32, m int, probs, logits, maps []float3
 func (n *Net) ISA() string {
 	switch n.opt.Precision {
 	case PrecisionBF16:
-		return native.Current().String() + "+amx-bf16"
+		if k := native.BF16Kernel(); k == native.BF16AMX {
+			return native.Current().String() + "+amx-bf16"
+		} else {
+			return native.Current().String() + "+" + k
+		}
 	case PrecisionInt8:
 		return native.Current().String() + "+" + native.Int8Kernel() + "-int8"
 	}

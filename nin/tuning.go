@@ -50,15 +50,16 @@ const (
 )
 
 // checkPrecision fills in the default precision and refuses one this CPU
-// cannot run fast: bf16 needs AMX-BF16 (VDPBF16PS alone runs at half the
-// fp32 rate on the CPUs that have it, docs/benchmarks.md).
+// cannot run fast: bf16 needs AMX-BF16 or AVX512_BF16 (VDPBF16PS: 1.9×
+// the fp32 FMA rate on Zen 5, docs/benchmarks.md), int8 a calibrated model
+// and AVX-512 VNNI or AMX-INT8.
 func (o *Options) checkPrecision(m *Model) error {
 	switch o.Precision {
 	case "", PrecisionFP32:
 		o.Precision = PrecisionFP32
 	case PrecisionBF16:
-		if !native.AMXBF16() {
-			return fmt.Errorf("precision bf16 needs a CPU with AMX-BF16 at the avx512 level (this one runs %s%s); use fp32", native.Current(), amxNote())
+		if native.BF16Kernel() == "" {
+			return fmt.Errorf("precision bf16 needs a CPU with AVX512_BF16 or AMX-BF16 at the avx512 level (this one runs %s); use fp32", native.Current())
 		}
 		if !usePacked(o.GEMM, o.Mode) {
 			return errors.New("precision bf16 runs on the packed GEMM; it cannot be combined with gemm openblas")
@@ -77,13 +78,6 @@ func (o *Options) checkPrecision(m *Model) error {
 		return fmt.Errorf("precision %q: want fp32, bf16 or int8", o.Precision)
 	}
 	return nil
-}
-
-func amxNote() string {
-	if native.Current() >= native.AVX512 {
-		return " without AMX, or the OS refused its tile state"
-	}
-	return ""
 }
 
 // Tuning holds the engine's knobs: how convs are computed and how the

@@ -228,7 +228,7 @@ func isCLIUsage(err error) bool {
 // precisionFlag is --precision of run, eval and bench.
 func precisionFlag() cli.Flag {
 	return &cli.StringFlag{Name: "precision", Value: nin.PrecisionFP32, EnvVars: []string{"NINBATCH_PRECISION"},
-		Usage: "arithmetic of the conv products: fp32; bf16 (CPUs with AMX-BF16); int8 (a model made by ninbatch quantize, CPUs with AVX-512 VNNI or AMX-INT8). docs/precision.md"}
+		Usage: "arithmetic of the conv products: fp32; bf16 (CPUs with AVX512_BF16 or AMX-BF16); int8 (a model made by ninbatch quantize, CPUs with AVX-512 VNNI or AMX-INT8). docs/precision.md"}
 }
 
 // precisionOf checks --precision.

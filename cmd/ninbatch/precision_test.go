@@ -19,21 +19,21 @@ import (
 // TestShippedModelBF16: the shipped model scores the 10,000 MNIST test
 // images in bf16 with a top-1 error within 0.05 points of fp32's and at
 // least 99.8% top-1 agreement; outputs and the summary name the
-// precision. Without AMX-BF16 the flag is refused with exit 2.
+// precision. Without a bf16 kernel the flag is refused with exit 2.
 func TestShippedModelBF16(t *testing.T) {
 	// below the avx512 level (forced here) bf16 is refused, never faked in fp32
 	model, in := nightlyFixture(t, 1, 10, 10)
 	cmd := subprocess("run", "--precision", "bf16", "--model", model, "--out", t.TempDir(), in)
 	cmd.Env = append(cmd.Env, "NINBATCH_ISA=avx2")
-	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "AMX-BF16") {
-		t.Fatalf("bf16 at NINBATCH_ISA=avx2: exit %d, want 2 naming AMX-BF16\n%s", cmd.ProcessState.ExitCode(), out)
+	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "AVX512_BF16") {
+		t.Fatalf("bf16 at NINBATCH_ISA=avx2: exit %d, want 2 naming AVX512_BF16\n%s", cmd.ProcessState.ExitCode(), out)
 	}
-	if !native.AMXBF16() {
+	if native.BF16Kernel() == "" {
 		code, _, e := runCLI(t, "run", "--precision", "bf16", "--model", model, "--out", t.TempDir(), in)
 		if code != 2 {
 			t.Fatalf("bf16 without AMX: exit %d, want 2: %s", code, e)
 		}
-		t.Skip("no AMX-BF16 here: bf16 refused (checked)")
+		t.Skip("no bf16 kernel here: bf16 refused (checked)")
 	}
 	checkShippedPrecision(t, "bf16", "../../models/nin-mnist.nin")
 }
