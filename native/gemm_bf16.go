@@ -47,7 +47,7 @@ var amx struct {
 // AMXBF16 reports whether GemmBF16 runs on AMX tiles here: the CPU has
 // AMX-BF16 and the OS granted the tile state (asked once per process).
 func AMXBF16() bool {
-	if !cpu.X86.HasAMXTile || !cpu.X86.HasAMXBF16 || !cpu.X86.HasAVX512BF16 || Current() < AVX512 {
+	if amxOff || !cpu.X86.HasAMXTile || !cpu.X86.HasAMXBF16 || !cpu.X86.HasAVX512BF16 || Current() < AVX512 {
 		return false
 	}
 	amx.once.Do(func() { amx.err = EnableAMX() })

@@ -43,7 +43,7 @@ var amx8 struct {
 
 // AMXInt8 reports whether GemmInt8 runs on AMX tiles here.
 func AMXInt8() bool {
-	if !cpu.X86.HasAMXTile || !cpu.X86.HasAMXInt8 || Current() < AVX512 {
+	if amxOff || !cpu.X86.HasAMXTile || !cpu.X86.HasAMXInt8 || Current() < AVX512 {
 		return false
 	}
 	amx8.once.Do(func() { amx8.err = EnableAMX() })

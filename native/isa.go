@@ -132,3 +132,28 @@ func CPUFlags() string {
 // Relax is one step of a spin-wait: a few PAUSE instructions, so a spinning
 // thread leaves its core's execution units to the SMT sibling doing work.
 func Relax() { C.nb_relax(16) }
+
+// amxOff is NINBATCH_AMX=off: the bf16 and int8 products skip the AMX
+// tiles for VDPBF16PS and VPDPBUSD, so those kernels can be run (and
+// compared) on a CPU that has both.
+var amxOff = func() bool {
+	switch v := os.Getenv("NINBATCH_AMX"); v {
+	case "", "on", "auto":
+		return false
+	case "off":
+		return true
+	default:
+		if isaErr == nil {
+			isaErr = fmt.Errorf("NINBATCH_AMX=%s: want on or off", v)
+		}
+		return false
+	}
+}()
+
+// SetAMX allows (on) or forbids the AMX kernels, as NINBATCH_AMX does, and
+// returns the previous setting. Not safe while kernels run.
+func SetAMX(on bool) bool {
+	old := !amxOff
+	amxOff = !on
+	return old
+}

@@ -2,6 +2,7 @@ package nin
 
 import (
 	"bytes"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -49,70 +50,82 @@ func TestForwardInt8Error(t *testing.T) {
 	if testing.Short() {
 		presets = presets[:3]
 	}
+	amx := []bool{true}
+	if native.AMXInt8() {
+		amx = append(amx, false) // NINBATCH_AMX=off: the VNNI kernel
+	}
 	for _, name := range presets {
-		t.Run(name, func(t *testing.T) {
-			m := calibrated(t, randomModel(t, name, 11), 6, CalibMSE)
-			if got := m.Quant.Int8Layers(); len(got) != len(m.Params.Convs) {
-				t.Fatalf("int8 layers %v: want every conv", got)
+		for _, on := range amx {
+			t.Run(fmt.Sprintf("%s/amx-%v", name, on), func(t *testing.T) {
+				defer native.SetAMX(native.SetAMX(on))
+				checkInt8Preset(t, name)
+			})
+		}
+	}
+}
+
+// checkInt8Preset is TestForwardInt8Error on one preset.
+func checkInt8Preset(t *testing.T, name string) {
+	m := calibrated(t, randomModel(t, name, 11), 6, CalibMSE)
+	if got := m.Quant.Int8Layers(); len(got) != len(m.Params.Convs) {
+		t.Fatalf("int8 layers %v: want every conv", got)
+	}
+	if l := m.Quant.Layers[0]; l.InputZeroPoint == 0 || l.InputMin >= 0 {
+		t.Fatalf("first conv (signed input): zero point %d, min %g", l.InputZeroPoint, l.InputMin)
+	}
+	var buf bytes.Buffer
+	if _, err := m.Encode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	tensors := refParseSafetensors(t, buf.Bytes())
+	const batch = 3
+	in := m.Spec.Input.Len()
+	x := randomInput(batch, in, 5)
+	var wantL, wantP [][]float64
+	spread := 0.0
+	for i := 0; i < batch; i++ {
+		l, p := refForward(&m.Spec, tensors, x[i*in:(i+1)*in])
+		wantL, wantP = append(wantL, l), append(wantP, p)
+		for _, v := range l {
+			spread = math.Max(spread, math.Abs(v))
+		}
+	}
+	var first []float32
+	for _, opt := range []Options{
+		{MaxBatch: batch, Threads: 2, Precision: PrecisionInt8},
+		{MaxBatch: batch, Threads: 1, Precision: PrecisionInt8, Tuning: Tuning{Unfused: true}},
+		{MaxBatch: batch, Threads: 3, Precision: PrecisionInt8, Tuning: Tuning{Direct: DirectOff, MicroBatch: 1}},
+		{MaxBatch: batch, Threads: 4, Precision: PrecisionInt8, Tuning: Tuning{Mode: ModeStreams, MicroBatch: 2}},
+	} {
+		net, err := NewNet(m, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if net.ISA() != native.Current().String()+"+"+native.Int8Kernel()+"-int8" || net.Precision() != PrecisionInt8 {
+			t.Errorf("isa %q precision %q", net.ISA(), net.Precision())
+		}
+		probs := make([]float32, batch*net.Classes())
+		logits := make([]float32, batch*net.Classes())
+		if err := net.Forward(x, batch, probs, logits); err != nil {
+			t.Fatal(err)
+		}
+		net.Close()
+		if first == nil {
+			first = logits
+		} else if !slices.Equal(first, logits) {
+			t.Errorf("%+v: int8 logits differ from the first options' (%v against %v)", opt.Tuning, logits[:4], first[:4])
+		}
+		var dl, dp float64
+		for i := 0; i < batch; i++ {
+			for j := range wantL[i] {
+				dl = math.Max(dl, math.Abs(float64(logits[i*net.Classes()+j])-wantL[i][j]))
+				dp = math.Max(dp, math.Abs(float64(probs[i*net.Classes()+j])-wantP[i][j]))
 			}
-			if l := m.Quant.Layers[0]; l.InputZeroPoint == 0 || l.InputMin >= 0 {
-				t.Fatalf("first conv (signed input): zero point %d, min %g", l.InputZeroPoint, l.InputMin)
-			}
-			var buf bytes.Buffer
-			if _, err := m.Encode(&buf); err != nil {
-				t.Fatal(err)
-			}
-			tensors := refParseSafetensors(t, buf.Bytes())
-			const batch = 3
-			in := m.Spec.Input.Len()
-			x := randomInput(batch, in, 5)
-			var wantL, wantP [][]float64
-			spread := 0.0
-			for i := 0; i < batch; i++ {
-				l, p := refForward(&m.Spec, tensors, x[i*in:(i+1)*in])
-				wantL, wantP = append(wantL, l), append(wantP, p)
-				for _, v := range l {
-					spread = math.Max(spread, math.Abs(v))
-				}
-			}
-			var first []float32
-			for _, opt := range []Options{
-				{MaxBatch: batch, Threads: 2, Precision: PrecisionInt8},
-				{MaxBatch: batch, Threads: 1, Precision: PrecisionInt8, Tuning: Tuning{Unfused: true}},
-				{MaxBatch: batch, Threads: 3, Precision: PrecisionInt8, Tuning: Tuning{Direct: DirectOff, MicroBatch: 1}},
-				{MaxBatch: batch, Threads: 4, Precision: PrecisionInt8, Tuning: Tuning{Mode: ModeStreams, MicroBatch: 2}},
-			} {
-				net, err := NewNet(m, opt)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if net.ISA() != native.Current().String()+"+"+native.Int8Kernel()+"-int8" || net.Precision() != PrecisionInt8 {
-					t.Errorf("isa %q precision %q", net.ISA(), net.Precision())
-				}
-				probs := make([]float32, batch*net.Classes())
-				logits := make([]float32, batch*net.Classes())
-				if err := net.Forward(x, batch, probs, logits); err != nil {
-					t.Fatal(err)
-				}
-				net.Close()
-				if first == nil {
-					first = logits
-				} else if !slices.Equal(first, logits) {
-					t.Errorf("%+v: int8 logits differ from the first options' (%v against %v)", opt.Tuning, logits[:4], first[:4])
-				}
-				var dl, dp float64
-				for i := 0; i < batch; i++ {
-					for j := range wantL[i] {
-						dl = math.Max(dl, math.Abs(float64(logits[i*net.Classes()+j])-wantL[i][j]))
-						dp = math.Max(dp, math.Abs(float64(probs[i*net.Classes()+j])-wantP[i][j]))
-					}
-				}
-				t.Logf("%+v: logit error %.2e of spread %.3g (%.3f%%), prob error %.2e", opt.Tuning, dl, spread, 100*dl/spread, dp)
-				if dl > 0.05*spread || dp > 0.03 {
-					t.Errorf("%+v: int8 logit error %.3g (spread %.3g), prob error %.3g: beyond the bound (5%%, 0.03)", opt.Tuning, dl, spread, dp)
-				}
-			}
-		})
+		}
+		t.Logf("%+v: logit error %.2e of spread %.3g (%.3f%%), prob error %.2e", opt.Tuning, dl, spread, 100*dl/spread, dp)
+		if dl > 0.05*spread || dp > 0.03 {
+			t.Errorf("%+v: int8 logit error %.3g (spread %.3g), prob error %.3g: beyond the bound (5%%, 0.03)", opt.Tuning, dl, spread, dp)
+		}
 	}
 }
 
