@@ -55,6 +55,10 @@ type infoJSON struct {
 	TotalMACs     int64           `json:"total_macs"`
 	GFLOPPerImage float64         `json:"gflop_per_image"`
 	ISA           string          `json:"isa"` // the kernels this machine runs
+	// Quant is the int8 calibration (ninbatch quantize), and the
+	// precisions this machine can run the model at.
+	Quant      *nin.Quant `json:"quant,omitempty"`
+	Precisions []string   `json:"precisions"`
 }
 
 func runInfo(c *cli.Context) error {
@@ -88,6 +92,14 @@ func runInfo(c *cli.Context) error {
 	}
 	if m.ID != "" {
 		info.Provenance = &m.Provenance
+	}
+	info.Quant = m.Quant
+	info.Precisions = []string{nin.PrecisionFP32}
+	if native.BF16Kernel() != "" {
+		info.Precisions = append(info.Precisions, nin.PrecisionBF16)
+	}
+	if m.Quant != nil && native.Int8Kernel() != "" {
+		info.Precisions = append(info.Precisions, nin.PrecisionInt8)
 	}
 	if c.Bool(flagJSON) {
 		enc := json.NewEncoder(c.App.Writer)
@@ -124,6 +136,10 @@ func runInfo(c *cli.Context) error {
 			info.HeadDropout, commas(head), 100*float64(head)/float64(params), commas(info.BodyParams))
 	}
 	fmt.Fprintf(w, "kernels  %s here (cpu: %s; NINBATCH_ISA=avx2|scalar lowers it)\n", info.ISA, native.CPUFlags())
+	if q := m.Quant; q != nil {
+		fmt.Fprintf(w, "int8     calibrated (%s, %d images): %d of %d convs int8\n", q.Method, q.CalibImages, len(q.Int8Layers()), len(q.Layers))
+	}
+	fmt.Fprintf(w, "precision %s here (--precision)\n", strings.Join(info.Precisions, ", "))
 	return nil
 }
 

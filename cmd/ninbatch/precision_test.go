@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -178,8 +179,19 @@ func TestShippedModelInt8(t *testing.T) {
 	if out, _ := cmd.CombinedOutput(); cmd.ProcessState.ExitCode() != 2 || !strings.Contains(string(out), "VNNI") {
 		t.Fatalf("int8 at NINBATCH_ISA=avx2: exit %d, want 2 naming VNNI\n%s", cmd.ProcessState.ExitCode(), out)
 	}
+	code, out, e := runCLI(t, "info", "--json", q)
+	var info struct {
+		Quant      *struct{ Method string }
+		Precisions []string
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &info) != nil || info.Quant == nil || info.Quant.Method != "mse" {
+		t.Fatalf("info --json of the int8 model: exit %d, %s %s", code, out, e)
+	}
 	if native.Int8Kernel() == "" {
 		t.Skip("no int8 kernel here: int8 refused (checked)")
+	}
+	if !slices.Contains(info.Precisions, "int8") {
+		t.Fatalf("info precisions %v lack int8", info.Precisions)
 	}
 	checkShippedPrecision(t, "int8", q)
 }
