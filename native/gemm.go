@@ -18,6 +18,14 @@ func PackLen(k, n int) int { return (n + PanelCols - 1) / PanelCols * PanelCols 
 // n) floats): B[p][j] = b[p·ldb + j], or b[j·ldb + p] when trans (b is
 // then (n, k), the layout of conv weights: one row of k per output channel).
 func PackB(bp, b []float32, k, n, ldb int, trans bool) {
+	checkPack(len(bp), PackLen(k, n), len(b), k, n, ldb, trans)
+	C.nb_pack_b(f32(b), C.int64_t(k), C.int64_t(n), C.int64_t(ldb), cbool(trans), f32(bp))
+}
+
+// checkPack validates the arguments every Pack* shares: B (k, n) of
+// blen values with leading dimension ldb (transposed when trans) into a
+// packed operand of bplen values, need of them used.
+func checkPack(bplen, need, blen, k, n, ldb int, trans bool) {
 	rows, cols := k, n
 	if trans {
 		rows, cols = n, k
@@ -27,12 +35,11 @@ func PackB(bp, b []float32, k, n, ldb int, trans bool) {
 		panic("native: bad packed operand shape")
 	case ldb < cols:
 		panic("native: bad leading dimension")
-	case len(b) < (rows-1)*ldb+cols:
+	case blen < (rows-1)*ldb+cols:
 		panic("native: short operand")
-	case len(bp) < PackLen(k, n):
+	case bplen < need:
 		panic("native: short packed operand")
 	}
-	C.nb_pack_b(f32(b), C.int64_t(k), C.int64_t(n), C.int64_t(ldb), cbool(trans), f32(bp))
 }
 
 // GemmPacked computes columns [j0, j1) of act(A·B + bias):

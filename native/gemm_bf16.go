@@ -22,20 +22,7 @@ func BF16(f float32) uint16 { return uint16(C.nb_bf16(C.float(f))) }
 // PackBF16 packs B (k, n) for GemmBF16, rounded to bf16; the layout of b
 // is PackB's.
 func PackBF16(bp []uint16, b []float32, k, n, ldb int, trans bool) {
-	rows, cols := k, n
-	if trans {
-		rows, cols = n, k
-	}
-	switch {
-	case k < 1 || n < 1:
-		panic("native: bad packed operand shape")
-	case ldb < cols:
-		panic("native: bad leading dimension")
-	case len(b) < (rows-1)*ldb+cols:
-		panic("native: short operand")
-	case len(bp) < PackLenBF16(k, n):
-		panic("native: short packed operand")
-	}
+	checkPack(len(bp), PackLenBF16(k, n), len(b), k, n, ldb, trans)
 	C.nb_pack_b_bf16(f32(b), C.int64_t(k), C.int64_t(n), C.int64_t(ldb), cbool(trans), (*C.uint16_t)(unsafe.Pointer(&bp[0])))
 }
 

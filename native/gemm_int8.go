@@ -19,20 +19,7 @@ func PackLenInt8(k, n int) int { return int(C.nb_pack_int8_len(C.int64_t(k), C.i
 // PackInt8 packs the quantised B (k, n) for GemmInt8; the layout of b is
 // PackB's.
 func PackInt8(bp, b []int8, k, n, ldb int, trans bool) {
-	rows, cols := k, n
-	if trans {
-		rows, cols = n, k
-	}
-	switch {
-	case k < 1 || n < 1:
-		panic("native: bad packed operand shape")
-	case ldb < cols:
-		panic("native: bad leading dimension")
-	case len(b) < (rows-1)*ldb+cols:
-		panic("native: short operand")
-	case len(bp) < PackLenInt8(k, n):
-		panic("native: short packed operand")
-	}
+	checkPack(len(bp), PackLenInt8(k, n), len(b), k, n, ldb, trans)
 	C.nb_pack_b_int8((*C.int8_t)(unsafe.Pointer(&b[0])), C.int64_t(k), C.int64_t(n), C.int64_t(ldb), cbool(trans), (*C.int8_t)(unsafe.Pointer(&bp[0])))
 }
 

@@ -27,23 +27,9 @@ func TestForwardBF16Error(t *testing.T) {
 	for _, name := range presets {
 		t.Run(name, func(t *testing.T) {
 			m := randomModel(t, name, 11)
-			var buf bytes.Buffer
-			if _, err := m.Encode(&buf); err != nil {
-				t.Fatal(err)
-			}
-			tensors := refParseSafetensors(t, buf.Bytes())
 			const batch = 2
-			in := m.Spec.Input.Len()
-			x := randomInput(batch, in, 5)
-			var wantL, wantP [][]float64
-			spread := 0.0
-			for i := 0; i < batch; i++ {
-				l, p := refForward(&m.Spec, tensors, x[i*in:(i+1)*in])
-				wantL, wantP = append(wantL, l), append(wantP, p)
-				for _, v := range l {
-					spread = math.Max(spread, math.Abs(v))
-				}
-			}
+			x := randomInput(batch, m.Spec.Input.Len(), 5)
+			wantL, wantP, spread := refBatch(t, m, x, batch)
 			for _, opt := range []Options{
 				{MaxBatch: batch, Threads: 2, Precision: PrecisionBF16},
 				{MaxBatch: batch, Threads: 1, Precision: PrecisionBF16, Tuning: Tuning{Winograd: WinogradOff}},
@@ -73,4 +59,25 @@ func TestForwardBF16Error(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refBatch is the float64 reference's logits and probabilities for a
+// batch, and the largest |logit|: what reduced-precision errors are
+// measured against.
+func refBatch(t *testing.T, m *Model, x []float32, batch int) (wantL, wantP [][]float64, spread float64) {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := m.Encode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	tensors := refParseSafetensors(t, buf.Bytes())
+	in := m.Spec.Input.Len()
+	for i := 0; i < batch; i++ {
+		l, p := refForward(&m.Spec, tensors, x[i*in:(i+1)*in])
+		wantL, wantP = append(wantL, l), append(wantP, p)
+		for _, v := range l {
+			spread = math.Max(spread, math.Abs(v))
+		}
+	}
+	return wantL, wantP, spread
 }

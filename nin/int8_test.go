@@ -73,23 +73,9 @@ func checkInt8Preset(t *testing.T, name string) {
 	if l := m.Quant.Layers[0]; l.InputZeroPoint == 0 || l.InputMin >= 0 {
 		t.Fatalf("first conv (signed input): zero point %d, min %g", l.InputZeroPoint, l.InputMin)
 	}
-	var buf bytes.Buffer
-	if _, err := m.Encode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	tensors := refParseSafetensors(t, buf.Bytes())
 	const batch = 3
-	in := m.Spec.Input.Len()
-	x := randomInput(batch, in, 5)
-	var wantL, wantP [][]float64
-	spread := 0.0
-	for i := 0; i < batch; i++ {
-		l, p := refForward(&m.Spec, tensors, x[i*in:(i+1)*in])
-		wantL, wantP = append(wantL, l), append(wantP, p)
-		for _, v := range l {
-			spread = math.Max(spread, math.Abs(v))
-		}
-	}
+	x := randomInput(batch, m.Spec.Input.Len(), 5)
+	wantL, wantP, spread := refBatch(t, m, x, batch)
 	var first []float32
 	for _, opt := range []Options{
 		{MaxBatch: batch, Threads: 2, Precision: PrecisionInt8},
