@@ -45,13 +45,7 @@ func TestForwardBF16Error(t *testing.T) {
 					t.Fatal(err)
 				}
 				net.Close()
-				var dl, dp float64
-				for i := 0; i < batch; i++ {
-					for j := range wantL[i] {
-						dl = math.Max(dl, math.Abs(float64(logits[i*net.Classes()+j])-wantL[i][j]))
-						dp = math.Max(dp, math.Abs(float64(probs[i*net.Classes()+j])-wantP[i][j]))
-					}
-				}
+				dl, dp := refError(logits, probs, wantL, wantP)
 				t.Logf("%+v: logit error %.2e of spread %.3g (%.3f%%), prob error %.2e", opt.Tuning, dl, spread, 100*dl/spread, dp)
 				if dl > 0.03*spread || dp > 0.02 {
 					t.Errorf("%+v: bf16 logit error %.3g (spread %.3g), prob error %.3g: beyond the bound (3%%, 0.02)", opt.Tuning, dl, spread, dp)
@@ -80,4 +74,17 @@ func refBatch(t *testing.T, m *Model, x []float32, batch int) (wantL, wantP [][]
 		}
 	}
 	return wantL, wantP, spread
+}
+
+// refError is the largest absolute logit and probability error of a batch
+// (rows of len(wantL[i]) classes) against the float64 reference.
+func refError(logits, probs []float32, wantL, wantP [][]float64) (dl, dp float64) {
+	for i := range wantL {
+		nc := len(wantL[i])
+		for j := range wantL[i] {
+			dl = math.Max(dl, math.Abs(float64(logits[i*nc+j])-wantL[i][j]))
+			dp = math.Max(dp, math.Abs(float64(probs[i*nc+j])-wantP[i][j]))
+		}
+	}
+	return dl, dp
 }

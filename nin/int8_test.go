@@ -101,13 +101,7 @@ func checkInt8Preset(t *testing.T, name string) {
 		} else if !slices.Equal(first, logits) {
 			t.Errorf("%+v: int8 logits differ from the first options' (%v against %v)", opt.Tuning, logits[:4], first[:4])
 		}
-		var dl, dp float64
-		for i := 0; i < batch; i++ {
-			for j := range wantL[i] {
-				dl = math.Max(dl, math.Abs(float64(logits[i*net.Classes()+j])-wantL[i][j]))
-				dp = math.Max(dp, math.Abs(float64(probs[i*net.Classes()+j])-wantP[i][j]))
-			}
-		}
+		dl, dp := refError(logits, probs, wantL, wantP)
 		t.Logf("%+v: logit error %.2e of spread %.3g (%.3f%%), prob error %.2e", opt.Tuning, dl, spread, 100*dl/spread, dp)
 		if dl > 0.05*spread || dp > 0.03 {
 			t.Errorf("%+v: int8 logit error %.3g (spread %.3g), prob error %.3g: beyond the bound (5%%, 0.03)", opt.Tuning, dl, spread, dp)
