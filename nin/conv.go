@@ -187,47 +187,55 @@ func (c *conv) reload() {
 }
 
 func (c *conv) forward(st *stream, dst, src []float32, n int) {
-	c.compute(&st.scratch, dst, src, n, 0, 1)
+	c.compute(&st.scratch, dst, src, n, whole)
 }
 
-func (c *conv) forwardPart(st *stream, dst, src []float32, n, part, parts int) {
-	c.compute(&st.scratch, dst, src, n, part, parts)
+func (c *conv) forwardPart(st *stream, dst, src []float32, n int, w part) {
+	c.compute(&st.scratch, dst, src, n, w)
 }
 
-// compute is part of the forward pass: for Winograd, see
-// wino.forwardPart; else rows share(rows, part, parts) for all channels,
-// or all rows for channels channelShare(cout, part, parts) when byChannels
-// says so.
-func (c *conv) compute(st *scratch, dst, src []float32, n, part, parts int) {
+// compute is w's units of the forward pass: for Winograd, see
+// wino.forwardPart; else tiles of rows for all channels, or, when
+// byChannels says so, (row tile, channel group) pairs, each part making the
+// im2col of a tile once for all the groups of it that it claims.
+func (c *conv) compute(st *scratch, dst, src []float32, n int, w part) {
 	if c.wino != nil {
-		c.wino.forwardPart(st, dst, src, n, part, parts)
+		c.wino.forwardPart(st, dst, src, n, w)
 		return
 	}
 	g := c.g
 	g.N = n
-	rows, cout := g.Rows(), c.p.Cout
-	lo, hi := share(rows, part, parts)
+	rows, cout, k := g.Rows(), c.p.Cout, g.Cols()
 	if c.direct != nil {
-		native.ConvDirect(dst[lo*cout:hi*cout], src, c.direct, c.ws, c.p.B, g, cout, c.relu, lo, hi-lo, st.col)
+		tile := splitRows(rows, rows, w.cut(rows*k*cout))
+		us := w.units((rows + tile - 1) / tile)
+		for u, ok := us.take(); ok; u, ok = us.take() {
+			lo, hi := u*tile, min((u+1)*tile, rows)
+			native.ConvDirect(dst[lo*cout:hi*cout], src, c.direct, c.ws, c.p.B, g, cout, c.relu, lo, hi-lo, st.col)
+		}
 		return
 	}
-	c0, c1 := 0, cout
-	if byChannels(rows, cout, parts) {
-		lo, hi = 0, rows
-		c0, c1 = channelShare(cout, part, parts)
-		if c0 == c1 {
-			return
-		}
+	tile, cw := splitRows(rows, c.tileRows, w.cut(rows*k*cout)), cout
+	if byChannels(rows, cout, w.parts) {
+		tile, cw = c.tileRows, splitCols(cout, w.cut(rows*k*cout))
 	}
-	k := g.Cols()
-	for r0 := lo; r0 < hi; r0 += c.tileRows {
-		nr := min(c.tileRows, hi-r0)
+	groups := (cout + cw - 1) / cw
+	us := w.units((rows + tile - 1) / tile * groups)
+	have := -1 // the row tile in st.col
+	for u, ok := us.take(); ok; u, ok = us.take() {
+		t, c0 := u/groups, u%groups*cw
+		c1 := min(c0+cw, cout)
+		r0 := t * tile
+		nr := min(tile, rows-r0)
 		var a []float32 // (nr, k): the activations themselves for a 1×1 conv
 		if c.oneByOne {
 			a = src[r0*k : (r0+nr)*k]
 		} else {
 			a = st.col[:nr*k]
-			native.Im2col(a, src, g, r0, nr)
+			if t != have {
+				native.Im2col(a, src, g, r0, nr)
+				have = t
+			}
 		}
 		c.gemm(dst[r0*cout+c0:(r0+nr-1)*cout+c1], a, nr, k, c0, c1)
 	}
@@ -277,7 +285,7 @@ func (c *conv) backward(sc *scratch, din, dw, du, dpre, in []float32, n int) {
 	switch {
 	case din == nil:
 	case c.winoIn != nil:
-		c.winoIn.forwardPart(sc, din, dpre, n, 0, 1)
+		c.winoIn.forwardPart(sc, din, dpre, n, whole)
 	default:
 		c.inputGrad(sc, din, dpre, n)
 	}

@@ -52,8 +52,9 @@ type Net struct {
 
 	// what the workers run: the batch of the current Forward (streams), or
 	// the layer call being split over them (batch < threads)
-	cur job
-	sp  splitCall
+	cur    job
+	sp     splitCall
+	claims []claims // per part: units of sp claimed from its share (see part)
 }
 
 // task is what a worker is told to do: drain the current job's
@@ -75,10 +76,121 @@ type splitCall struct {
 	n, parts int
 }
 
-// partOp is a layer whose call can be split: part p of parts computes a
+// partOp is a layer whose call can be split: each part computes a
 // disjoint share of dst, with the scratch buffers of stream st.
 type partOp interface {
-	forwardPart(st *stream, dst, src []float32, n, part, parts int)
+	forwardPart(st *stream, dst, src []float32, n int, w part)
+}
+
+// part says which share of a split layer call one worker computes. With q
+// nil it is the static share idx of parts. With q set, the op cuts its call
+// into units (row tiles, or channel groups); every part takes the units of
+// its static share from the front, then takes what is left of the other
+// shares from their backs, so a part that starts late or runs on a slower
+// core does less, and each part's units stay mostly contiguous (claiming
+// units in turn from one counter interleaved the parts' rows and cost
+// nin-mnist 10%). Static halves at batch 1 on 2 threads left one part
+// waiting 15–25% of every call: the caller's half ran that much slower than
+// the worker's whenever both ran at once, either half, either buffer set
+// (docs/benchmarks.md).
+type part struct {
+	idx, parts int
+	q          []claims // one per part, zero at the start of the call; or nil
+}
+
+// claims is what has been taken of one part's share: front in the low 32
+// bits, back in the high; padded to a cache line of its own.
+type claims struct {
+	atomic.Int64
+	_ [56]byte
+}
+
+// whole is an unsplit call.
+var whole = part{idx: 0, parts: 1}
+
+// units hands out the units of one call that a part computes.
+type units struct {
+	w        part
+	total    int
+	next, hi int // static: the units left; dynamic: next is the share tried
+}
+
+// units of a call cut into total units: claimable as above, or the static
+// share.
+func (w part) units(total int) units {
+	if w.q != nil {
+		return units{w: w, total: total}
+	}
+	lo, hi := share(total, w.idx, w.parts)
+	return units{w: w, next: lo, hi: hi}
+}
+
+// take returns the next unit this part computes, or false when done.
+func (u *units) take() (int, bool) {
+	if u.w.q == nil {
+		if u.next < u.hi {
+			u.next++
+			return u.next - 1, true
+		}
+		return 0, false
+	}
+	for ; u.next < u.w.parts; u.next++ { // shares idx, idx+1, ...: ours first
+		p := (u.w.idx + u.next) % u.w.parts
+		lo, hi := share(u.total, p, u.w.parts)
+		c := &u.w.q[p]
+		for {
+			v := c.Load()
+			f, b := int(v&0xffffffff), int(v>>32)
+			if lo+f >= hi-b {
+				break // share p is used up
+			}
+			if u.next == 0 { // our share: from the front
+				if c.CompareAndSwap(v, v+1) {
+					return lo + f, true
+				}
+			} else if c.CompareAndSwap(v, v+1<<32) {
+				return hi - b - 1, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// unitsPerPart is how finely a split call is cut: about this many units for
+// each part, so the last unit claimed is a small share of the call.
+const unitsPerPart = 8
+
+// minUnitMACs is the least work worth a unit, about 10 µs on one core:
+// nin-mnist's batch-1 layers are tens of µs in all, and cutting them finer
+// lost more to claiming than it won back.
+const minUnitMACs = 1 << 20
+
+// cut is the number of units a call of macs multiply-adds is cut into: one
+// per part when the call is small, up to unitsPerPart per part.
+func (w part) cut(macs int) int {
+	if w.parts == 1 {
+		return 1
+	}
+	return w.parts * min(max(macs/(w.parts*minUnitMACs), 1), unitsPerPart)
+}
+
+// splitRows is the rows of one unit of a call over rows cut into units:
+// at most tile (the unsplit call's tile), a multiple of the AVX-512
+// kernel's 12-row block, at least 24 rows.
+func splitRows(rows, tile, units int) int {
+	if units == 1 {
+		return tile
+	}
+	r := (rows + units - 1) / units
+	r = (r + 11) / 12 * 12
+	return max(min(tile, r), min(tile, 24))
+}
+
+// splitCols is the channels of one unit of a call cut by channels into
+// units: a multiple of the AVX-512 kernel's 32-column block (two panels),
+// 32 or 64.
+func splitCols(cout, units int) int {
+	return min(max(cout/units/32*32, 32), 64)
 }
 
 // share is part p of [0, total) cut into parts nearly equal pieces.
@@ -97,15 +209,6 @@ func share(total, part, parts int) (lo, hi int) {
 // channels), so cutting the rows left every part packing all the weights:
 // the split took 417 µs against 462 on one core for nin-mnist conv2.
 func byChannels(m, cout, parts int) bool { return parts > 1 && m < cout }
-
-// channelShare is part p of the cout channels, in multiples of 16: one
-// panel of the packed GEMM (native.PanelCols), and two vectors of the
-// epilogues and the Winograd output transform.
-func channelShare(cout, part, parts int) (lo, hi int) {
-	const q = native.PanelCols
-	lo, hi = share((cout+q-1)/q, part, parts)
-	return min(lo*q, cout), min(hi*q, cout)
-}
 
 // stream is one worker's private buffers for a micro-batch of mb images.
 type stream struct {
@@ -167,18 +270,24 @@ const chainTileBytes = 128 << 10
 var chainWeightBytes = min(max(native.DetectedCaches().L2/8, 128<<10), 1<<20)
 
 func (o *chainOp) forward(st *stream, dst, src []float32, n int) {
-	o.forwardPart(st, dst, src, n, 0, 1)
+	o.forwardPart(st, dst, src, n, whole)
 }
 
-// forwardPart computes output pixels share(rows, part, parts) of every
-// stage.
-func (o *chainOp) forwardPart(st *stream, dst, src []float32, n, part, parts int) {
+// forwardPart computes its units of output pixels through every stage.
+func (o *chainOp) forwardPart(st *stream, dst, src []float32, n int, w part) {
 	g := o.stages[0].g
 	g.N = n
-	lo, hi := share(g.Rows(), part, parts)
+	rows := g.Rows()
+	macs := 0
+	for _, s := range o.stages {
+		macs += s.g.Cols() * s.p.Cout
+	}
+	tile := splitRows(rows, o.tile, w.cut(rows*macs))
 	last := len(o.stages) - 1
-	for r0 := lo; r0 < hi; r0 += o.tile {
-		nr := min(o.tile, hi-r0)
+	us := w.units((rows + tile - 1) / tile)
+	for u, ok := us.take(); ok; u, ok = us.take() {
+		r0 := u * tile
+		nr := min(tile, rows-r0)
 		var in []float32
 		for i, s := range o.stages {
 			out := dst[r0*s.p.Cout : (r0+nr)*s.p.Cout]
@@ -274,7 +383,8 @@ func (o *poolOp) pool(dst, src []float32, g native.Geom) {
 // twice its single-core time (nin-imagenet at batch 1). A part is the
 // window rows it reads as an image of its own, which with no padding
 // clips the windows exactly as the whole does.
-func (o *poolOp) forwardPart(_ *stream, dst, src []float32, n, part, parts int) {
+func (o *poolOp) forwardPart(_ *stream, dst, src []float32, n int, w part) {
+	part, parts := w.idx, w.parts
 	g := o.g
 	if g.P != 0 { // a part's top windows would be padded: pool whole on one core
 		if part == 0 {
@@ -336,6 +446,7 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 	if opt.Threads > 1 && opt.Mode != ModeBLAS {
 		net.fin = newTally()
 		net.spin = opt.Wait == "spin"
+		net.claims = make([]claims, opt.Threads)
 		for _, st := range net.streams {
 			box := newMailbox()
 			net.work = append(net.work, box)
@@ -612,7 +723,7 @@ func (n *Net) worker(st *stream, box *mailbox) {
 		case taskDrain:
 			n.drain(st, n.cur)
 		case taskPart:
-			n.sp.o.forwardPart(st, n.sp.dst, n.sp.src, n.sp.n, st.idx, n.sp.parts)
+			n.sp.o.forwardPart(st, n.sp.dst, n.sp.src, n.sp.n, part{idx: st.idx, parts: n.sp.parts, q: n.claims})
 			spin = n.spin // the next layer call is microseconds away
 		}
 		if n.fin.add() || t == taskDrain {
@@ -631,10 +742,13 @@ func (n *Net) layer(st *stream, o op, dst, src []float32, m int) {
 	}
 	parts := len(n.work)
 	n.sp = splitCall{o: po, dst: dst, src: src, n: m, parts: parts}
+	for i := range n.claims { // every part of the last call is done
+		n.claims[i].Store(0)
+	}
 	for _, box := range n.work[1:] {
 		box.post(taskPart)
 	}
-	po.forwardPart(st, dst, src, m, 0, parts)
+	po.forwardPart(st, dst, src, m, part{idx: 0, parts: parts, q: n.claims})
 	n.posted += int64(parts - 1)
 	n.fin.waitFor(n.posted, n.spin) // the other parts take about as long as ours
 	n.sp = splitCall{}

@@ -2,6 +2,8 @@ package nin
 
 import (
 	"math"
+	"runtime"
+	"sync"
 	"testing"
 
 	"github.com/ninbatch/ninbatch/native"
@@ -69,7 +71,7 @@ func TestPoolPartsMatchWhole(t *testing.T) {
 						got[i] = float32(math.NaN())
 					}
 					for p := 0; p < parts; p++ {
-						o.forwardPart(nil, got, src, n, p, parts)
+						o.forwardPart(nil, got, src, n, part{idx: p, parts: parts})
 					}
 					for i := range got {
 						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
@@ -78,6 +80,104 @@ func TestPoolPartsMatchWhole(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// A batch-1 Forward split over 2 or 3 workers, its units claimed by
+// whichever worker is free, gives the single-thread outputs bit for bit:
+// every output is computed by the same kernels in the same order whoever
+// computes it and however the call is cut.
+func TestSplitMatchesOneThread(t *testing.T) {
+	for _, preset := range []string{"nin-mnist", "nin-cifar10", "nin-imagenet"} {
+		m := randomModel(t, preset, 3)
+		one, err := NewNet(m, Options{MaxBatch: 1, Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := randomInput(1, one.InputLen(), 4)
+		want := make([]float32, one.Classes())
+		if err := one.Forward(x, 1, make([]float32, one.Classes()), want); err != nil {
+			t.Fatal(err)
+		}
+		one.Close()
+		for _, opt := range []Options{
+			{MaxBatch: 1, Threads: 2},
+			{MaxBatch: 1, Threads: 3, Tuning: Tuning{Wait: "spin"}},
+			{MaxBatch: 1, Threads: 2, Tuning: Tuning{Unfused: true, Wait: "park"}},
+		} {
+			net, err := NewNet(m, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]float32, net.Classes())
+			for rep := 0; rep < 5; rep++ { // a different claim order each time
+				if err := net.Forward(x, 1, make([]float32, net.Classes()), got); err != nil {
+					t.Fatal(err)
+				}
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%s %+v rep %d: logit %d = %v, one thread %v", preset, opt.Tuning, rep, i, got[i], want[i])
+					}
+				}
+			}
+			net.Close()
+		}
+	}
+}
+
+// Claimed units: every unit of a call goes to exactly one part, whatever
+// the parts' speeds, for unit counts below, at and above the part count;
+// and a part that runs alone still takes every unit.
+func TestClaimsTakeEveryUnitOnce(t *testing.T) {
+	for parts := 1; parts <= 4; parts++ {
+		q := make([]claims, parts)
+		for total := 0; total <= 41; total++ {
+			for i := range q {
+				q[i].Store(0)
+			}
+			got := make([][]int, parts)
+			var wg sync.WaitGroup
+			for p := 0; p < parts; p++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					us := part{idx: p, parts: parts, q: q}.units(total)
+					for u, ok := us.take(); ok; u, ok = us.take() {
+						got[p] = append(got[p], u)
+						if p == 1 { // a slow part
+							runtime.Gosched()
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			seen := make([]int, total)
+			for _, us := range got {
+				for _, u := range us {
+					if u < 0 || u >= total {
+						t.Fatalf("parts %d total %d: unit %d out of range", parts, total, u)
+					}
+					seen[u]++
+				}
+			}
+			for u, c := range seen {
+				if c != 1 {
+					t.Fatalf("parts %d total %d: unit %d taken %d times", parts, total, u, c)
+				}
+			}
+		}
+		// one part alone (the others not started yet) drains every share
+		for i := range q {
+			q[i].Store(0)
+		}
+		us := part{idx: parts - 1, parts: parts, q: q}.units(23)
+		n := 0
+		for _, ok := us.take(); ok; _, ok = us.take() {
+			n++
+		}
+		if n != 23 {
+			t.Fatalf("parts %d: a lone part took %d of 23 units", parts, n)
 		}
 	}
 }

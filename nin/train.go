@@ -244,7 +244,7 @@ func (t *Trainer) forward(st *tstream, x []float32, labels []int32, n, first int
 		switch l.kind {
 		case kindConv:
 			out := sl.act[:n*l.Out.Len()]
-			l.conv.compute(&st.scratch, out, src, n, 0, 1)
+			l.conv.compute(&st.scratch, out, src, n, whole)
 			src = out
 		case kindPool:
 			out := sl.act[:n*l.Out.Len()]

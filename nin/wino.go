@@ -152,32 +152,39 @@ func (o *wino) transformFilters() {
 	}
 }
 
-// forwardPart computes the output tiles share(tiles, part, parts), or all
-// tiles for channels channelShare(cout, part, parts) when byChannels says
-// so (every part then repeats the input transform, a few % of the layer).
-func (o *wino) forwardPart(sc *scratch, dst, src []float32, n, part, parts int) {
-	w := o.w
-	w.G.N = n
-	cin, cout, aa := o.p.Cin, o.p.Cout, w.A*w.A
-	lo, hi := share(w.Tiles(), part, parts)
-	c0, c1 := 0, cout
-	if byChannels(w.Tiles(), cout, parts) {
-		lo, hi = 0, w.Tiles()
-		c0, c1 = channelShare(cout, part, parts)
-		if c0 == c1 {
-			return
-		}
+// forwardPart computes w's units: chunks of tiles, or, when byChannels
+// says so, (chunk, channel group) pairs, each part transforming a chunk's
+// input once for all the groups of it that it claims (the input transform
+// is a few % of the layer).
+func (o *wino) forwardPart(sc *scratch, dst, src []float32, n int, w part) {
+	wg := o.w
+	wg.G.N = n
+	cin, cout, aa := o.p.Cin, o.p.Cout, wg.A*wg.A
+	tiles := wg.Tiles()
+	chunk, cw := o.chunk, cout
+	units := w.cut(tiles * aa * cin * cout)
+	if byChannels(tiles, cout, w.parts) {
+		cw = splitCols(cout, units)
+	} else if units > 1 {
+		chunk = min(chunk, max(16, (tiles+units-1)/units))
 	}
-	nc := c1 - c0
-	for t0 := lo; t0 < hi; t0 += o.chunk {
-		nt := min(o.chunk, hi-t0)
+	groups := (cout + cw - 1) / cw
+	us := w.units((tiles + chunk - 1) / chunk * groups)
+	have := -1 // the chunk whose transformed input is in sc.wv
+	for u, ok := us.take(); ok; u, ok = us.take() {
+		t0, c0 := u/groups*chunk, u%groups*cw
+		c1 := min(c0+cw, cout)
+		nt, nc := min(chunk, tiles-t0), c1-c0
 		vs, ms := native.WinoStride(nt, cin), native.WinoStride(nt, nc)
 		v, m := sc.wv[:aa*vs], sc.wm[:aa*ms]
-		native.WinoIn(v, src, w, o.bt, t0, nt)
+		if t0 != have {
+			native.WinoIn(v, src, wg, o.bt, t0, nt)
+			have = t0
+		}
 		for pos := 0; pos < aa; pos++ {
 			o.ws[pos].Mul(m[pos*ms:pos*ms+nt*nc], nc, v[pos*vs:pos*vs+nt*cin], cin, nt, c0, c1, nil, false)
 		}
-		native.WinoOut(dst[c0:], m, w, nc, cout, o.at, o.p.B[c0:c1], o.relu, t0, nt)
+		native.WinoOut(dst[c0:], m, wg, nc, cout, o.at, o.p.B[c0:c1], o.relu, t0, nt)
 	}
 }
 
