@@ -444,6 +444,9 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 			idx:    i})
 	}
 	if opt.Threads > 1 && opt.Mode != ModeBLAS {
+		if opt.MaxBatch >= opt.Threads || opt.Mode == ModeStreams {
+			reserveProcs(opt.Threads)
+		}
 		net.fin = newTally()
 		net.spin = opt.Wait == "spin"
 		net.claims = make([]claims, opt.Threads)

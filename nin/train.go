@@ -121,6 +121,7 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 		}
 		t.streams = append(t.streams, st)
 	}
+	reserveProcs(opt.Threads)
 	return t, nil
 }
 
