@@ -444,9 +444,6 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 			idx:    i})
 	}
 	if opt.Threads > 1 && opt.Mode != ModeBLAS {
-		if opt.MaxBatch >= opt.Threads || opt.Mode == ModeStreams {
-			reserveProcs(opt.Threads)
-		}
 		net.fin = newTally()
 		net.spin = opt.Wait == "spin"
 		net.claims = make([]claims, opt.Threads)
@@ -691,6 +688,7 @@ func (n *Net) ForwardMaps(x []float32, batch int, probs, logits, maps []float32)
 	n.next.Store(0)
 	switch {
 	case useStreams:
+		procsForStreams(n.opt.Threads)
 		blas.SetThreads(1)
 		n.cur = j
 		for _, box := range n.work {
@@ -702,6 +700,7 @@ func (n *Net) ForwardMaps(x []float32, batch int, probs, logits, maps []float32)
 	case n.work != nil:
 		// fewer images than workers: each layer call is split over all of
 		// them, caller included (worker 0's stream is the caller's)
+		procsForSplit()
 		blas.SetThreads(1)
 		st := n.streams[0]
 		st.split = true

@@ -181,3 +181,37 @@ func TestClaimsTakeEveryUnitOnce(t *testing.T) {
 		}
 	}
 }
+
+// Streams run at GOMAXPROCS threads+2, split calls at the process's own
+// setting, switching with the mode of each call; a higher setting is kept.
+func TestProcsFollowMode(t *testing.T) {
+	old := runtime.GOMAXPROCS(2)
+	defer runtime.GOMAXPROCS(old)
+	defer procsForSplit()
+	m := randomModel(t, "nin-mnist", 1)
+	net, err := NewNet(m, Options{MaxBatch: 4, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	x := randomInput(4, net.InputLen(), 2)
+	probs := make([]float32, 4*net.Classes())
+	for _, c := range []struct{ batch, procs int }{{4, 4}, {2, 4}, {1, 2}, {1, 2}, {3, 4}, {1, 2}} {
+		if err := net.Forward(x, c.batch, probs, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := runtime.GOMAXPROCS(0); got != c.procs {
+			t.Fatalf("after a batch of %d: GOMAXPROCS %d, want %d", c.batch, got, c.procs)
+		}
+	}
+	runtime.GOMAXPROCS(8)
+	if err := net.Forward(x, 4, probs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := net.Forward(x, 1, probs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 8 {
+		t.Fatalf("GOMAXPROCS 8 set by the process became %d", got)
+	}
+}

@@ -121,7 +121,6 @@ func NewTrainer(m *Model, opt TrainOptions) (*Trainer, error) {
 		}
 		t.streams = append(t.streams, st)
 	}
-	reserveProcs(opt.Threads)
 	return t, nil
 }
 
@@ -370,6 +369,7 @@ func (t *Trainer) Step(x []float32, labels []int32, n int, lr float64, step uint
 	if err := t.checkBatch(x, labels, n); err != nil {
 		return StepResult{}, err
 	}
+	procsForStreams(t.opt.Threads)
 	res := t.gradients(x, labels, n, step)
 	t.update(lr)
 	return res, nil
