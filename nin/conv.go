@@ -215,9 +215,10 @@ func (c *conv) compute(st *scratch, dst, src []float32, n int, w part) {
 		}
 		return
 	}
-	tile, cw := splitRows(rows, c.tileRows, w.cut(rows*k*cout)), cout
+	cut := w.cut(rows * k * cout)
+	tile, cw := splitRows(rows, c.tileRows, cut), cout
 	if byChannels(rows, cout, w.parts) {
-		tile, cw = c.tileRows, splitCols(cout, w.cut(rows*k*cout))
+		tile, cw = c.tileRows, splitCols(cout, cut)
 	}
 	groups := (cout + cw - 1) / cw
 	us := w.units((rows + tile - 1) / tile * groups)

@@ -89,7 +89,7 @@ type partOp interface {
 // shares from their backs, so a part that starts late or runs on a slower
 // core does less, and each part's units stay mostly contiguous (claiming
 // units in turn from one counter interleaved the parts' rows and cost
-// nin-mnist 10%). Static halves at batch 1 on 2 threads left one part
+// nin-mnist 8%). Static halves at batch 1 on 2 threads left one part
 // waiting 15–25% of every call: the caller's half ran that much slower than
 // the worker's whenever both ran at once, either half, either buffer set
 // (docs/benchmarks.md).

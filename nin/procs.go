@@ -28,7 +28,7 @@ var procs struct {
 
 // procsForStreams raises GOMAXPROCS to threads+2 if it is lower.
 func procsForStreams(threads int) {
-	if threads < 2 || procs.raised.Load() && runtime.GOMAXPROCS(0) >= threads+2 {
+	if threads < 2 || runtime.GOMAXPROCS(0) >= threads+2 {
 		return
 	}
 	procs.mu.Lock()
