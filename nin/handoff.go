@@ -19,22 +19,26 @@ import (
 // layer calls of one image, far shorter than a batch.
 const spinFor = 50 * time.Microsecond
 
-// mailbox posts tasks to one worker goroutine.
+// mailbox posts tasks to one worker goroutine, from one poster.
 type mailbox struct {
-	seq    atomic.Uint64 // tasks posted so far
-	task   atomic.Uint32 // the task posted last
-	parked atomic.Int32  // 1 while the worker sleeps on wake
+	// tasks posted so far << 8 | the task posted last: one word, so a
+	// worker that finds a new post reads the task of that same post even
+	// when the next one (a drain still running when a split call begins)
+	// follows at once
+	state  atomic.Uint64
+	parked atomic.Int32 // 1 while the worker sleeps on wake
 	wake   chan struct{}
 }
 
 func newMailbox() *mailbox { return &mailbox{wake: make(chan struct{}, 1)} }
 
-// post hands t to the worker (the previous task must be done) and reports
-// whether it had to wake it: the woken goroutine then waits on the
-// poster's processor, which must not spin while it waits.
+// post hands t to the worker and reports whether it had to wake it: the
+// woken goroutine then waits on the poster's processor, which must not
+// spin while it waits. A taskPart must follow a finished task; taskDrain
+// may be posted to a worker still draining (it drains again, or finds
+// nothing).
 func (m *mailbox) post(t task) (woke bool) {
-	m.task.Store(uint32(t))
-	m.seq.Add(1)
+	m.state.Store((m.state.Load()>>8+1)<<8 | uint64(t))
 	if m.parked.CompareAndSwap(1, 0) {
 		m.wake <- struct{}{}
 		return true
@@ -42,20 +46,22 @@ func (m *mailbox) post(t task) (woke bool) {
 	return false
 }
 
-// next waits for the task after the one numbered seen and returns it
+// next waits for a post after the one numbered seen and returns its task
 // with its number; spin says whether to spin before parking.
 func (m *mailbox) next(seen uint64, spin bool) (task, uint64) {
-	if spin && spinUntil(func() bool { return m.seq.Load() != seen }) {
-		return task(m.task.Load()), m.seq.Load()
+	var v uint64
+	fresh := func() bool { v = m.state.Load(); return v>>8 != seen }
+	if spin && spinUntil(fresh) {
+		return task(v & 0xff), v >> 8
 	}
 	for {
 		m.parked.Store(1)
-		if m.seq.Load() != seen && m.parked.CompareAndSwap(1, 0) {
-			return task(m.task.Load()), m.seq.Load()
+		if fresh() && m.parked.CompareAndSwap(1, 0) {
+			return task(v & 0xff), v >> 8
 		}
 		<-m.wake // post claimed the parked flag: a wake is on its way
-		if s := m.seq.Load(); s != seen {
-			return task(m.task.Load()), s
+		if fresh() {
+			return task(v & 0xff), v >> 8
 		}
 	}
 }

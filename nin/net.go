@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/ninbatch/ninbatch/blas"
 	"github.com/ninbatch/ninbatch/native"
@@ -42,7 +43,6 @@ type Net struct {
 	posted  int64                            // parts handed to the workers so far (the caller's count)
 	spin    bool                             // split calls wait by spinning (see spinMACs)
 	observe func(conv string, src []float32) // sees each conv's input (Calibrator), or nil
-	next    atomic.Int64
 	closed  bool
 
 	// what micro runs: ops with each conv and the 1×1 convs after it fused
@@ -50,9 +50,10 @@ type Net struct {
 	// Options.Unfused); else ops itself
 	run []op
 
-	// what the workers run: the batch of the current Forward (streams), or
-	// the layer call being split over them (batch < threads)
-	cur    job
+	// what the workers run: the micro-batches of the batches in flight
+	// (streams), or the layer call being split over them (batch < threads)
+	slots  [2]batchSlot
+	queue  chan microTask
 	sp     splitCall
 	claims []claims // per part: units of sp claimed from its share (see part)
 }
@@ -447,6 +448,12 @@ func NewNet(m *Model, opt Options) (*Net, error) {
 		net.fin = newTally()
 		net.spin = opt.Wait == "spin"
 		net.claims = make([]claims, opt.Threads)
+		// room for both slots' micro-batches: a batch is cut into at most
+		// ceil(MaxBatch/MicroBatch) of them, or one per stream
+		net.queue = make(chan microTask, 2*((opt.MaxBatch+mb-1)/mb+opt.Threads))
+		for i := range net.slots {
+			net.slots[i].done = newTally()
+		}
 		for _, st := range net.streams {
 			box := newMailbox()
 			net.work = append(net.work, box)
@@ -564,6 +571,7 @@ func (n *Net) Close() {
 	if n.closed {
 		return
 	}
+	n.settle() // the streams may be writing a caller's buffers
 	n.closed = true
 	for _, box := range n.work {
 		box.post(taskStop)
@@ -661,42 +669,94 @@ func (n *Net) Forward(x []float32, batch int, probs, logits []float32) error {
 //
 //	maps: (batch, MapDims().H, MapDims().W, classes), or nil
 func (n *Net) ForwardMaps(x []float32, batch int, probs, logits, maps []float32) error {
+	p, err := n.Submit(x, batch, probs, logits, maps)
+	if err != nil {
+		return err
+	}
+	n.Wait(p)
+	return nil
+}
+
+// Pending is a Submit call whose results may not be written yet.
+type Pending struct {
+	s    *batchSlot // nil: done when Submit returned
+	gen  int64
+	done time.Time // when it finished, for s nil
+}
+
+// batchSlot is one batch in flight on the streams: its micro-batches are
+// tasks on the queue, and done counts the batches of this slot finished.
+type batchSlot struct {
+	job
+	left atomic.Int64 // micro-batches not finished
+	done *tally
+	gen  int64     // batches submitted in this slot (the caller's count)
+	end  time.Time // when the last micro-batch finished
+	busy bool      // submitted and not yet waited for (the caller's)
+}
+
+// microTask is micro-batch i of the batch in slot s.
+type microTask struct {
+	s *batchSlot
+	i int
+}
+
+// Submit starts ForwardMaps on a batch and, when the batch runs as
+// streams, returns before it is done: up to two batches can be in flight,
+// so the streams go from one batch to the next without waiting at the
+// end of each for the slowest (a core that also decodes and writes, in
+// `run`). Wait(p) returns when p's outputs are written; until then none of
+// the call's slices may be touched. Batches that run as split calls or on
+// OpenBLAS threads are done when Submit returns (after the batches in
+// flight).
+func (n *Net) Submit(x []float32, batch int, probs, logits, maps []float32) (Pending, error) {
 	switch {
 	case maps != nil && len(maps) < batch*n.MapDims().Len():
-		return fmt.Errorf("maps has room for %d values, batch %d needs %d", len(maps), batch, batch*n.MapDims().Len())
+		return Pending{}, fmt.Errorf("maps has room for %d values, batch %d needs %d", len(maps), batch, batch*n.MapDims().Len())
 	case n.closed:
-		return errors.New("Forward on a closed Net")
+		return Pending{}, errors.New("Forward on a closed Net")
 	case batch < 0 || batch > n.opt.MaxBatch:
-		return fmt.Errorf("batch %d out of range 0..%d", batch, n.opt.MaxBatch)
+		return Pending{}, fmt.Errorf("batch %d out of range 0..%d", batch, n.opt.MaxBatch)
 	case len(x) < batch*n.inLen:
-		return fmt.Errorf("input has %d values, batch %d needs %d", len(x), batch, batch*n.inLen)
+		return Pending{}, fmt.Errorf("input has %d values, batch %d needs %d", len(x), batch, batch*n.inLen)
 	case len(probs) < batch*n.classes:
-		return fmt.Errorf("probs has room for %d values, batch %d needs %d", len(probs), batch, batch*n.classes)
+		return Pending{}, fmt.Errorf("probs has room for %d values, batch %d needs %d", len(probs), batch, batch*n.classes)
 	case logits != nil && len(logits) < batch*n.classes:
-		return fmt.Errorf("logits has room for %d values, batch %d needs %d", len(logits), batch, batch*n.classes)
+		return Pending{}, fmt.Errorf("logits has room for %d values, batch %d needs %d", len(logits), batch, batch*n.classes)
 	}
 	if batch == 0 {
-		return nil
+		return Pending{}, nil
 	}
 	j := job{x: x, probs: probs, logits: logits, maps: maps, n: batch, mb: n.opt.MicroBatch}
 	useStreams := n.work != nil && (n.opt.Mode == ModeStreams || batch >= n.opt.Threads)
-	if useStreams {
+	if !useStreams {
+		n.settle() // the workers' streams are ours to use
+	}
+	switch {
+	case useStreams:
+		s := &n.slots[0]
+		if s.busy {
+			s = &n.slots[1]
+		}
+		if s.busy {
+			return Pending{}, errors.New("two batches in flight: Wait for one before the next Submit")
+		}
 		// split a small batch evenly over the streams (16 images on 2
 		// streams with micro-batch 8 is one step each; 10 is 5 + 5, not 8 + 2)
 		j.mb = min(j.mb, (batch+len(n.streams)-1)/len(n.streams))
-	}
-	n.next.Store(0)
-	switch {
-	case useStreams:
 		procsForStreams(n.opt.Threads)
 		blas.SetThreads(1)
-		n.cur = j
+		s.job, s.busy = j, true
+		s.gen++
+		tasks := (batch + j.mb - 1) / j.mb
+		s.left.Store(int64(tasks))
+		for i := 0; i < tasks; i++ {
+			n.queue <- microTask{s, i}
+		}
 		for _, box := range n.work {
 			box.post(taskDrain)
 		}
-		n.posted += int64(len(n.work))
-		n.fin.waitFor(n.posted, false) // a whole batch: sleep, leave the cores to the workers
-		n.cur = job{}
+		return Pending{s: s, gen: s.gen}, nil
 	case n.work != nil:
 		// fewer images than workers: each layer call is split over all of
 		// them, caller included (worker 0's stream is the caller's)
@@ -710,7 +770,31 @@ func (n *Net) ForwardMaps(x []float32, batch int, probs, logits, maps []float32)
 		blas.SetThreads(n.opt.Threads)
 		n.drain(n.streams[0], j)
 	}
-	return nil
+	return Pending{done: time.Now()}, nil
+}
+
+// Wait returns when the batch of p is done, with the time it finished.
+func (n *Net) Wait(p Pending) time.Time {
+	if p.s == nil {
+		return p.done
+	}
+	p.s.done.waitFor(p.gen, false) // a whole batch: sleep, leave the cores to the workers
+	end := p.s.end
+	if p.s.gen == p.gen {
+		p.s.busy = false
+		p.s.job = job{}
+	}
+	return end
+}
+
+// settle waits until the batches in flight are done, without taking
+// them off the caller's hands (Wait still returns at once for them).
+func (n *Net) settle() {
+	for i := range n.slots {
+		if s := &n.slots[i]; s.busy {
+			s.done.waitFor(s.gen, false)
+		}
+	}
 }
 
 func (n *Net) worker(st *stream, box *mailbox) {
@@ -723,13 +807,32 @@ func (n *Net) worker(st *stream, box *mailbox) {
 		case taskStop:
 			return
 		case taskDrain:
-			n.drain(st, n.cur)
+			n.drainQueue(st)
+			spin = false // the batches in flight are done: park at once
 		case taskPart:
 			n.sp.o.forwardPart(st, n.sp.dst, n.sp.src, n.sp.n, part{idx: st.idx, parts: n.sp.parts, q: n.claims})
 			spin = n.spin // the next layer call is microseconds away
+			if n.fin.add() {
+				spin = false // a waiter woken (it waits on this processor): park at once
+			}
 		}
-		if n.fin.add() || t == taskDrain {
-			spin = false // a waiter woken (it waits on this processor), or a whole batch done: park at once
+	}
+}
+
+// drainQueue runs queued micro-batches until the queue is empty.
+func (n *Net) drainQueue(st *stream) {
+	for {
+		select {
+		case t := <-n.queue:
+			s := &t.s.job
+			i0 := t.i * s.mb
+			n.run1(st, *s, i0, min(s.mb, s.n-i0))
+			if t.s.left.Add(-1) == 0 {
+				t.s.end = time.Now()
+				t.s.done.add()
+			}
+		default:
+			return
 		}
 	}
 }
@@ -756,25 +859,24 @@ func (n *Net) layer(st *stream, o op, dst, src []float32, m int) {
 	n.sp = splitCall{}
 }
 
-// drain takes micro-batches off the shared counter until the batch is done.
+// drain runs a batch on the caller's stream, micro-batch by micro-batch.
 func (n *Net) drain(st *stream, j job) {
-	mb := j.mb
-	for {
-		i0 := int(n.next.Add(1)-1) * mb
-		if i0 >= j.n {
-			return
-		}
-		m := min(mb, j.n-i0)
-		var logits, maps []float32
-		if j.logits != nil {
-			logits = j.logits[i0*n.classes : (i0+m)*n.classes]
-		}
-		if j.maps != nil {
-			ml := n.MapDims().Len()
-			maps = j.maps[i0*ml : (i0+m)*ml]
-		}
-		n.micro(st, j.x[i0*n.inLen:(i0+m)*n.inLen], m, j.probs[i0*n.classes:(i0+m)*n.classes], logits, maps)
+	for i0 := 0; i0 < j.n; i0 += j.mb {
+		n.run1(st, j, i0, min(j.mb, j.n-i0))
 	}
+}
+
+// run1 runs images i0..i0+m-1 of j on st.
+func (n *Net) run1(st *stream, j job, i0, m int) {
+	var logits, maps []float32
+	if j.logits != nil {
+		logits = j.logits[i0*n.classes : (i0+m)*n.classes]
+	}
+	if j.maps != nil {
+		ml := n.MapDims().Len()
+		maps = j.maps[i0*ml : (i0+m)*ml]
+	}
+	n.micro(st, j.x[i0*n.inLen:(i0+m)*n.inLen], m, j.probs[i0*n.classes:(i0+m)*n.classes], logits, maps)
 }
 
 // micro runs m images through the whole network in one stream's buffers.

@@ -374,9 +374,9 @@ func (s *run) warn(msg string) {
 }
 
 // allocBuffers makes the fixed pool of tensor buffers that bounds memory:
-// depth = one per decoder, one in inference, one waiting.
+// depth = one per decoder, two in inference, one waiting.
 func (s *run) allocBuffers() {
-	depth := s.cfg.Workers + 2
+	depth := s.cfg.Workers + 3
 	classes := s.Net.Classes()
 	s.pool = make(chan *tensorBuf, depth)
 	for i := 0; i < depth; i++ {
