@@ -15,14 +15,13 @@ import (
 func (s *run) inferStage(ctx context.Context, in <-chan *batch, out chan<- *batch) error {
 	defer close(out)
 	var (
-		held  *batch   // submitted, not yet waited for
-		after []*batch // file ends and failures that came after held
-		hp    nin.Pending
+		held *batch // submitted, not yet waited for
+		hp   nin.Pending
 		hs   time.Time // when held was submitted
 		last time.Time // when the batch before held finished
 	)
 	// pass waits for the held batch, counts the time the net spent on it,
-	// and sends it on with the markers after it.
+	// and sends it on.
 	pass := func() error {
 		if held == nil {
 			return nil
@@ -34,17 +33,7 @@ func (s *run) inferStage(ctx context.Context, in <-chan *batch, out chan<- *batc
 			s.inferNs.Add(int64(end.Sub(start)))
 		}
 		last = end
-		if err := send(ctx, out, b); err != nil {
-			return err
-		}
-		for len(after) > 0 {
-			m := after[0]
-			after = after[1:]
-			if err := send(ctx, out, m); err != nil {
-				return err
-			}
-		}
-		return nil
+		return send(ctx, out, b)
 	}
 	defer func() {
 		if held != nil { // stopped early: the net may still write its buffer
@@ -53,10 +42,14 @@ func (s *run) inferStage(ctx context.Context, in <-chan *batch, out chan<- *batc
 		}
 	}()
 	for b := range in {
-		if b.rec == nil { // a file's end or failure: after its batches
-			if held != nil {
-				after = append(after, b)
-			} else if err := send(ctx, out, b); err != nil {
+		// A unit's end or failure goes on at once, after its batches: the
+		// writer commits the unit then, and the reader may be waiting for
+		// that commit (a unit another shard's run holds) before it reads on.
+		if b.rec == nil {
+			if err := pass(); err != nil {
+				return err
+			}
+			if err := send(ctx, out, b); err != nil {
 				return err
 			}
 			continue
