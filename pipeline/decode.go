@@ -37,7 +37,8 @@ func (s *run) decodeStage(ctx context.Context, in <-chan *batch, out chan<- *bat
 	return err
 }
 
-// dispatch numbers the batches and gives each that carries rows a buffer.
+// dispatch numbers the batches and gives each that carries rows an output
+// buffer and an input tensor.
 func (s *run) dispatch(ctx context.Context, in <-chan *batch, work chan<- *batch) error {
 	defer close(work)
 	var seq uint64
@@ -45,6 +46,12 @@ func (s *run) dispatch(ctx context.Context, in <-chan *batch, work chan<- *batch
 		if b.rec != nil && !b.file.failed.Load() {
 			select {
 			case b.buf = <-s.pool:
+			case <-ctx.Done():
+				s.drop(b)
+				return ctx.Err()
+			}
+			select {
+			case b.buf.x = <-s.inputs:
 			case <-ctx.Done():
 				s.drop(b)
 				return ctx.Err()
@@ -144,7 +151,7 @@ func (s *run) drop(b *batch) {
 		b.rec = nil
 	}
 	if b.buf != nil {
-		s.pool <- b.buf
+		s.release(b.buf)
 		b.buf = nil
 	}
 }

@@ -29,6 +29,8 @@ func (s *run) inferStage(ctx context.Context, in <-chan *batch, out chan<- *batc
 		b := held
 		end := s.Net.Wait(hp)
 		held = nil
+		s.inputs <- b.buf.x // the writer needs the outputs only
+		b.buf.x = nil
 		if start := later(hs, last); end.After(start) {
 			s.inferNs.Add(int64(end.Sub(start)))
 		}

@@ -206,7 +206,7 @@ type batch struct {
 }
 
 type tensorBuf struct {
-	x     []float32 // (Batch, H, W, C)
+	x     []float32 // (Batch, H, W, C): from run.inputs, back there after inference
 	probs []float32 // (Batch, classes)
 	maps  []float32 // (Batch, mapH, mapW, classes) with RunConfig.Maps, else nil
 }
@@ -221,7 +221,8 @@ type run struct {
 	view     *manifestView
 	manifest *manifestWriter
 	prep     *nbio.Preprocess
-	pool     chan *tensorBuf
+	pool     chan *tensorBuf // outputs, each with an input tensor from inputs while it has one
+	inputs   chan []float32  // input tensors
 	total    int64
 	uploads  map[string]bool // store: keys with unfinished multipart uploads (nil: not listed yet)
 	decodeNs atomic.Int64
@@ -373,19 +374,34 @@ func (s *run) warn(msg string) {
 	}
 }
 
-// allocBuffers makes the fixed pool of tensor buffers that bounds memory:
-// depth = one per decoder, two in inference, one waiting.
+// allocBuffers makes the fixed pools of buffers that bound memory. Input
+// tensors: one per decoder and two in inference (the next batch is
+// submitted before the last is waited for). Outputs (probabilities, maps),
+// which the writer needs after inference: one more, for the batch it
+// writes.
 func (s *run) allocBuffers() {
-	depth := s.cfg.Workers + 3
 	classes := s.Net.Classes()
-	s.pool = make(chan *tensorBuf, depth)
-	for i := 0; i < depth; i++ {
-		tb := &tensorBuf{x: make([]float32, s.cfg.Batch*s.prep.Len()), probs: make([]float32, s.cfg.Batch*classes)}
+	s.inputs = make(chan []float32, s.cfg.Workers+2)
+	for i := 0; i < cap(s.inputs); i++ {
+		s.inputs <- make([]float32, s.cfg.Batch*s.prep.Len())
+	}
+	s.pool = make(chan *tensorBuf, s.cfg.Workers+3)
+	for i := 0; i < cap(s.pool); i++ {
+		tb := &tensorBuf{probs: make([]float32, s.cfg.Batch*classes)}
 		if s.cfg.Maps != "" {
 			tb.maps = make([]float32, s.cfg.Batch*s.Net.MapDims().Len())
 		}
 		s.pool <- tb
 	}
+}
+
+// release puts a batch's buffers back in their pools.
+func (s *run) release(tb *tensorBuf) {
+	if tb.x != nil {
+		s.inputs <- tb.x
+		tb.x = nil
+	}
+	s.pool <- tb
 }
 
 // send passes b on, or drops it when the run is cancelled.

@@ -264,7 +264,7 @@ func (s *run) writeStage(ctx context.Context, in <-chan *batch) error {
 			if err != nil {
 				if b.rec != nil {
 					b.rec.Release()
-					s.pool <- b.buf
+					s.release(b.buf)
 				}
 				return err
 			}
@@ -287,7 +287,7 @@ func (s *run) writeStage(ctx context.Context, in <-chan *batch) error {
 		}
 		err := s.write(w, b, &fs, s.prep, s.cfg)
 		b.rec.Release()
-		s.pool <- b.buf
+		s.release(b.buf)
 		if err != nil {
 			return err
 		}
