@@ -103,7 +103,7 @@ type RunSummary struct {
 	RowsSkipped   int64          `json:"rows_skipped"`
 	Seconds       float64        `json:"seconds"`
 	ImgPerSec     float64        `json:"img_per_s"`
-	InferSecs     float64        `json:"infer_seconds"`
+	InferSecs     float64        `json:"infer_seconds"` // the net busy with a batch (two may overlap: counted once)
 	DecodeSecs    float64        `json:"decode_seconds"`
 	Outputs       []FileSummary  `json:"outputs"`
 	Failures      []FileFailure  `json:"failures,omitempty"`
