@@ -11,15 +11,6 @@ import (
 	"github.com/ninbatch/ninbatch/native"
 )
 
-// spinMACs: by default a net of at most this many multiply-adds an image
-// (nin-mnist, 50 M; not nin-cifar10, 222 M) waits for the parts of its
-// split layer calls by spinning; Tuning.Wait overrides it. Which wait wins
-// is the machine's: on KVM guests the host adapts its halt polling to how
-// the guest idles over seconds, so short alternations of the two mislead
-// and a choice measured in-process was wrong as often as right
-// (docs/benchmarks.md). The output does not depend on it.
-const spinMACs = 100_000_000
-
 // Net is a network built for inference: every buffer is allocated once for
 // Options.MaxBatch and Forward allocates nothing. A Net is used by one
 // goroutine at a time; Close stops its workers.
@@ -41,7 +32,7 @@ type Net struct {
 	work    []*mailbox                       // one per worker goroutine (nil: no workers)
 	fin     *tally                           // parts finished by the workers
 	posted  int64                            // parts handed to the workers so far (the caller's count)
-	spin    bool                             // split calls wait by spinning (see spinMACs)
+	spin    bool                             // split calls wait by spinning (see procs)
 	observe func(conv string, src []float32) // sees each conv's input (Calibrator), or nil
 	closed  bool
 
@@ -482,10 +473,7 @@ func netDefaults(opt *Options, layers []Layer, inLen int) error {
 		opt.ChainWeightBytes = chainWeightBytes
 	}
 	if opt.Wait == "" || opt.Wait == "auto" {
-		opt.Wait = "park"
-		if _, macs := Totals(layers); macs <= spinMACs {
-			opt.Wait = "spin"
-		}
+		opt.Wait = "spin"
 	}
 	switch {
 	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:
@@ -760,7 +748,7 @@ func (n *Net) Submit(x []float32, batch int, probs, logits, maps []float32) (Pen
 	case n.work != nil:
 		// fewer images than workers: each layer call is split over all of
 		// them, caller included (worker 0's stream is the caller's)
-		procsForSplit()
+		procsForSplit(n.opt.Threads, n.spin)
 		blas.SetThreads(1)
 		st := n.streams[0]
 		st.split = true

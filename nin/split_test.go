@@ -9,13 +9,13 @@ import (
 	"github.com/ninbatch/ninbatch/native"
 )
 
-// Tuning.Wait forces either wait; auto spins for small nets only.
+// Tuning.Wait forces either wait; auto spins.
 func TestWaitChoice(t *testing.T) {
 	for _, c := range []struct {
 		preset, wait string
 		spin         bool
 	}{
-		{"nin-mnist", "", true}, {"nin-cifar10", "", false}, {"nin-mnist", "park", false}, {"nin-cifar10", "spin", true}, {"nin-cifar10", "auto", false},
+		{"nin-mnist", "", true}, {"nin-imagenet", "", true}, {"nin-mnist", "park", false}, {"nin-cifar10", "spin", true}, {"nin-cifar10", "auto", true},
 	} {
 		net, err := NewNet(randomModel(t, c.preset, 1), Options{MaxBatch: 1, Threads: 2, Tuning: Tuning{Wait: c.wait}})
 		if err != nil {
@@ -182,26 +182,39 @@ func TestClaimsTakeEveryUnitOnce(t *testing.T) {
 	}
 }
 
-// Streams run at GOMAXPROCS threads+2, split calls at the process's own
-// setting, switching with the mode of each call; a higher setting is kept.
+// Streams run at GOMAXPROCS threads+2, spinning split calls at threads+1,
+// parking ones at the process's own setting, switching with the mode of
+// each call; a higher setting is kept.
 func TestProcsFollowMode(t *testing.T) {
 	old := runtime.GOMAXPROCS(2)
 	defer runtime.GOMAXPROCS(old)
-	defer procsForSplit()
+	defer procsForSplit(2, false)
 	m := randomModel(t, "nin-mnist", 1)
 	net, err := NewNet(m, Options{MaxBatch: 4, Threads: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer net.Close()
+	parker, err := NewNet(m, Options{MaxBatch: 4, Threads: 2, Tuning: Tuning{Wait: "park"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parker.Close()
 	x := randomInput(4, net.InputLen(), 2)
 	probs := make([]float32, 4*net.Classes())
-	for _, c := range []struct{ batch, procs int }{{4, 4}, {2, 4}, {1, 2}, {1, 2}, {3, 4}, {1, 2}} {
-		if err := net.Forward(x, c.batch, probs, nil); err != nil {
+	for _, c := range []struct {
+		park         bool
+		batch, procs int
+	}{{false, 4, 4}, {false, 2, 4}, {false, 1, 3}, {false, 1, 3}, {true, 1, 2}, {false, 3, 4}, {true, 1, 2}, {false, 1, 3}, {true, 2, 4}, {true, 1, 2}} {
+		n := net
+		if c.park {
+			n = parker
+		}
+		if err := n.Forward(x, c.batch, probs, nil); err != nil {
 			t.Fatal(err)
 		}
 		if got := runtime.GOMAXPROCS(0); got != c.procs {
-			t.Fatalf("after a batch of %d: GOMAXPROCS %d, want %d", c.batch, got, c.procs)
+			t.Fatalf("after a batch of %d (parking %v): GOMAXPROCS %d, want %d", c.batch, c.park, got, c.procs)
 		}
 	}
 	runtime.GOMAXPROCS(8)
