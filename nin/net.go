@@ -473,7 +473,12 @@ func netDefaults(opt *Options, layers []Layer, inLen int) error {
 		opt.ChainWeightBytes = chainWeightBytes
 	}
 	if opt.Wait == "" || opt.Wait == "auto" {
+		// a spinner holds a CPU, which with more threads than CPUs another
+		// part needs
 		opt.Wait = "spin"
+		if opt.Threads > ownProcs() {
+			opt.Wait = "park"
+		}
 	}
 	switch {
 	case opt.MaxBatch < 1 || opt.MaxBatch > 1<<16:

@@ -72,3 +72,14 @@ func procsForSplit(threads int, spin bool) {
 		procsFor(0)
 	}
 }
+
+// ownProcs is the process's own GOMAXPROCS (before any raise made here):
+// the CPUs it means to use, cgroup limits included.
+func ownProcs() int {
+	procs.mu.Lock()
+	defer procs.mu.Unlock()
+	if procs.raised.Load() {
+		return procs.base
+	}
+	return runtime.GOMAXPROCS(0)
+}

@@ -9,13 +9,15 @@ import (
 	"github.com/ninbatch/ninbatch/native"
 )
 
-// Tuning.Wait forces either wait; auto spins.
+// Tuning.Wait forces either wait; auto spins, unless the threads outnumber
+// the process's GOMAXPROCS.
 func TestWaitChoice(t *testing.T) {
+	auto := ownProcs() >= 2 // the nets below run 2 threads
 	for _, c := range []struct {
 		preset, wait string
 		spin         bool
 	}{
-		{"nin-mnist", "", true}, {"nin-imagenet", "", true}, {"nin-mnist", "park", false}, {"nin-cifar10", "spin", true}, {"nin-cifar10", "auto", true},
+		{"nin-mnist", "", auto}, {"nin-imagenet", "", auto}, {"nin-mnist", "park", false}, {"nin-cifar10", "spin", true}, {"nin-cifar10", "auto", auto},
 	} {
 		net, err := NewNet(randomModel(t, c.preset, 1), Options{MaxBatch: 1, Threads: 2, Tuning: Tuning{Wait: c.wait}})
 		if err != nil {
@@ -26,6 +28,15 @@ func TestWaitChoice(t *testing.T) {
 		}
 		net.Close()
 	}
+	over := ownProcs() + 1
+	net, err := NewNet(randomModel(t, "nin-mnist", 1), Options{MaxBatch: 1, Threads: over})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if net.spin || net.Options().Wait != "park" {
+		t.Errorf("%d threads over %d Go processors: wait %q, want park", over, over-1, net.Options().Wait)
+	}
+	net.Close()
 	if _, err := ParseTuning(`{"wait":"poll"}`); err == nil {
 		t.Error(`wait "poll" accepted`)
 	}

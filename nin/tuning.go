@@ -111,7 +111,8 @@ type Tuning struct {
 	ChainWeightBytes int `json:"chain_weight_bytes,omitempty"`
 	// Wait is how a split layer call (batch < Threads) waits for its
 	// parts and the workers for the next one: "spin" (up to 50 µs before
-	// parking), "park", or "auto" (default: spin; see procs for the Go
+	// parking), "park", or "auto" (default: spin, or park when the
+	// threads outnumber the process's GOMAXPROCS; see procs for the Go
 	// processors each wants). Options() reports the wait resolved.
 	Wait string `json:"wait,omitempty"`
 }
