@@ -8,17 +8,17 @@ import * as ort from 'onnxruntime-node';
 import { readFileSync, writeFileSync } from 'node:fs';
 
 const [model, input, n, c, h, w, out] = process.argv.slice(2);
-const session = await ort.InferenceSession.create(model, {
+const runner = await ort.InferenceSession.create(model, {
   graphOptimizationLevel: 'all', intraOpNumThreads: 2, interOpNumThreads: 1, logSeverityLevel: 2,
 });
-if (session.inputNames.join() !== 'input' || session.outputNames.join() !== 'probs') {
-  console.error(`inputs ${session.inputNames} outputs ${session.outputNames}`);
+if (runner.inputNames.join() !== 'input' || runner.outputNames.join() !== 'probs') {
+  console.error(`inputs ${runner.inputNames} outputs ${runner.outputNames}`);
   process.exit(1);
 }
 const buf = readFileSync(input);
 const x = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
 const dims = [n, c, h, w].map(Number);
-const res = await session.run({ input: new ort.Tensor('float32', x, dims) });
+const res = await runner.run({ input: new ort.Tensor('float32', x, dims) });
 const p = res.probs;
 if (p.dims[0] !== dims[0]) {
   console.error(`probs dims ${p.dims}`);
